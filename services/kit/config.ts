@@ -1,0 +1,71 @@
+// Configuration comes from environment variables, described by one schema per
+// process and checked once at start: a bad value stops the process with a
+// message naming the variable, instead of failing later somewhere else.
+import { Type, type Static, type TObject, type TProperties } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Settings every service reads. Names are the environment variables. */
+export const ServiceSettings = {
+  NATS_URL: Type.String({ default: 'nats://127.0.0.1:4222', description: 'Comma-separated NATS server URLs.' }),
+  NATS_USER: Type.Optional(Type.String({ minLength: 1 })),
+  NATS_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  DATABASE_URL: Type.Optional(
+    Type.String({ pattern: '^postgres(ql)?://', description: "This service's database; defaults to shop_<service> on PG* settings." }),
+  ),
+  LOG_LEVEL: Type.Union(
+    [
+      Type.Literal('fatal'),
+      Type.Literal('error'),
+      Type.Literal('warn'),
+      Type.Literal('info'),
+      Type.Literal('debug'),
+      Type.Literal('trace'),
+      Type.Literal('silent'),
+    ],
+    { default: 'info' },
+  ),
+  STREAM_REPLICAS: Type.Integer({ minimum: 1, maximum: 5, default: 1 }),
+  RPC_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 120_000, default: 2000 }),
+  SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
+  ZIPKIN_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Zipkin v2 spans endpoint.' })),
+};
+
+/**
+ * Reads `schema` from `env`: converts strings to numbers and booleans, fills
+ * defaults, and throws a ConfigError naming every variable that is wrong.
+ */
+export function loadConfig<P extends TProperties>(
+  properties: P,
+  env: Record<string, string | undefined> = process.env,
+): Static<TObject<P>> {
+  const schema = Type.Object(properties);
+  const raw: Record<string, unknown> = {};
+  for (const key of Object.keys(properties)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') raw[key] = value;
+  }
+  const value = Value.Default(schema, Value.Convert(schema, raw));
+  if (Value.Check(schema, value)) return value;
+  const problems = [...Value.Errors(schema, value)].map((error) => {
+    const name = error.path.replace(/^\//, '').split('/')[0] || '(config)';
+    const given = raw[name] === undefined ? 'unset' : JSON.stringify(env[name]);
+    return `${name} (${given}): ${error.message}`;
+  });
+  const unique = [...new Set(problems)];
+  throw new ConfigError(`Invalid configuration. Fix these environment variables:\n  ${unique.join('\n  ')}`);
+}
+
+/** loadConfig for a process's main: a bad setting prints what to fix and exits with EX_CONFIG (78). */
+export function loadConfigOrExit<P extends TProperties>(properties: P): Static<TObject<P>> {
+  try {
+    return loadConfig(properties);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    process.stderr.write(`${error.message}\n`);
+    process.exit(78);
+  }
+}

@@ -1,0 +1,116 @@
+// PostgreSQL: one pool per service, its own database created on first start,
+// numbered SQL migrations applied once (the kit's first, then the service's),
+// and transactions as a function.
+import pg from 'pg';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from './log.ts';
+
+export type Pool = pg.Pool;
+export type Tx = pg.PoolClient;
+/** Anything that can run a query: the pool, or a client inside a transaction. */
+export type Queryable = Pick<pg.Pool, 'query'>;
+
+// Bigint counts (e.g. COUNT(*)) as numbers: our counts never pass 2^53.
+pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
+
+/** The database URL of a service: DATABASE_URL, or shop_<service> on the PG* defaults. */
+export function databaseUrl(service: string, explicit?: string): string {
+  if (explicit) return explicit;
+  const host = process.env.PGHOST ?? '127.0.0.1';
+  const port = process.env.PGPORT ?? '5432';
+  const user = encodeURIComponent(process.env.PGUSER ?? 'postgres');
+  const password = process.env.PGPASSWORD ? `:${encodeURIComponent(process.env.PGPASSWORD)}` : '';
+  return `postgresql://${user}${password}@${host}:${port}/shop_${service}`;
+}
+
+/** Creates the database named in `url` when missing, connecting to the server's `postgres` database. */
+export async function ensureDatabase(url: string, log: Logger): Promise<void> {
+  const target = new URL(url);
+  const name = decodeURIComponent(target.pathname.slice(1));
+  const admin = new URL(url);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString() });
+  await client.connect();
+  try {
+    const found = await client.query('SELECT 1 FROM pg_database WHERE datname = $1', [name]);
+    if (found.rowCount) return;
+    await client.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    log.info({ database: name }, 'database created');
+  } catch (error) {
+    // Another instance created it at the same moment.
+    if ((error as { code?: string }).code !== '42P04') throw error;
+  } finally {
+    await client.end();
+  }
+}
+
+export function createPool(url: string, max = 10): Pool {
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 });
+  // An idle client losing its connection must not crash the process; the pool replaces it.
+  pool.on('error', () => {});
+  return pool;
+}
+
+const KIT_MIGRATIONS = join(import.meta.dirname, 'migrations');
+
+/**
+ * Applies `<dir>/NNN_name.sql` files not yet applied, each in its own
+ * transaction, under an advisory lock so that instances starting together
+ * take turns.
+ */
+export async function migrate(pool: Pool, service: string, migrationsDir: string, log: Logger): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock(hashtext($1))', ['shop-migrations']);
+    await client.query(
+      'CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
+    );
+    const applied = new Set(
+      (await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((row) => row.name),
+    );
+    for (const [scope, dir] of [['kit', KIT_MIGRATIONS], [service, migrationsDir]] as const) {
+      const files = (await readdir(dir)).filter((file) => /^\d+_.+\.sql$/.test(file)).sort();
+      for (const file of files) {
+        const name = `${scope}/${file}`;
+        if (applied.has(name)) continue;
+        const sql = await readFile(join(dir, file), 'utf8');
+        await client.query('BEGIN');
+        try {
+          await client.query(sql);
+          await client.query('INSERT INTO schema_migrations (name) VALUES ($1)', [name]);
+          await client.query('COMMIT');
+          log.info({ migration: name }, 'migration applied');
+        } catch (error) {
+          await client.query('ROLLBACK');
+          throw new Error(`migration ${name} failed: ${(error as Error).message}`, { cause: error });
+        }
+      }
+    }
+  } finally {
+    await client.query('SELECT pg_advisory_unlock(hashtext($1))', ['shop-migrations']).catch(() => {});
+    client.release();
+  }
+}
+
+/** Runs `work` in a transaction: commit when it returns, roll back when it throws. */
+export async function withTransaction<T>(pool: Pool, work: (tx: Tx) => Promise<T>): Promise<T> {
+  const tx = await pool.connect();
+  try {
+    await tx.query('BEGIN');
+    const result = await work(tx);
+    await tx.query('COMMIT');
+    return result;
+  } catch (error) {
+    await tx.query('ROLLBACK').catch(() => {});
+    throw error;
+  } finally {
+    tx.release();
+  }
+}
+
+/** PostgreSQL's unique_violation, for turning a duplicate into a typed error. */
+export function isUniqueViolation(error: unknown, constraint?: string): boolean {
+  const e = error as { code?: string; constraint?: string };
+  return e?.code === '23505' && (constraint === undefined || e.constraint === constraint);
+}

@@ -1,0 +1,13 @@
+// The shared service kit: what every service uses, in one small folder.
+export { loadConfig, loadConfigOrExit, ConfigError, ServiceSettings } from './config.ts';
+export { createLogger, type Logger } from './log.ts';
+export { ServiceError, toServiceError } from './errors.ts';
+export { startTracing, stopTracing } from './tracing.ts';
+export { connectNats } from './nats.ts';
+export { createPool, databaseUrl, ensureDatabase, migrate, withTransaction, isUniqueViolation, type Pool, type Tx, type Queryable } from './db.ts';
+export { endpoint, serveEndpoints, type Endpoint, type RequestContext, type RpcServer } from './rpc-server.ts';
+export { RpcClient, type RpcClientOptions, type CallOptions } from './rpc-client.ts';
+export { ensureStreams, toStreamConfig } from './streams.ts';
+export { writeEvent, OutboxRelay } from './outbox.ts';
+export { on, startConsumer, defaultConsumerSettings, DeadLetterHeaders, type EventHandler, type EventContext, type ConsumerSettings } from './consumer.ts';
+export { startService, stopOnSignals, type ServiceDefinition, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';

@@ -1,0 +1,30 @@
+// One NATS connection per process: reconnects forever (a service outlives a
+// NATS restart), and skips the stack capture nats.js does per request.
+import { connect, type NatsConnection } from 'nats';
+import type { Logger } from './log.ts';
+
+export interface NatsSettings {
+  NATS_URL: string;
+  NATS_USER?: string | undefined;
+  NATS_PASSWORD?: string | undefined;
+}
+
+export async function connectNats(name: string, settings: NatsSettings, log: Logger): Promise<NatsConnection> {
+  const nc = await connect({
+    servers: settings.NATS_URL.split(',').map((url) => url.trim()),
+    name,
+    ...(settings.NATS_USER ? { user: settings.NATS_USER, pass: settings.NATS_PASSWORD ?? '' } : {}),
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    waitOnFirstConnect: true,
+    noAsyncTraces: true,
+  });
+  log.info({ server: nc.getServer() }, 'nats connected');
+  void (async () => {
+    for await (const status of nc.status()) {
+      if (status.type === 'pingTimer') continue;
+      log.info({ status: status.type, data: String(status.data) }, 'nats status');
+    }
+  })();
+  return nc;
+}

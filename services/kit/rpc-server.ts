@@ -1,0 +1,139 @@
+// Request-reply endpoints on the NATS services framework, so `nats micro
+// ls|info|stats` see every service and endpoint and queue groups balance the
+// instances. Every request is checked against its contract on the way in and
+// every reply on the way out; whatever a handler throws goes back as a NATS
+// micro error with our stable code. No request is left unanswered.
+import { headers as natsHeaders, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import {
+  ERROR_CODE_HEADER,
+  type ReplyOf,
+  type RequestOf,
+  type RpcContract,
+} from '../../subjects/index.ts';
+import { ServiceError, toServiceError } from './errors.ts';
+import type { Logger } from './log.ts';
+import { SpanKind, extractTraceContext, withMessagingSpan } from './tracing.ts';
+
+export interface RequestContext {
+  /** Child logger carrying the subject (and, through the mixin, the trace ids). */
+  log: Logger;
+}
+
+export interface Endpoint<C extends RpcContract = RpcContract> {
+  contract: C;
+  handle(input: RequestOf<C>, request: RequestContext): Promise<ReplyOf<C>>;
+}
+
+/** Pairs a contract with its handler, typed by the contract. */
+export function endpoint<C extends RpcContract>(
+  contract: C,
+  handle: (input: RequestOf<C>, request: RequestContext) => Promise<ReplyOf<C>>,
+): Endpoint {
+  return { contract, handle } as unknown as Endpoint;
+}
+
+export interface RpcServer {
+  readonly service: Service;
+  /** Stops taking requests, then waits (at most `timeoutMs`) for those in flight. */
+  stop(timeoutMs: number): Promise<void>;
+}
+
+export async function serveEndpoints(
+  nc: NatsConnection,
+  info: { name: string; version: string; description: string },
+  endpoints: readonly Endpoint[],
+  log: Logger,
+): Promise<RpcServer> {
+  const service = await nc.services.add({ ...info, queue: info.name });
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+
+  for (const { contract: c, handle } of endpoints) {
+    const contract: RpcContract = c;
+    if (contract.service !== info.name) {
+      throw new Error(`endpoint ${contract.subject} does not belong to service ${info.name}`);
+    }
+    const requestLog = log.child({ subject: contract.subject });
+    const context: RequestContext = { log: requestLog };
+
+    const answer = async (msg: ServiceMsg): Promise<void> => {
+      let reply: unknown;
+      try {
+        let input: unknown;
+        try {
+          input = JSON.parse(msg.string());
+        } catch {
+          throw new ServiceError('VALIDATION_FAILED', `${contract.subject} request is not valid JSON`);
+        }
+        contract.request.assert(input, `${contract.subject} request`);
+        reply = await handle(input as RequestOf<RpcContract>, context);
+      } catch (error) {
+        respondWithError(msg, error, requestLog);
+        return;
+      }
+      if (!contract.reply.check(reply)) {
+        // Our own bug, not the caller's: log it whole, send nothing internal.
+        const violation = toServiceError(tryAssert(() => contract.reply.assert(reply, `${contract.subject} reply`)));
+        requestLog.error({ details: violation.details }, 'reply does not match its contract');
+        respondWithError(msg, new ServiceError('INTERNAL', 'internal error'), requestLog);
+        return;
+      }
+      msg.respond(Buffer.from(JSON.stringify(reply)));
+    };
+
+    service.addEndpoint(contract.endpoint, {
+      subject: contract.subject,
+      metadata: { description: contract.description, idempotent: String(contract.idempotent) },
+      handler: (error, msg) => {
+        if (error) {
+          log.error({ err: error, subject: contract.subject }, 'endpoint subscription failed');
+          return;
+        }
+        inFlight++;
+        const parent = extractTraceContext(msg.headers);
+        withMessagingSpan(contract.subject, 'process', SpanKind.SERVER, parent, () => answer(msg))
+          // `answer` catches everything; this is the last guard so no request goes unanswered.
+          .catch((unexpected) => respondWithError(msg, unexpected, requestLog))
+          .finally(() => {
+            inFlight--;
+            if (inFlight === 0) idle?.();
+          });
+      },
+    });
+  }
+
+  return {
+    service,
+    async stop(timeoutMs) {
+      await service.stop();
+      if (inFlight === 0) return;
+      log.info({ inFlight }, 'waiting for requests in flight');
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    },
+  };
+}
+
+function tryAssert(check: () => void): unknown {
+  try {
+    check();
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+function respondWithError(msg: ServiceMsg, error: unknown, log: Logger): void {
+  const failure = toServiceError(error);
+  if (failure.status >= 500) log.error({ err: error, code: failure.code }, 'request failed');
+  else log.info({ code: failure.code, reason: failure.message }, 'request refused');
+  const headers = natsHeaders();
+  headers.set(ERROR_CODE_HEADER, failure.code);
+  const body = { code: failure.code, message: failure.message, details: failure.details ?? null };
+  msg.respondError(failure.status, failure.message, Buffer.from(JSON.stringify(body)), { headers });
+}

@@ -1,0 +1,139 @@
+// A service process, assembled: database (created and migrated), NATS,
+// streams, the RPC client, the endpoints, the outbox relay and the event
+// consumers, and a stop that undoes it all in order. Each service's app.ts
+// says *what* it serves and consumes; this file says *how*.
+import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
+import { streams, type EventContract, type StreamDefinition } from '../../subjects/index.ts';
+import { type ConsumerSettings, type EventHandler, type RunningConsumer, defaultConsumerSettings, startConsumer } from './consumer.ts';
+import { createPool, databaseUrl, ensureDatabase, migrate, type Pool } from './db.ts';
+import type { Logger } from './log.ts';
+import { connectNats, type NatsSettings } from './nats.ts';
+import { OutboxRelay, type OutboxRelayOptions } from './outbox.ts';
+import { RpcClient, type RpcClientOptions } from './rpc-client.ts';
+import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
+import { ensureStreams } from './streams.ts';
+
+/** What a service's handlers get: its own database, the bus, and a client for other services. */
+export interface ServiceContext {
+  name: string;
+  log: Logger;
+  pool: Pool;
+  nc: NatsConnection;
+  js: JetStreamClient;
+  client: RpcClient;
+}
+
+/** A service's app.ts: its name, its events, and the handlers built from its context. */
+export interface ServiceDefinition<Settings = unknown> {
+  /** The micro service name, also the domain of its subjects (`customers`). */
+  name: string;
+  version: string;
+  description: string;
+  /** Folder of this service's numbered .sql migrations. */
+  migrations: string;
+  /** Events this service writes to its outbox. */
+  emits: readonly EventContract[];
+  build(context: ServiceContext, settings: Settings): {
+    endpoints: readonly Endpoint[];
+    consumers: readonly EventHandler[];
+  };
+}
+
+export interface KitSettings extends NatsSettings {
+  DATABASE_URL?: string | undefined;
+  STREAM_REPLICAS: number;
+  RPC_TIMEOUT_MS: number;
+  SHUTDOWN_TIMEOUT_MS: number;
+}
+
+export interface StartOptions {
+  consumer?: Partial<ConsumerSettings>;
+  outbox?: OutboxRelayOptions;
+  client?: Partial<RpcClientOptions>;
+  /** Database name override (tests give each run its own). */
+  databaseUrl?: string;
+}
+
+export interface RunningService {
+  readonly context: ServiceContext;
+  readonly server: RpcServer;
+  readonly outbox: OutboxRelay;
+  readonly consumers: readonly RunningConsumer[];
+  /** Graceful stop: no new work, finish in-flight, drain NATS, close the pool. */
+  stop(): Promise<void>;
+}
+
+export async function startService<Settings>(
+  definition: ServiceDefinition<Settings>,
+  settings: Settings & KitSettings,
+  log: Logger,
+  options: StartOptions = {},
+): Promise<RunningService> {
+  const url = options.databaseUrl ?? databaseUrl(definition.name, settings.DATABASE_URL);
+  await ensureDatabase(url, log);
+  const pool = createPool(url);
+  await migrate(pool, definition.name, definition.migrations, log);
+
+  const nc = await connectNats(definition.name, settings, log);
+  const jsm: JetStreamManager = await nc.jetstreamManager();
+  const js = nc.jetstream();
+  const client = new RpcClient(nc, { timeoutMs: settings.RPC_TIMEOUT_MS, ...options.client });
+  const context: ServiceContext = { name: definition.name, log, pool, nc, js, client };
+  const { endpoints, consumers } = definition.build(context, settings);
+
+  await ensureStreams(jsm, streamsTouched(definition.emits, consumers), settings.STREAM_REPLICAS, log);
+
+  const outbox = new OutboxRelay(pool, url, js, log, options.outbox);
+  await outbox.start();
+  const consumerSettings = { ...defaultConsumerSettings, ...options.consumer };
+  const running = await Promise.all(
+    consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log }, consumerSettings)),
+  );
+  const server = await serveEndpoints(nc, definition, endpoints, log);
+  log.info({ endpoints: endpoints.length, consumers: running.length }, 'service started');
+
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    (stopping ??= (async () => {
+      const grace = settings.SHUTDOWN_TIMEOUT_MS;
+      log.info('service stopping');
+      await server.stop(grace);
+      await Promise.all(running.map((consumer) => consumer.stop(grace)));
+      await outbox.stop();
+      client.close();
+      await nc.drain().catch(() => {});
+      await pool.end();
+      log.info('service stopped');
+    })());
+
+  return { context, server, outbox, consumers: running, stop };
+}
+
+/** The streams a service writes to or reads from, plus DLQ for its dead letters. */
+function streamsTouched(emits: readonly EventContract[], consumers: readonly EventHandler[]): StreamDefinition[] {
+  const names = new Set<string>([...emits.map((e) => e.stream), ...consumers.map((c) => c.contract.stream), 'DLQ']);
+  return [...names].map((name) => {
+    const definition = (streams as Record<string, StreamDefinition>)[name];
+    if (!definition) throw new Error(`no stream definition named ${name} in subjects/streams.ts`);
+    return definition;
+  });
+}
+
+/** Runs `stop` once on SIGTERM or SIGINT, then exits; a second signal exits at once. */
+export function stopOnSignals(stop: () => Promise<void>, log: Logger): void {
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) process.exit(1);
+    signalled = true;
+    log.info({ signal }, 'signal received');
+    stop().then(
+      () => process.exit(0),
+      (error) => {
+        log.error({ err: error }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}

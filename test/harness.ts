@@ -1,0 +1,123 @@
+// Real servers for tests: a nats-server of our own per test file (random
+// port, temporary JetStream store, the project's nats.conf), fresh
+// PostgreSQL databases per run, and a poll helper instead of sleeps.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+
+export const ROOT = join(import.meta.dirname, '..');
+
+function natsServerBinary(): string {
+  const candidates = [process.env.NATS_SERVER_BIN, '/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
+  const found = candidates.find((path) => path && existsSync(path));
+  return found ?? 'nats-server';
+}
+
+export interface TestNats {
+  url: string;
+  port: number;
+  storeDir: string;
+  process: ChildProcess;
+  /** Stops the server, keeping its store (for restart tests). */
+  stop(): Promise<void>;
+  /** Stops the server and removes its store. */
+  cleanup(): Promise<void>;
+}
+
+/** Starts nats-server with JetStream on a random port; `storeDir` reuses a store. */
+export async function startNats(options: { storeDir?: string; port?: number } = {}): Promise<TestNats> {
+  const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'shop-nats-')));
+  const portsDir = await mkdtemp(join(tmpdir(), 'shop-nats-ports-'));
+  const args = ['-c', join(ROOT, 'nats.conf'), '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
+  const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (chunk) => {
+    stderr = (stderr + chunk).slice(-4000);
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const port = await waitFor(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
+      const files = await readdir(portsDir);
+      if (files.length === 0) return undefined;
+      const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[] };
+      const url = ports.nats?.[0];
+      return url ? Number(new URL(url).port) : undefined;
+    },
+    { timeoutMs: 10_000, what: 'nats-server to listen' },
+  );
+  await rm(portsDir, { recursive: true, force: true });
+  const stop = async () => {
+    if (child.exitCode === null) {
+      child.kill('SIGTERM');
+      await exited;
+    }
+  };
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    port,
+    storeDir,
+    process: child,
+    stop,
+    async cleanup() {
+      await stop();
+      await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Base URL of the test PostgreSQL: DATABASE_URL's server, or PG*, or 127.0.0.1:5432 as postgres. */
+function serverUrl(): URL {
+  if (process.env.TEST_DATABASE_URL) return new URL(process.env.TEST_DATABASE_URL);
+  const user = encodeURIComponent(process.env.PGUSER ?? 'postgres');
+  const password = process.env.PGPASSWORD ? `:${encodeURIComponent(process.env.PGPASSWORD)}` : '';
+  return new URL(`postgresql://${user}${password}@${process.env.PGHOST ?? '127.0.0.1'}:${process.env.PGPORT ?? '5432'}/postgres`);
+}
+
+const created: string[] = [];
+
+/** A URL naming a database that does not exist yet (the kit creates it); dropped by `dropTestDatabases`. */
+export function testDatabaseUrl(service: string): string {
+  const name = `shop_test_${service}_${randomBytes(4).toString('hex')}`;
+  created.push(name);
+  const url = serverUrl();
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+export async function dropTestDatabases(): Promise<void> {
+  const client = new pg.Client({ connectionString: serverUrl().toString() });
+  await client.connect();
+  try {
+    for (const name of created.splice(0)) {
+      await client.query(`DROP DATABASE IF EXISTS ${pg.escapeIdentifier(name)} WITH (FORCE)`);
+    }
+  } finally {
+    await client.end();
+  }
+}
+
+/** Polls `probe` until it returns something other than undefined/false; throws after the timeout. */
+export async function waitFor<T>(
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  { timeoutMs = 10_000, intervalMs = 20, what = 'condition' }: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      const value = await probe();
+      if (value !== undefined && value !== false) return value as T;
+    } catch (error) {
+      lastError = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
