@@ -121,3 +121,97 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
+
+// ---------------------------------------------------------------------------
+// Services under test
+
+import { loadConfig, createLogger, startService, ServiceSettings, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
+import type { TProperties } from '@sinclair/typebox';
+
+export interface TestServiceOptions extends StartOptions {
+  /** Extra environment for loadConfig (e.g. service-specific settings). */
+  env?: Record<string, string>;
+  /** The service's settings schema; ServiceSettings when omitted. */
+  settings?: TProperties;
+  logLevel?: string;
+}
+
+/**
+ * Starts a service in this process against `nats` and a fresh database.
+ * Logs are silent unless TEST_LOG_LEVEL is set.
+ */
+export async function startTestService<Settings>(
+  definition: ServiceDefinition<Settings>,
+  nats: { url: string },
+  options: TestServiceOptions = {},
+): Promise<RunningService & { databaseUrl: string }> {
+  const env = {
+    NATS_URL: nats.url,
+    LOG_LEVEL: options.logLevel ?? process.env.TEST_LOG_LEVEL ?? 'silent',
+    SHUTDOWN_TIMEOUT_MS: '2000',
+    ...options.env,
+  };
+  const settings = loadConfig(options.settings ?? ServiceSettings, env) as Settings & KitSettings;
+  const log = createLogger(definition.name, settings.LOG_LEVEL);
+  const databaseUrl = options.databaseUrl ?? testDatabaseUrl(definition.name);
+  const running = await startService(definition, settings, log, {
+    outbox: { sweepMs: 200 },
+    consumer: { backoffMs: 50, maxBackoffMs: 500 },
+    ...options,
+    databaseUrl,
+  });
+  return Object.assign(running, { databaseUrl });
+}
+
+export interface ServiceProcess {
+  child: ChildProcess;
+  /** Lines the process wrote to stdout (JSON logs). */
+  output: string[];
+  /** SIGTERM and wait for exit; returns the exit code. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+/**
+ * Runs `services/<dir>/main.ts` as a real child process with the project's
+ * Node, for crash (kill -9) and signal tests. Resolves once it logs
+ * "service started".
+ */
+export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'services', dir, 'main.ts')], {
+    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  let buffered = '';
+  let started: () => void = () => {};
+  const startedPromise = new Promise<void>((resolve) => (started = resolve));
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) {
+      output.push(line);
+      if (line.includes('"service started"')) started();
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await Promise.race([
+    startedPromise,
+    exited.then((code) => {
+      throw new Error(`services/${dir} exited with ${code} before starting: ${stderr}`);
+    }),
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`services/${dir} did not start in 20 s: ${stderr}`)), 20_000).unref()),
+  ]);
+  return {
+    child,
+    output,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
