@@ -127,6 +127,7 @@ export async function waitFor<T>(
 
 import { loadConfig, createLogger, startService, ServiceSettings, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
 import type { TProperties } from '@sinclair/typebox';
+import type { LevelWithSilent } from 'pino';
 
 export interface TestServiceOptions extends StartOptions {
   /** Extra environment for loadConfig (e.g. service-specific settings). */
@@ -151,8 +152,8 @@ export async function startTestService<Settings>(
     SHUTDOWN_TIMEOUT_MS: '2000',
     ...options.env,
   };
-  const settings = loadConfig(options.settings ?? ServiceSettings, env) as Settings & KitSettings;
-  const log = createLogger(definition.name, settings.LOG_LEVEL);
+  const settings = loadConfig(options.settings ?? ServiceSettings, env) as unknown as Settings & KitSettings;
+  const log = createLogger(definition.name, env.LOG_LEVEL as LevelWithSilent);
   const databaseUrl = options.databaseUrl ?? testDatabaseUrl(definition.name);
   const running = await startService(definition, settings, log, {
     outbox: { sweepMs: 200 },
