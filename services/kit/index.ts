@@ -10,4 +10,4 @@ export { RpcClient, type RpcClientOptions, type CallOptions } from './rpc-client
 export { ensureStreams, toStreamConfig } from './streams.ts';
 export { writeEvent, OutboxRelay } from './outbox.ts';
 export { on, startConsumer, defaultConsumerSettings, DeadLetterHeaders, type EventHandler, type EventContext, type ConsumerSettings } from './consumer.ts';
-export { startService, stopOnSignals, type ServiceDefinition, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';
+export { startService, stopOnSignals, type ServiceDefinition, type BackgroundTask, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';

@@ -36,7 +36,17 @@ export interface ServiceDefinition<Settings = unknown> {
   build(context: ServiceContext, settings: Settings): {
     endpoints: readonly Endpoint[];
     consumers: readonly EventHandler[];
+    /** Loops of the service's own (sweepers, senders), started last and stopped before the outbox. */
+    background?: readonly BackgroundTask[];
   };
+}
+
+/** A loop a service runs beside its endpoints and consumers, e.g. a deadline sweeper. */
+export interface BackgroundTask {
+  name: string;
+  start(): void | Promise<void>;
+  /** Stops taking new work and finishes what it holds. */
+  stop(): Promise<void>;
 }
 
 export interface KitSettings extends NatsSettings {
@@ -79,7 +89,7 @@ export async function startService<Settings>(
   const js = nc.jetstream();
   const client = new RpcClient(nc, { timeoutMs: settings.RPC_TIMEOUT_MS, ...options.client });
   const context: ServiceContext = { name: definition.name, log, pool, nc, js, client };
-  const { endpoints, consumers } = definition.build(context, settings);
+  const { endpoints, consumers, background = [] } = definition.build(context, settings);
 
   await ensureStreams(jsm, streamsTouched(definition.emits, consumers), settings.STREAM_REPLICAS, log);
 
@@ -90,6 +100,7 @@ export async function startService<Settings>(
     consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log }, consumerSettings)),
   );
   const server = await serveEndpoints(nc, definition, endpoints, log);
+  for (const task of background) await task.start();
   log.info({ endpoints: endpoints.length, consumers: running.length }, 'service started');
 
   let stopping: Promise<void> | undefined;
@@ -99,6 +110,7 @@ export async function startService<Settings>(
       log.info('service stopping');
       await server.stop(grace);
       await Promise.all(running.map((consumer) => consumer.stop(grace)));
+      await Promise.all(background.map((task) => task.stop()));
       await outbox.stop();
       client.close();
       await nc.drain().catch(() => {});
