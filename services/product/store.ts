@@ -1,0 +1,331 @@
+// All SQL of the product service: the catalog, and the stock held for orders.
+//
+// Stock rules, kept by every function below:
+//   - available = on_hand - reserved, and CHECK constraints in the table make
+//     the database refuse on_hand < 0, reserved < 0 and reserved > on_hand;
+//   - an order's stock operations first claim its stock_orders row, then lock
+//     its product rows in id order (SELECT ... FOR UPDATE), so concurrent
+//     orders queue on shared products without deadlocking and the checks are
+//     made on values nobody else can change until commit;
+//   - reserve, commit and release are idempotent by order id.
+import type { Product } from '../../subjects/index.ts';
+import type { Queryable, Tx } from '../kit/index.ts';
+
+interface ProductRow {
+  id: string;
+  sku: string;
+  name: string;
+  description: string;
+  price_amount: number;
+  currency: string;
+  available: number;
+  created_at: Date;
+  updated_at: Date;
+}
+
+const COLUMNS =
+  'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at';
+
+function toProduct(row: ProductRow): Product {
+  return {
+    id: row.id,
+    sku: row.sku,
+    name: row.name,
+    description: row.description,
+    price: { amount: row.price_amount, currency: row.currency },
+    available: row.available,
+    createdAt: row.created_at.toISOString(),
+    updatedAt: row.updated_at.toISOString(),
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Catalog
+
+export async function insertProduct(
+  db: Queryable,
+  product: {
+    id: string;
+    sku: string;
+    name: string;
+    description: string;
+    price: { amount: number; currency: string };
+    onHand: number;
+  },
+): Promise<Product> {
+  const { rows } = await db.query<ProductRow>(
+    `INSERT INTO products (id, sku, name, description, price_amount, currency, on_hand)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ${COLUMNS}`,
+    [product.id, product.sku, product.name, product.description, product.price.amount, product.price.currency, product.onHand],
+  );
+  return toProduct(rows[0]!);
+}
+
+/** The unique index that makes a duplicate sku fail, for telling it from other violations. */
+export const SKU_CONSTRAINT = 'products_sku_key';
+
+export async function findProduct(db: Queryable, id: string): Promise<Product | undefined> {
+  const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = $1`, [id]);
+  return rows[0] && toProduct(rows[0]);
+}
+
+/** Products by id, in the order asked, null where unknown. */
+export async function findProducts(db: Queryable, ids: readonly string[]): Promise<(Product | null)[]> {
+  if (ids.length === 0) return [];
+  const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = ANY($1::uuid[])`, [ids]);
+  const byId = new Map(rows.map((row) => [row.id, toProduct(row)]));
+  return ids.map((id) => byId.get(id) ?? null);
+}
+
+/** Where a page of the catalog starts: after this name and id. */
+export interface CatalogPosition {
+  name: string;
+  id: string;
+}
+
+/** Escapes LIKE's wildcards so a search for `50%` or `a_b` means those characters. */
+export function escapeLike(text: string): string {
+  return text.replace(/[\\%_]/g, (char) => `\\${char}`);
+}
+
+/**
+ * One page of the catalog ordered by name then id, keyset-paged: rows after
+ * `after`, at most `limit`. `search` matches text anywhere in name, sku or
+ * description, ignoring case.
+ */
+export async function listProducts(
+  db: Queryable,
+  options: { limit: number; after?: CatalogPosition | undefined; search?: string | undefined },
+): Promise<Product[]> {
+  const conditions: string[] = [];
+  const values: unknown[] = [];
+  if (options.search) {
+    values.push(`%${escapeLike(options.search)}%`);
+    const p = `$${values.length}`;
+    conditions.push(`(name ILIKE ${p} ESCAPE '\\' OR sku ILIKE ${p} ESCAPE '\\' OR description ILIKE ${p} ESCAPE '\\')`);
+  }
+  if (options.after) {
+    values.push(options.after.name, options.after.id);
+    conditions.push(`(name, id) > ($${values.length - 1}, $${values.length}::uuid)`);
+  }
+  values.push(options.limit);
+  const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+  const { rows } = await db.query<ProductRow>(
+    `SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT $${values.length}`,
+    values,
+  );
+  return rows.map(toProduct);
+}
+
+/** Adds units to a product's stock; undefined when the product is unknown. */
+export async function addStock(db: Queryable, productId: string, quantity: number): Promise<Product | undefined> {
+  const { rows } = await db.query<ProductRow>(
+    `UPDATE products SET on_hand = on_hand + $2, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+    [productId, quantity],
+  );
+  return rows[0] && toProduct(rows[0]);
+}
+
+// ---------------------------------------------------------------------------
+// Stock held for orders
+
+export type StockOrderStatus = 'RESERVED' | 'REJECTED' | 'COMMITTED' | 'RELEASED' | 'TOMBSTONE';
+
+export interface StockLine {
+  productId: string;
+  quantity: number;
+}
+
+export interface Shortage {
+  productId: string;
+  requested: number;
+  available: number;
+}
+
+export type ReserveResult =
+  | { outcome: 'reserved'; lines: StockLine[] }
+  | { outcome: 'rejected'; reason: string; shortages: Shortage[] }
+  /** The order was handled before (a redelivery, or the same order under another event id): nothing changed. */
+  | { outcome: 'duplicate'; status: StockOrderStatus };
+
+export type ReleaseResult =
+  | { outcome: 'released'; lines: StockLine[] }
+  /** The order held nothing (rejected, or released already): nothing changed. */
+  | { outcome: 'nothing-held'; status: StockOrderStatus }
+  /** Not seen before: a tombstone now stands for it, so a late `placed` is rejected. */
+  | { outcome: 'tombstoned' };
+
+export type CommitResult =
+  | { outcome: 'committed'; lines: StockLine[] }
+  | { outcome: 'not-reserved'; status: StockOrderStatus | null };
+
+export const CANCELLED_BEFORE_RESERVED = 'the order was cancelled before its stock could be reserved';
+
+/** Sums lines of the same product, keeping the order they were asked in. */
+function mergeLines(lines: readonly StockLine[]): StockLine[] {
+  const merged = new Map<string, number>();
+  for (const { productId, quantity } of lines) merged.set(productId, (merged.get(productId) ?? 0) + quantity);
+  return [...merged].map(([productId, quantity]) => ({ productId, quantity }));
+}
+
+/**
+ * Claims the order's row with `status` when the order is new (returns
+ * undefined), or locks the existing row and returns its status. A second
+ * transaction for the same order waits here until the first one ends.
+ */
+async function claimOrder(tx: Tx, orderId: string, status: StockOrderStatus): Promise<StockOrderStatus | undefined> {
+  const claimed = await tx.query(
+    'INSERT INTO stock_orders (order_id, status) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING',
+    [orderId, status],
+  );
+  if (claimed.rowCount === 1) return undefined;
+  const { rows } = await tx.query<{ status: StockOrderStatus }>(
+    'SELECT status FROM stock_orders WHERE order_id = $1 FOR UPDATE',
+    [orderId],
+  );
+  return rows[0]!.status;
+}
+
+async function setOrderStatus(tx: Tx, orderId: string, status: StockOrderStatus, reason: string | null = null) {
+  await tx.query('UPDATE stock_orders SET status = $2, reason = $3, updated_at = now() WHERE order_id = $1', [
+    orderId,
+    status,
+    reason,
+  ]);
+}
+
+/** Locks the product rows of `ids` in id order; returns what each has available. */
+async function lockProducts(tx: Tx, ids: readonly string[]): Promise<Map<string, { sku: string; available: number }>> {
+  const { rows } = await tx.query<{ id: string; sku: string; available: number }>(
+    'SELECT id, sku, on_hand - reserved AS available FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
+    [ids],
+  );
+  return new Map(rows.map((row) => [row.id, { sku: row.sku, available: row.available }]));
+}
+
+/**
+ * Reserves every line of an order, or none: within the caller's transaction.
+ * An unknown product counts as a shortage with nothing available.
+ */
+export async function reserveStock(tx: Tx, orderId: string, requested: readonly StockLine[]): Promise<ReserveResult> {
+  const lines = mergeLines(requested);
+  // Claimed as REJECTED and turned into RESERVED below: inside this
+  // transaction, so nobody ever sees the first value of a reserved order.
+  const existing = await claimOrder(tx, orderId, 'REJECTED');
+  if (existing === 'TOMBSTONE') {
+    await setOrderStatus(tx, orderId, 'REJECTED', CANCELLED_BEFORE_RESERVED);
+    return { outcome: 'rejected', reason: CANCELLED_BEFORE_RESERVED, shortages: [] };
+  }
+  if (existing) return { outcome: 'duplicate', status: existing };
+
+  const ids = lines.map((line) => line.productId);
+  const stock = await lockProducts(tx, ids);
+  const shortages: Shortage[] = [];
+  const problems: string[] = [];
+  for (const { productId, quantity } of lines) {
+    const found = stock.get(productId);
+    const available = found?.available ?? 0;
+    if (quantity <= available) continue;
+    shortages.push({ productId, requested: quantity, available });
+    problems.push(
+      found
+        ? `${found.sku}: ${quantity} requested, ${available} available`
+        : `product ${productId} does not exist`,
+    );
+  }
+  if (shortages.length > 0) {
+    const reason = `not enough stock for ${shortages.length} of ${lines.length} product(s): ${problems.join('; ')}`;
+    await setOrderStatus(tx, orderId, 'REJECTED', reason);
+    return { outcome: 'rejected', reason, shortages };
+  }
+
+  const quantities = lines.map((line) => line.quantity);
+  await tx.query(
+    `UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
+     FROM unnest($1::uuid[], $2::bigint[]) AS l(id, quantity) WHERE p.id = l.id`,
+    [ids, quantities],
+  );
+  await tx.query(
+    `INSERT INTO reservations (order_id, product_id, quantity, status)
+     SELECT $1, l.id, l.quantity, 'RESERVED' FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity)`,
+    [orderId, ids, quantities],
+  );
+  await setOrderStatus(tx, orderId, 'RESERVED');
+  return { outcome: 'reserved', lines };
+}
+
+interface HeldLine {
+  product_id: string;
+  quantity: number;
+  status: 'RESERVED' | 'COMMITTED';
+}
+
+async function heldLines(tx: Tx, orderId: string, statuses: readonly HeldLine['status'][]): Promise<HeldLine[]> {
+  const { rows } = await tx.query<HeldLine>(
+    'SELECT product_id, quantity, status FROM reservations WHERE order_id = $1 AND status = ANY($2::text[]) ORDER BY product_id',
+    [orderId, statuses],
+  );
+  return rows;
+}
+
+/**
+ * Gives back what a cancelled order holds: reserved units stop being
+ * reserved, committed units (a confirmed order cancelled afterwards) return
+ * to the shelf. An order never seen gets a tombstone.
+ */
+export async function releaseStock(tx: Tx, orderId: string): Promise<ReleaseResult> {
+  const existing = await claimOrder(tx, orderId, 'TOMBSTONE');
+  if (!existing) return { outcome: 'tombstoned' };
+  if (existing !== 'RESERVED' && existing !== 'COMMITTED') return { outcome: 'nothing-held', status: existing };
+
+  const lines = await heldLines(tx, orderId, ['RESERVED', 'COMMITTED']);
+  await lockProducts(
+    tx,
+    lines.map((line) => line.product_id),
+  );
+  await tx.query(
+    `UPDATE products p
+        SET reserved = p.reserved - CASE WHEN r.status = 'RESERVED' THEN r.quantity ELSE 0 END,
+            on_hand = p.on_hand + CASE WHEN r.status = 'COMMITTED' THEN r.quantity ELSE 0 END,
+            updated_at = now()
+       FROM reservations r
+      WHERE r.order_id = $1 AND r.product_id = p.id AND r.status IN ('RESERVED', 'COMMITTED')`,
+    [orderId],
+  );
+  await tx.query(
+    `UPDATE reservations SET status = 'RELEASED', updated_at = now()
+      WHERE order_id = $1 AND status IN ('RESERVED', 'COMMITTED')`,
+    [orderId],
+  );
+  await setOrderStatus(tx, orderId, 'RELEASED');
+  return { outcome: 'released', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
+}
+
+/** A confirmed order's units leave the stock: on hand and reserved both go down. */
+export async function commitStock(tx: Tx, orderId: string): Promise<CommitResult> {
+  const { rows } = await tx.query<{ status: StockOrderStatus }>(
+    'SELECT status FROM stock_orders WHERE order_id = $1 FOR UPDATE',
+    [orderId],
+  );
+  const status = rows[0]?.status ?? null;
+  if (status !== 'RESERVED') return { outcome: 'not-reserved', status };
+
+  const lines = await heldLines(tx, orderId, ['RESERVED']);
+  await lockProducts(
+    tx,
+    lines.map((line) => line.product_id),
+  );
+  await tx.query(
+    `UPDATE products p
+        SET on_hand = p.on_hand - r.quantity, reserved = p.reserved - r.quantity, updated_at = now()
+       FROM reservations r
+      WHERE r.order_id = $1 AND r.product_id = p.id AND r.status = 'RESERVED'`,
+    [orderId],
+  );
+  await tx.query(
+    `UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1 AND status = 'RESERVED'`,
+    [orderId],
+  );
+  await setOrderStatus(tx, orderId, 'COMMITTED');
+  return { outcome: 'committed', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
+}

@@ -1,0 +1,223 @@
+// The stock rules at the store level, against a real PostgreSQL pool: no
+// overselling under concurrency, all-or-none, idempotency by order id, and
+// the table's own refusal of negative stock.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool } from '../../kit/index.ts';
+import { dropTestDatabases, testDatabaseUrl } from '../../../test/harness.ts';
+import {
+  CANCELLED_BEFORE_RESERVED,
+  commitStock,
+  insertProduct,
+  releaseStock,
+  reserveStock,
+  type ReserveResult,
+  type StockLine,
+} from '../store.ts';
+import { stockOf, tableFingerprint } from './helpers.ts';
+
+let pool: Pool;
+
+before(async () => {
+  const url = testDatabaseUrl('products');
+  const log = createLogger('products', 'silent');
+  await ensureDatabase(url, log);
+  pool = createPool(url, 20);
+  await migrate(pool, 'products', join(import.meta.dirname, '..', 'migrations'), log);
+});
+
+after(async () => {
+  await pool?.end();
+  await dropTestDatabases();
+});
+
+async function product(onHand: number): Promise<string> {
+  const id = randomUUID();
+  await insertProduct(pool, {
+    id,
+    sku: `SKU-${id.slice(0, 8)}`,
+    name: `Product ${id.slice(0, 8)}`,
+    description: '',
+    price: { amount: 500, currency: 'EUR' },
+    onHand,
+  });
+  return id;
+}
+
+const reserve = (orderId: string, lines: StockLine[]) => withTransaction(pool, (tx) => reserveStock(tx, orderId, lines));
+const release = (orderId: string) => withTransaction(pool, (tx) => releaseStock(tx, orderId));
+const commit = (orderId: string) => withTransaction(pool, (tx) => commitStock(tx, orderId));
+
+test('100 concurrent one-unit orders against a stock of 10 sell exactly 10', async () => {
+  const productId = await product(10);
+
+  // Watch available from another connection while the orders race.
+  let racing = true;
+  let lowest = Number.POSITIVE_INFINITY;
+  let samples = 0;
+  const watcher = (async () => {
+    while (racing) {
+      lowest = Math.min(lowest, (await stockOf(pool, productId)).available);
+      samples++;
+    }
+  })();
+
+  const results = await Promise.all(
+    Array.from({ length: 100 }, () => reserve(randomUUID(), [{ productId, quantity: 1 }])),
+  );
+  racing = false;
+  await watcher;
+
+  const reserved = results.filter((r) => r.outcome === 'reserved').length;
+  const rejected = results.filter((r) => r.outcome === 'rejected');
+  assert.equal(reserved, 10);
+  assert.equal(rejected.length, 90);
+  assert.ok(samples > 0);
+  assert.ok(lowest >= 0, `available went down to ${lowest}`);
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 10, available: 0 });
+  const { rows } = await pool.query<{ total: number }>(
+    `SELECT coalesce(sum(quantity), 0)::int AS total FROM reservations WHERE product_id = $1 AND status = 'RESERVED'`,
+    [productId],
+  );
+  assert.equal(rows[0]!.total, 10);
+  for (const result of rejected) {
+    assert.ok(result.outcome === 'rejected');
+    assert.deepEqual(result.shortages, [{ productId, requested: 1, available: 0 }]);
+  }
+});
+
+test('orders naming the same products in opposite orders neither deadlock nor oversell', async () => {
+  const a = await product(30);
+  const b = await product(30);
+  const results = await Promise.all(
+    Array.from({ length: 80 }, (_, i) =>
+      reserve(
+        randomUUID(),
+        i % 2 === 0
+          ? [{ productId: a, quantity: 1 }, { productId: b, quantity: 1 }]
+          : [{ productId: b, quantity: 1 }, { productId: a, quantity: 1 }],
+      ),
+    ),
+  );
+  assert.equal(results.filter((r) => r.outcome === 'reserved').length, 30);
+  assert.deepEqual(await stockOf(pool, a), { onHand: 30, reserved: 30, available: 0 });
+  assert.deepEqual(await stockOf(pool, b), { onHand: 30, reserved: 30, available: 0 });
+});
+
+test('an order is reserved whole or not at all, unknown products counting as none available', async () => {
+  const plenty = await product(5);
+  const scarce = await product(1);
+  const unknown = randomUUID();
+  const orderId = randomUUID();
+
+  const result = await reserve(orderId, [
+    { productId: plenty, quantity: 2 },
+    { productId: scarce, quantity: 2 },
+    { productId: unknown, quantity: 1 },
+  ]);
+  assert.equal(result.outcome, 'rejected');
+  assert.ok(result.outcome === 'rejected');
+  assert.deepEqual(result.shortages, [
+    { productId: scarce, requested: 2, available: 1 },
+    { productId: unknown, requested: 1, available: 0 },
+  ]);
+  assert.match(result.reason, /2 requested, 1 available/);
+  assert.match(result.reason, new RegExp(`${unknown} does not exist`));
+  assert.deepEqual(await stockOf(pool, plenty), { onHand: 5, reserved: 0, available: 5 });
+  assert.deepEqual(await stockOf(pool, scarce), { onHand: 1, reserved: 0, available: 1 });
+  const { rows } = await pool.query('SELECT 1 FROM reservations WHERE order_id = $1', [orderId]);
+  assert.equal(rows.length, 0);
+
+  // The same order again (even once stock is there) stays rejected: its outcome was given.
+  const again = await reserve(orderId, [{ productId: plenty, quantity: 1 }]);
+  assert.deepEqual(again, { outcome: 'duplicate', status: 'REJECTED' });
+  assert.equal((await stockOf(pool, plenty)).reserved, 0);
+});
+
+test('lines of the same product are summed before checking', async () => {
+  const productId = await product(3);
+  const result = await reserve(randomUUID(), [
+    { productId, quantity: 2 },
+    { productId, quantity: 2 },
+  ]);
+  assert.equal(result.outcome, 'rejected');
+  const ok = await reserve(randomUUID(), [
+    { productId, quantity: 1 },
+    { productId, quantity: 2 },
+  ]);
+  assert.deepEqual(ok, { outcome: 'reserved', lines: [{ productId, quantity: 3 }] });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 3, reserved: 3, available: 0 });
+});
+
+test('reserve is idempotent by order id, also when the same order races itself', async () => {
+  const productId = await product(10);
+  const orderId = randomUUID();
+  const results: ReserveResult[] = await Promise.all(
+    Array.from({ length: 5 }, () => reserve(orderId, [{ productId, quantity: 4 }])),
+  );
+  assert.equal(results.filter((r) => r.outcome === 'reserved').length, 1);
+  assert.equal(results.filter((r) => r.outcome === 'duplicate').length, 4);
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 4, available: 6 });
+});
+
+test('release gives reserved units back, once', async () => {
+  const productId = await product(10);
+  const orderId = randomUUID();
+  await reserve(orderId, [{ productId, quantity: 3 }]);
+  assert.equal((await stockOf(pool, productId)).available, 7);
+
+  assert.deepEqual(await release(orderId), { outcome: 'released', lines: [{ productId, quantity: 3 }] });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 0, available: 10 });
+  assert.deepEqual(await release(orderId), { outcome: 'nothing-held', status: 'RELEASED' });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 0, available: 10 });
+});
+
+test('commit takes units off the shelf, once; cancelling the confirmed order puts them back', async () => {
+  const productId = await product(10);
+  const orderId = randomUUID();
+  await reserve(orderId, [{ productId, quantity: 4 }]);
+
+  assert.deepEqual(await commit(orderId), { outcome: 'committed', lines: [{ productId, quantity: 4 }] });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 6, reserved: 0, available: 6 });
+  assert.deepEqual(await commit(orderId), { outcome: 'not-reserved', status: 'COMMITTED' });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 6, reserved: 0, available: 6 });
+
+  assert.deepEqual(await release(orderId), { outcome: 'released', lines: [{ productId, quantity: 4 }] });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 0, available: 10 });
+  const { rows } = await pool.query('SELECT status FROM reservations WHERE order_id = $1', [orderId]);
+  assert.deepEqual(rows, [{ status: 'RELEASED' }]);
+});
+
+test('commit of an order never reserved changes nothing', async () => {
+  const before = await tableFingerprint(pool, 'products');
+  assert.deepEqual(await commit(randomUUID()), { outcome: 'not-reserved', status: null });
+  assert.equal(await tableFingerprint(pool, 'products'), before);
+});
+
+test('a cancellation before the order was seen leaves a tombstone that rejects the late reservation', async () => {
+  const productId = await product(5);
+  const orderId = randomUUID();
+
+  assert.deepEqual(await release(orderId), { outcome: 'tombstoned' });
+  const late = await reserve(orderId, [{ productId, quantity: 1 }]);
+  assert.deepEqual(late, { outcome: 'rejected', reason: CANCELLED_BEFORE_RESERVED, shortages: [] });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 5, reserved: 0, available: 5 });
+  assert.deepEqual(await reserve(orderId, [{ productId, quantity: 1 }]), { outcome: 'duplicate', status: 'REJECTED' });
+  assert.equal((await stockOf(pool, productId)).reserved, 0);
+});
+
+test('the table itself refuses stock below zero and reservations beyond what is on hand', async () => {
+  const productId = await product(2);
+  await assert.rejects(
+    pool.query('UPDATE products SET reserved = on_hand + 1 WHERE id = $1', [productId]),
+    (error: { code?: string; constraint?: string }) =>
+      error.code === '23514' && error.constraint === 'products_reserved_within_on_hand',
+  );
+  await assert.rejects(pool.query('UPDATE products SET on_hand = -1, reserved = 0 WHERE id = $1', [productId]), {
+    code: '23514',
+  });
+  await assert.rejects(pool.query('UPDATE products SET reserved = -1 WHERE id = $1', [productId]), { code: '23514' });
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 2, reserved: 0, available: 2 });
+});
