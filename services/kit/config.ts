@@ -1,7 +1,7 @@
 // Configuration comes from environment variables, described by one schema per
 // process and checked once at start: a bad value stops the process with a
 // message naming the variable, instead of failing later somewhere else.
-import { Type, type Static, type TObject, type TProperties } from '@sinclair/typebox';
+import { Type, type Static, type TObject, type TProperties, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 
 export class ConfigError extends Error {
@@ -10,7 +10,12 @@ export class ConfigError extends Error {
 
 /** Settings every service reads. Names are the environment variables. */
 export const ServiceSettings = {
-  NATS_URL: Type.String({ default: 'nats://127.0.0.1:4222', description: 'Comma-separated NATS server URLs.' }),
+  // A value without a scheme (a typo, a bare word) would otherwise pass and leave the process retrying forever.
+  NATS_URL: Type.String({
+    default: 'nats://127.0.0.1:4222',
+    pattern: '^\\s*(nats|tls)://[^\\s,]+(\\s*,\\s*(nats|tls)://[^\\s,]+)*\\s*$',
+    description: 'Comma-separated NATS server URLs (nats:// or tls://).',
+  }),
   NATS_USER: Type.Optional(Type.String({ minLength: 1 })),
   NATS_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   DATABASE_URL: Type.Optional(
@@ -34,6 +39,11 @@ export const ServiceSettings = {
   ZIPKIN_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Zipkin v2 spans endpoint.' })),
 };
 
+/** The JSON type a setting expects, looking through Optional. */
+function scalarType(schema: TSchema): string | undefined {
+  return typeof schema.type === 'string' ? schema.type : undefined;
+}
+
 /**
  * Reads `schema` from `env`: converts strings to numbers and booleans, fills
  * defaults, and throws a ConfigError naming every variable that is wrong.
@@ -48,13 +58,25 @@ export function loadConfig<P extends TProperties>(
     const value = env[key];
     if (value !== undefined && value !== '') raw[key] = value;
   }
-  const value = Value.Default(schema, Value.Convert(schema, raw));
-  if (Value.Check(schema, value)) return value;
-  const problems = [...Value.Errors(schema, value)].map((error) => {
-    const name = error.path.replace(/^\//, '').split('/')[0] || '(config)';
-    const given = raw[name] === undefined ? 'unset' : JSON.stringify(env[name]);
-    return `${name} (${given}): ${error.message}`;
+  // TypeBox's conversion is lenient ("2.5" becomes 2); refuse such text first.
+  const malformed = Object.entries(raw).flatMap(([name, text]) => {
+    const expected = scalarType(properties[name]!);
+    const ok = expected === 'integer' ? /^-?\d+$/.test(String(text).trim())
+      : expected === 'number' ? /^-?\d+(\.\d+)?$/.test(String(text).trim())
+      : expected === 'boolean' ? /^(true|false)$/.test(String(text).trim())
+      : true;
+    return ok ? [] : [`${name} (${JSON.stringify(text)}): expected ${expected === 'boolean' ? 'true or false' : `a plain ${expected}`}`];
   });
+  const value = Value.Default(schema, Value.Convert(schema, raw));
+  if (malformed.length === 0 && Value.Check(schema, value)) return value;
+  const badNames = new Set(malformed.map((problem) => problem.split(' ')[0]));
+  const invalid = [...Value.Errors(schema, value)].flatMap((error) => {
+    const name = error.path.replace(/^\//, '').split('/')[0] || '(config)';
+    if (badNames.has(name)) return []; // already explained above
+    const given = raw[name] === undefined ? 'unset' : JSON.stringify(env[name]);
+    return [`${name} (${given}): ${error.message}`];
+  });
+  const problems = [...malformed, ...invalid];
   const unique = [...new Set(problems)];
   throw new ConfigError(`Invalid configuration. Fix these environment variables:\n  ${unique.join('\n  ')}`);
 }

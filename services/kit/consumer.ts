@@ -63,12 +63,14 @@ export interface ConsumerSettings {
   maxBackoffMs: number;
 }
 
+// 12 deliveries with delays doubling from 250 ms to at most a minute: a
+// remote outage of about four minutes is ridden out before a dead letter.
 export const defaultConsumerSettings: ConsumerSettings = {
-  maxDeliver: 5,
+  maxDeliver: 12,
   ackWaitMs: 30_000,
   concurrency: 32,
   backoffMs: 250,
-  maxBackoffMs: 30_000,
+  maxBackoffMs: 60_000,
 };
 
 /** Headers a dead letter carries beside the original payload and headers. */

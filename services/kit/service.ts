@@ -18,6 +18,8 @@ export interface ServiceContext {
   name: string;
   log: Logger;
   pool: Pool;
+  /** The URL `pool` connects to, for a component that needs a connection of its own. */
+  databaseUrl: string;
   nc: NatsConnection;
   js: JetStreamClient;
   client: RpcClient;
@@ -88,7 +90,7 @@ export async function startService<Settings>(
   const jsm: JetStreamManager = await nc.jetstreamManager();
   const js = nc.jetstream();
   const client = new RpcClient(nc, { timeoutMs: settings.RPC_TIMEOUT_MS, ...options.client });
-  const context: ServiceContext = { name: definition.name, log, pool, nc, js, client };
+  const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client };
   const { endpoints, consumers, background = [] } = definition.build(context, settings);
 
   await ensureStreams(jsm, streamsTouched(definition.emits, consumers), settings.STREAM_REPLICAS, log);

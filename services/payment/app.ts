@@ -1,0 +1,32 @@
+// The payment service: charges reserved orders through a payment provider
+// (the built-in simulator) and refunds cancelled ones.
+import { join } from 'node:path';
+import { payments } from '../../subjects/index.ts';
+import { ServiceSettings, type ServiceDefinition } from '../kit/index.ts';
+import { paymentConsumers } from './events.ts';
+import { paymentEndpoints } from './handlers.ts';
+import { PaymentSimulator, SimulatorSettings } from './simulator.ts';
+
+export const PaymentSettings = {
+  ...ServiceSettings,
+  ...SimulatorSettings,
+};
+
+export const paymentService: ServiceDefinition<SimulatorSettings> = {
+  name: 'payments',
+  version: '1.0.0',
+  description: 'Payments: charges reserved orders, refunds cancelled ones',
+  migrations: join(import.meta.dirname, 'migrations'),
+  emits: [payments.captured, payments.declined, payments.refunded],
+  build({ pool, databaseUrl }, settings) {
+    // The simulator gets connections of its own, like a provider reached over the network: the
+    // service's pool is held by the consumers' transactions while they wait on the provider.
+    const provider = PaymentSimulator.open(databaseUrl, settings);
+    return {
+      endpoints: paymentEndpoints(pool),
+      consumers: paymentConsumers(provider),
+      // Stopped after the consumers, so no charge is cut off half-way.
+      background: [{ name: 'payment-provider', start() {}, stop: () => provider.close() }],
+    };
+  },
+};

@@ -1,0 +1,202 @@
+/*
+ * The built-in payment simulator: a stand-in for a real card provider, with
+ * deterministic rules, so the whole saga runs (and is tested) without one.
+ *
+ * Charges, with the rules checked in this order:
+ *   1. token `tok_decline`              -> declined, reason "card declined"
+ *   2. token `tok_insufficient_funds`   -> declined, reason "insufficient funds"
+ *   3. amount > PAYMENT_AMOUNT_LIMIT    -> declined, reason "amount over limit"
+ *      (minor units, any currency; default 100000000, i.e. 1 000 000.00)
+ *   4. any other token                  -> captured, reference `sim_ch_<uuid>`
+ *
+ * Refunds give back a captured charge, whole or in part, once:
+ *   -> refunded, reference `sim_re_<uuid>`; a refund of an unknown or declined
+ *      charge, of more than was charged, or of a charge already refunded under
+ *      another key is rejected (ProviderRejectedError).
+ *
+ * Idempotency: like a real provider, the simulator keeps its own ledger
+ * (table `simulator_ledger`) keyed by the idempotency key. A key it has seen
+ * gets the first answer back, captured or declined, whatever the new request
+ * says, and no money moves again. It uses its own connections, not the
+ * service's transaction: a charge stays made even when the caller's
+ * transaction rolls back, as with a real provider.
+ *
+ * Faults, for exercising retries (every call, charge or refund):
+ *   - PAYMENT_DELAY_MS (default 0): latency added to every call.
+ *   - PAYMENT_FAIL_FIRST_ATTEMPTS (default 0): the first N calls with each
+ *     idempotency key fail with a transient error; deterministic, so tests
+ *     can drive a retry. Calls are counted in table `simulator_calls`.
+ *   - PAYMENT_FAILURE_RATE (0..1, default 0): probability that a call fails
+ *     with a transient error (1 = every call).
+ *   A transient error (ProviderUnavailableError) happens before the ledger is
+ *   touched, so nothing is charged; the service naks the event and retries
+ *   with the same key. It is never turned into a decline.
+ */
+import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Type, type Static, type TObject } from '@sinclair/typebox';
+import { createPool, type Pool } from '../kit/index.ts';
+import {
+  ProviderRejectedError,
+  ProviderUnavailableError,
+  type ChargeOutcome,
+  type ChargeRequest,
+  type PaymentProvider,
+  type RefundOutcome,
+  type RefundRequest,
+} from './provider.ts';
+
+/** The simulator's settings, read from the environment by the service's settings schema. */
+export const SimulatorSettings = {
+  PAYMENT_AMOUNT_LIMIT: Type.Integer({
+    minimum: 0,
+    default: 100_000_000,
+    description: 'Charges above this many minor units are declined ("amount over limit").',
+  }),
+  PAYMENT_DELAY_MS: Type.Integer({
+    minimum: 0,
+    // Well under the consumers' ack wait, so a slow provider is never mistaken for a lost message.
+    maximum: 10_000,
+    default: 0,
+    description: 'Latency added to every provider call.',
+  }),
+  PAYMENT_FAILURE_RATE: Type.Number({
+    minimum: 0,
+    maximum: 1,
+    default: 0,
+    description: 'Probability that a provider call fails with a transient error.',
+  }),
+  PAYMENT_FAIL_FIRST_ATTEMPTS: Type.Integer({
+    minimum: 0,
+    maximum: 1000,
+    default: 0,
+    description: 'The first N calls with each idempotency key fail with a transient error.',
+  }),
+};
+export type SimulatorSettings = Static<TObject<typeof SimulatorSettings>>;
+
+export const DECLINING_TOKEN = 'tok_decline';
+export const INSUFFICIENT_FUNDS_TOKEN = 'tok_insufficient_funds';
+
+interface LedgerRow {
+  operation: 'charge' | 'refund';
+  amount: number;
+  currency: string;
+  outcome: 'captured' | 'declined' | 'refunded';
+  reason: string | null;
+  reference: string | null;
+}
+
+export class PaymentSimulator implements PaymentProvider {
+  readonly #db: Pool;
+  readonly #settings: SimulatorSettings;
+  readonly #random: () => number;
+
+  /** `db` should be a pool of its own: the service's pool is busy holding its consumers' transactions. */
+  constructor(db: Pool, settings: SimulatorSettings, random: () => number = Math.random) {
+    this.#db = db;
+    this.#settings = settings;
+    this.#random = random;
+  }
+
+  /** A simulator on its own small pool to the database at `databaseUrl` (migration 002 made its tables). */
+  static open(databaseUrl: string, settings: SimulatorSettings): PaymentSimulator {
+    return new PaymentSimulator(createPool(databaseUrl, 4), settings);
+  }
+
+  async charge({ idempotencyKey, token, amount }: ChargeRequest): Promise<ChargeOutcome> {
+    await this.#call(idempotencyKey);
+    const reason =
+      token === DECLINING_TOKEN
+        ? 'card declined'
+        : token === INSUFFICIENT_FUNDS_TOKEN
+          ? 'insufficient funds'
+          : amount.amount > this.#settings.PAYMENT_AMOUNT_LIMIT
+            ? 'amount over limit'
+            : null;
+    const row = await this.#record(idempotencyKey, {
+      operation: 'charge',
+      amount: amount.amount,
+      currency: amount.currency,
+      outcome: reason === null ? 'captured' : 'declined',
+      reason,
+      reference: reason === null ? `sim_ch_${randomUUID()}` : null,
+    });
+    if (!row || row.operation !== 'charge') {
+      throw new ProviderRejectedError(`idempotency key ${idempotencyKey} was used for a refund`);
+    }
+    return row.outcome === 'captured'
+      ? { status: 'captured', reference: row.reference! }
+      : { status: 'declined', reason: row.reason ?? 'declined' };
+  }
+
+  async refund({ idempotencyKey, chargeReference, amount }: RefundRequest): Promise<RefundOutcome> {
+    await this.#call(idempotencyKey);
+    const { rows } = await this.#db.query<LedgerRow>(
+      `SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger
+        WHERE reference = $1 AND operation = 'charge' AND outcome = 'captured'`,
+      [chargeReference],
+    );
+    const charge = rows[0];
+    if (!charge) throw new ProviderRejectedError(`no captured charge ${chargeReference}`);
+    if (charge.currency !== amount.currency || amount.amount > charge.amount) {
+      throw new ProviderRejectedError(`refund of ${amount.amount} ${amount.currency} exceeds charge ${chargeReference}`);
+    }
+    const row = await this.#record(
+      idempotencyKey,
+      {
+        operation: 'refund',
+        amount: amount.amount,
+        currency: amount.currency,
+        outcome: 'refunded',
+        reason: null,
+        reference: `sim_re_${randomUUID()}`,
+      },
+      chargeReference,
+    );
+    // No row under this key: the charge was refunded under another key.
+    if (!row) throw new ProviderRejectedError(`charge ${chargeReference} is already refunded`);
+    if (row.operation !== 'refund') throw new ProviderRejectedError(`idempotency key ${idempotencyKey} was used for a charge`);
+    return { reference: row.reference! };
+  }
+
+  async close(): Promise<void> {
+    await this.#db.end();
+  }
+
+  /** Latency and injected faults, before anything is recorded: a failed call moves no money. */
+  async #call(idempotencyKey: string): Promise<void> {
+    if (this.#settings.PAYMENT_DELAY_MS > 0) await sleep(this.#settings.PAYMENT_DELAY_MS);
+    const { rows } = await this.#db.query<{ calls: number }>(
+      `INSERT INTO simulator_calls (idempotency_key, calls) VALUES ($1, 1)
+       ON CONFLICT (idempotency_key) DO UPDATE SET calls = simulator_calls.calls + 1, last_call_at = now()
+       RETURNING calls`,
+      [idempotencyKey],
+    );
+    const calls = rows[0]!.calls;
+    if (calls <= this.#settings.PAYMENT_FAIL_FIRST_ATTEMPTS) {
+      throw new ProviderUnavailableError(`simulated outage: call ${calls} with key ${idempotencyKey}`);
+    }
+    if (this.#random() < this.#settings.PAYMENT_FAILURE_RATE) {
+      throw new ProviderUnavailableError('simulated transient provider failure');
+    }
+  }
+
+  /**
+   * Records `entry` under `idempotencyKey` unless the key is known, and
+   * returns what the ledger holds for the key: the first answer wins, also
+   * when two calls race. Undefined when another unique rule refused the row.
+   */
+  async #record(idempotencyKey: string, entry: LedgerRow, chargeReference: string | null = null): Promise<LedgerRow | undefined> {
+    await this.#db.query(
+      `INSERT INTO simulator_ledger (idempotency_key, operation, amount, currency, outcome, reason, reference, charge_reference)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+      [idempotencyKey, entry.operation, entry.amount, entry.currency, entry.outcome, entry.reason, entry.reference, chargeReference],
+    );
+    const { rows } = await this.#db.query<LedgerRow>(
+      'SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger WHERE idempotency_key = $1',
+      [idempotencyKey],
+    );
+    return rows[0];
+  }
+}
