@@ -12,6 +12,9 @@ export const Notification = Type.Object(
     subject: Type.String(),
     status: Type.Union([Type.Literal('PENDING'), Type.Literal('SENT'), Type.Literal('FAILED')]),
     attempts: Type.Integer({ minimum: 0 }),
+    lastError: Type.Union([Type.String(), Type.Null()], {
+      description: 'Error of the latest failed attempt, or why it was never sent; null when none failed.',
+    }),
     sentAt: Type.Union([Timestamp, Type.Null()]),
     createdAt: Timestamp,
   },

@@ -1,0 +1,12 @@
+// Request-reply endpoints of the notification service.
+import { notifications } from '../../subjects/index.ts';
+import { endpoint, type Pool } from '../kit/index.ts';
+import { listByCustomer } from './store.ts';
+
+export function notificationEndpoints(pool: Pool) {
+  return [
+    endpoint(notifications.listByCustomer, async ({ customerId, first = 20, after }) =>
+      listByCustomer(pool, customerId, first, after),
+    ),
+  ];
+}

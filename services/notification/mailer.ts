@@ -1,0 +1,275 @@
+// Delivery: the SMTP transport (nodemailer) and the sender loop that works
+// through the `notifications` table. The consumers only record what to send;
+// this loop sends it, so a slow or failing SMTP server never holds up the
+// consumers, and one failing email never holds up the others.
+//
+// Delivery is at-least-once. A row is locked (FOR UPDATE SKIP LOCKED) while
+// its email is sent and marked SENT in the same transaction; if the process
+// dies after the SMTP server accepted the email but before that commit, the
+// row is still PENDING and the email goes out again. The resend carries the
+// same Message-ID (<notification-id@shop>), so mail systems and people can
+// recognise it as the same message.
+import nodemailer, { type Transporter } from 'nodemailer';
+import type SMTPTransport from 'nodemailer/lib/smtp-transport';
+import pg from 'pg';
+import type { BackgroundTask, Logger, Pool } from '../kit/index.ts';
+import { claimDue, markFailed, markRetry, markSent, nextDueAt, type DueNotification } from './store.ts';
+
+/** Channel the consumers notify (on commit) when they stored something to send. */
+export const SEND_CHANNEL = 'shop_notifications';
+
+export interface SmtpSettings {
+  SMTP_HOST: string;
+  SMTP_PORT: number;
+  SMTP_FROM: string;
+  SMTP_SECURE: boolean;
+  SMTP_USER?: string | undefined;
+  SMTP_PASSWORD?: string | undefined;
+  SMTP_TIMEOUT_MS: number;
+}
+
+export interface OutgoingMail {
+  /** The notification id; the Message-ID is derived from it. */
+  id: string;
+  to: string;
+  subject: string;
+  text: string;
+}
+
+export function messageId(notificationId: string): string {
+  return `<${notificationId}@shop>`;
+}
+
+export class Mailer {
+  readonly #transport: Transporter<SMTPTransport.SentMessageInfo>;
+  readonly #from: string;
+
+  constructor(settings: SmtpSettings) {
+    this.#from = settings.SMTP_FROM;
+    this.#transport = nodemailer.createTransport({
+      host: settings.SMTP_HOST,
+      port: settings.SMTP_PORT,
+      secure: settings.SMTP_SECURE,
+      ...(settings.SMTP_USER ? { auth: { user: settings.SMTP_USER, pass: settings.SMTP_PASSWORD ?? '' } } : {}),
+      // nodemailer waits up to minutes by default; a row stays locked while we wait.
+      connectionTimeout: settings.SMTP_TIMEOUT_MS,
+      greetingTimeout: settings.SMTP_TIMEOUT_MS,
+      socketTimeout: settings.SMTP_TIMEOUT_MS,
+      dnsTimeout: settings.SMTP_TIMEOUT_MS,
+    });
+  }
+
+  async send(mail: OutgoingMail): Promise<void> {
+    await this.#transport.sendMail({
+      from: this.#from,
+      to: mail.to,
+      subject: mail.subject,
+      text: mail.text,
+      messageId: messageId(mail.id),
+    });
+  }
+
+  close(): void {
+    this.#transport.close();
+  }
+}
+
+/**
+ * A 5xx reply is the server's final word (no such mailbox, rejected): trying
+ * again cannot help. Everything else (4xx, refused connection, timeout) may.
+ */
+export function isPermanentFailure(error: unknown): boolean {
+  const code = (error as { responseCode?: unknown }).responseCode;
+  return typeof code === 'number' && code >= 500 && code < 600;
+}
+
+/** Delay before attempt `attempt + 1`, after `attempt` failed attempts: base, 2·base, 4·base, … up to `maxMs`. */
+export function retryDelayMs(attempt: number, baseMs: number, maxMs: number): number {
+  return Math.min(maxMs, baseMs * 2 ** Math.max(0, attempt - 1));
+}
+
+export interface SenderOptions {
+  /** Attempts per email before it is marked FAILED. */
+  maxAttempts: number;
+  /** Delay after the first failed attempt; doubles after each further one. */
+  retryBaseMs: number;
+  maxRetryDelayMs?: number;
+  /** Emails sent at once by one instance (each holds a database connection while it is sent). */
+  concurrency?: number;
+  /** Longest sleep between looks at the queue, in case a wake-up was lost. */
+  sweepMs?: number;
+  /** Bound on waiting for emails in flight at stop. */
+  stopTimeoutMs?: number;
+}
+
+/** The sender loop as a background task of the service. */
+export class NotificationSender implements BackgroundTask {
+  readonly name = 'notification-sender';
+  readonly #pool: Pool;
+  readonly #mailer: Mailer;
+  readonly #log: Logger;
+  readonly #options: Required<SenderOptions>;
+  #listener: pg.Client | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+  /** Counts passes, so a schedule computed before a newer pass does not overwrite the newer one's. */
+  #passes = 0;
+
+  constructor(pool: Pool, mailer: Mailer, log: Logger, options: SenderOptions) {
+    this.#pool = pool;
+    this.#mailer = mailer;
+    this.#log = log.child({ component: 'sender' });
+    this.#options = {
+      maxRetryDelayMs: 15 * 60_000,
+      concurrency: 4,
+      sweepMs: 5000,
+      stopTimeoutMs: 10_000,
+      ...options,
+    };
+  }
+
+  async start(): Promise<void> {
+    await this.#listen();
+    this.wake(); // whatever a previous run left pending or due
+  }
+
+  /** Sends everything due; wake-ups during a pass fold into one more pass. */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#running) {
+      this.#again = true;
+      return;
+    }
+    clearTimeout(this.#timer);
+    this.#passes++;
+    this.#running = this.#drain().finally(() => {
+      this.#running = undefined;
+      this.#schedule().catch((error) => {
+        this.#log.warn({ err: error }, 'cannot schedule the next pass; sweeping');
+        this.#arm(this.#options.sweepMs);
+      });
+    });
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    clearTimeout(this.#timer);
+    const timeout = new Promise<void>((resolve) => setTimeout(resolve, this.#options.stopTimeoutMs).unref());
+    await Promise.race([this.#running, timeout]);
+    await this.#listener?.end().catch(() => {});
+    this.#mailer.close();
+  }
+
+  async #drain(): Promise<void> {
+    do {
+      this.#again = false;
+      // Several workers, each sending one email at a time: one slow email holds up only its worker.
+      const results = await Promise.allSettled(Array.from({ length: this.#options.concurrency }, () => this.#work()));
+      const failure = results.find((result) => result.status === 'rejected');
+      if (failure) {
+        // The database is away: rows stay as they are; the timer brings us back.
+        this.#log.warn({ err: failure.reason }, 'sender pass failed; will retry');
+        return;
+      }
+    } while (this.#again && !this.#stopped);
+  }
+
+  async #work(): Promise<void> {
+    while (!this.#stopped && (await this.#sendOne())) {
+      // sent (or failed) one; look for the next
+    }
+  }
+
+  /** Claims, sends and records one due email in one transaction; false when none is due. */
+  async #sendOne(): Promise<boolean> {
+    const tx = await this.#pool.connect();
+    try {
+      await tx.query('BEGIN');
+      const due = await claimDue(tx);
+      if (!due) {
+        await tx.query('COMMIT');
+        return false;
+      }
+      await this.#attempt(tx, due);
+      await tx.query('COMMIT');
+      return true;
+    } catch (error) {
+      await tx.query('ROLLBACK').catch(() => {});
+      throw error;
+    } finally {
+      tx.release();
+    }
+  }
+
+  async #attempt(tx: pg.PoolClient, due: DueNotification): Promise<void> {
+    const attempt = due.attempts + 1;
+    const log = this.#log.child({ notificationId: due.id, attempt });
+    try {
+      await this.#mailer.send({ id: due.id, to: due.email, subject: due.subject, text: due.body });
+    } catch (error) {
+      const reason = describe(error);
+      if (isPermanentFailure(error) || attempt >= this.#options.maxAttempts) {
+        log.error({ err: error }, 'email failed for good');
+        await markFailed(tx, due.id, reason);
+      } else {
+        const delayMs = retryDelayMs(attempt, this.#options.retryBaseMs, this.#options.maxRetryDelayMs);
+        log.warn({ err: error, retryInMs: delayMs }, 'email failed; will retry');
+        await markRetry(tx, due.id, reason, delayMs);
+      }
+      return;
+    }
+    await markSent(tx, due.id);
+    log.info('email sent');
+  }
+
+  /** Sleeps until the earliest retry falls due, or at most `sweepMs`. */
+  async #schedule(): Promise<void> {
+    if (this.#stopped || this.#running) return;
+    const pass = this.#passes;
+    const at = await nextDueAt(this.#pool);
+    if (pass !== this.#passes) return; // a newer pass has scheduled its own
+    const untilDue = at ? at.getTime() - Date.now() : Number.POSITIVE_INFINITY;
+    this.#arm(Math.min(this.#options.sweepMs, Math.max(0, untilDue)));
+  }
+
+  #arm(ms: number): void {
+    if (this.#stopped || this.#running) return;
+    clearTimeout(this.#timer);
+    this.#timer = setTimeout(() => this.wake(), ms);
+  }
+
+  async #listen(): Promise<void> {
+    if (this.#stopped) return;
+    // A connection of its own, outside the pool: LISTEN holds it for the life of the process.
+    const listener = new pg.Client({ connectionString: this.#pool.options.connectionString });
+    const retry = () => {
+      this.#listener = undefined;
+      listener.end().catch(() => {});
+      setTimeout(() => this.#listen().catch(() => {}), 1000).unref();
+    };
+    listener.on('notification', () => this.wake());
+    listener.on('error', (error) => {
+      this.#log.warn({ err: error }, 'sender listener lost; sweeping until it is back');
+      retry();
+    });
+    try {
+      await listener.connect();
+      await listener.query(`LISTEN ${SEND_CHANNEL}`);
+      if (this.#stopped) {
+        await listener.end();
+        return;
+      }
+      this.#listener = listener;
+    } catch (error) {
+      this.#log.warn({ err: error }, 'sender listener could not connect; retrying');
+      retry();
+    }
+  }
+}
+
+function describe(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/\s+/g, ' ').slice(0, 1000);
+}

@@ -1,0 +1,170 @@
+// All SQL of the notification service.
+import type { Notification } from '../../subjects/index.ts';
+import { ServiceError, type Queryable } from '../kit/index.ts';
+
+export type NotificationStatus = Notification['status'];
+
+interface NotificationRow {
+  id: string;
+  event_id: string;
+  event_type: string;
+  customer_id: string;
+  order_id: string | null;
+  email: string;
+  subject: string;
+  body: string;
+  status: NotificationStatus;
+  attempts: number;
+  last_error: string | null;
+  sent_at: Date | null;
+  created_at: Date;
+  /** created_at in microseconds since the epoch, as text: the exact keyset position. */
+  created_us: string;
+}
+
+const COLUMNS = `id, event_id, event_type, customer_id, order_id, email, subject, body, status, attempts, last_error,
+  sent_at, created_at, (extract(epoch FROM created_at) * 1000000)::bigint::text AS created_us`;
+
+function toNotification(row: NotificationRow): Notification {
+  return {
+    id: row.id,
+    customerId: row.customer_id,
+    orderId: row.order_id,
+    eventType: row.event_type,
+    email: row.email,
+    subject: row.subject,
+    status: row.status,
+    attempts: row.attempts,
+    lastError: row.last_error,
+    sentAt: row.sent_at ? row.sent_at.toISOString() : null,
+    createdAt: row.created_at.toISOString(),
+  };
+}
+
+export interface NewNotification {
+  id: string;
+  eventId: string;
+  eventType: string;
+  customerId: string;
+  orderId: string | null;
+  email: string;
+  subject: string;
+  body: string;
+  /** PENDING to be sent; FAILED when it can never be sent (with `error`). */
+  status: 'PENDING' | 'FAILED';
+  error?: string;
+}
+
+/** Stores a notification unless one exists for the same event; true when stored. */
+export async function insertNotification(db: Queryable, n: NewNotification): Promise<boolean> {
+  const { rowCount } = await db.query(
+    `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+     ON CONFLICT (event_id) DO NOTHING`,
+    [n.id, n.eventId, n.eventType, n.customerId, n.orderId, n.email, n.subject, n.body, n.status, n.error ?? null],
+  );
+  return rowCount === 1;
+}
+
+/** Wakes every sender (of every instance) listening on `channel`, once the caller's transaction commits. */
+export async function notifySenders(db: Queryable, channel: string): Promise<void> {
+  await db.query('SELECT pg_notify($1, $2)', [channel, '']);
+}
+
+// --- Paging ------------------------------------------------------------------
+
+/** Opaque keyset cursor: the (created_at, id) of the last item of a page. */
+function encodeCursor(row: NotificationRow): string {
+  return Buffer.from(`${row.created_us}:${row.id}`).toString('base64url');
+}
+
+const CURSOR = /^(\d{1,20}):([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/i;
+
+function decodeCursor(cursor: string): { createdUs: string; id: string } {
+  const match = CURSOR.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  if (!match) throw new ServiceError('VALIDATION_FAILED', 'after is not a cursor this service gave out');
+  return { createdUs: match[1]!, id: match[2]! };
+}
+
+/** A customer's notifications, newest first; `after` is the previous page's `nextCursor`. */
+export async function listByCustomer(
+  db: Queryable,
+  customerId: string,
+  first: number,
+  after?: string,
+): Promise<{ items: Notification[]; nextCursor: string | null }> {
+  const params: unknown[] = [customerId, first + 1];
+  let keyset = '';
+  if (after !== undefined) {
+    const { createdUs, id } = decodeCursor(after);
+    params.push(createdUs, id);
+    keyset = `AND (created_at, id) < ('epoch'::timestamptz + $3::bigint * interval '1 microsecond', $4::uuid)`;
+  }
+  // One row more than asked tells whether another page follows.
+  const { rows } = await db.query<NotificationRow>(
+    `SELECT ${COLUMNS} FROM notifications WHERE customer_id = $1 ${keyset}
+     ORDER BY created_at DESC, id DESC LIMIT $2`,
+    params,
+  );
+  const page = rows.slice(0, first);
+  const last = page.at(-1);
+  return { items: page.map(toNotification), nextCursor: rows.length > first && last ? encodeCursor(last) : null };
+}
+
+// --- The sender's queue ------------------------------------------------------
+
+export interface DueNotification {
+  id: string;
+  email: string;
+  subject: string;
+  body: string;
+  /** Attempts made before this one. */
+  attempts: number;
+}
+
+/**
+ * Locks one due PENDING notification for the caller's transaction. SKIP
+ * LOCKED: senders of several instances share the queue, never the same row.
+ */
+export async function claimDue(tx: Queryable): Promise<DueNotification | undefined> {
+  const { rows } = await tx.query<DueNotification>(
+    `SELECT id, email, subject, body, attempts FROM notifications
+     WHERE status = 'PENDING' AND next_attempt_at <= now()
+     ORDER BY next_attempt_at, created_at
+     LIMIT 1 FOR UPDATE SKIP LOCKED`,
+  );
+  return rows[0];
+}
+
+export async function markSent(tx: Queryable, id: string): Promise<void> {
+  await tx.query(
+    `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = $1`,
+    [id],
+  );
+}
+
+/** Records a failed attempt and when to try again (measured from now, after the attempt). */
+export async function markRetry(tx: Queryable, id: string, error: string, delayMs: number): Promise<void> {
+  await tx.query(
+    `UPDATE notifications
+     SET attempts = attempts + 1, last_error = $2, next_attempt_at = clock_timestamp() + $3 * interval '1 millisecond'
+     WHERE id = $1`,
+    [id, error, delayMs],
+  );
+}
+
+/** Records a failed attempt after which no other is made. */
+export async function markFailed(tx: Queryable, id: string, error: string): Promise<void> {
+  await tx.query(`UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, last_error = $2 WHERE id = $1`, [
+    id,
+    error,
+  ]);
+}
+
+/** When the earliest PENDING notification falls due, if any. */
+export async function nextDueAt(db: Queryable): Promise<Date | undefined> {
+  const { rows } = await db.query<{ at: Date | null }>(
+    `SELECT min(next_attempt_at) AS at FROM notifications WHERE status = 'PENDING'`,
+  );
+  return rows[0]?.at ?? undefined;
+}

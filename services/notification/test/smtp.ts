@@ -1,0 +1,147 @@
+// A real SMTP server for tests (smtp-server on a random port) that keeps every
+// email it accepts, logs every RCPT TO, and can refuse recipients on demand:
+// `failNext(address, n)` answers the next n deliveries to it with 451 (try
+// again later), `rejectAlways(address)` with 550 (never).
+import type { AddressInfo } from 'node:net';
+import { SMTPServer } from 'smtp-server';
+
+export interface ReceivedMail {
+  /** Envelope sender and recipients, as given in MAIL FROM / RCPT TO. */
+  mailFrom: string;
+  rcptTo: string[];
+  headers: Map<string, string>;
+  from: string;
+  to: string;
+  subject: string;
+  messageId: string;
+  /** The decoded text body. */
+  text: string;
+  receivedAt: number;
+}
+
+export interface DeliveryAttempt {
+  to: string;
+  at: number;
+  /** The SMTP reply code given to the RCPT TO. */
+  code: 250 | 451 | 550;
+}
+
+export interface TestSmtpServer {
+  port: number;
+  mails: ReceivedMail[];
+  attempts: DeliveryAttempt[];
+  mailsTo(address: string): ReceivedMail[];
+  attemptsTo(address: string): DeliveryAttempt[];
+  failNext(address: string, count: number): void;
+  rejectAlways(address: string): void;
+  close(): Promise<void>;
+}
+
+function smtpError(code: number, message: string): Error {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+export async function startSmtpServer(): Promise<TestSmtpServer> {
+  const mails: ReceivedMail[] = [];
+  const attempts: DeliveryAttempt[] = [];
+  const failures = new Map<string, number>();
+  const rejected = new Set<string>();
+
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onRcptTo(address, _session, callback) {
+      const to = address.address.toLowerCase();
+      const left = failures.get(to) ?? 0;
+      if (left > 0) {
+        failures.set(to, left - 1);
+        attempts.push({ to, at: Date.now(), code: 451 });
+        callback(smtpError(451, 'mailbox busy, try again later'));
+        return;
+      }
+      if (rejected.has(to)) {
+        attempts.push({ to, at: Date.now(), code: 550 });
+        callback(smtpError(550, 'no such mailbox'));
+        return;
+      }
+      attempts.push({ to, at: Date.now(), code: 250 });
+      callback();
+    },
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        const rcptTo = session.envelope.rcptTo.map((a) => a.address.toLowerCase());
+        mails.push({ ...parseMail(Buffer.concat(chunks).toString('utf8')), mailFrom, rcptTo, receivedAt: Date.now() });
+        callback();
+      });
+    },
+  });
+  server.on('error', () => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.server.address() as AddressInfo).port;
+
+  return {
+    port,
+    mails,
+    attempts,
+    mailsTo: (address) => mails.filter((mail) => mail.rcptTo.includes(address.toLowerCase())),
+    attemptsTo: (address) => attempts.filter((attempt) => attempt.to === address.toLowerCase()),
+    failNext(address, count) {
+      failures.set(address.toLowerCase(), count);
+    },
+    rejectAlways(address) {
+      rejected.add(address.toLowerCase());
+    },
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+// --- Just enough MIME for the single-part text emails the service sends ----------
+
+function parseMail(raw: string): Omit<ReceivedMail, 'mailFrom' | 'rcptTo' | 'receivedAt'> {
+  const split = raw.indexOf('\r\n\r\n');
+  const head = raw.slice(0, split).replace(/\r\n[ \t]+/g, ' '); // unfold
+  const headers = new Map<string, string>();
+  for (const line of head.split('\r\n')) {
+    const colon = line.indexOf(':');
+    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+  }
+  const encoding = (headers.get('content-transfer-encoding') ?? '7bit').toLowerCase();
+  const body = raw.slice(split + 4);
+  const text =
+    encoding === 'quoted-printable'
+      ? decodeQuotedPrintable(body)
+      : encoding === 'base64'
+        ? Buffer.from(body, 'base64').toString('utf8')
+        : body;
+  return {
+    headers,
+    from: decodeWords(headers.get('from') ?? ''),
+    to: decodeWords(headers.get('to') ?? ''),
+    subject: decodeWords(headers.get('subject') ?? ''),
+    messageId: headers.get('message-id') ?? '',
+    text: text.replace(/\r\n/g, '\n'),
+  };
+}
+
+function decodeQuotedPrintable(body: string): string {
+  const parts = body.replace(/=\r?\n/g, '').split(/(=[0-9A-F]{2})/i);
+  const bytes = parts.map((part) =>
+    /^=[0-9A-F]{2}$/i.test(part) ? Buffer.from([Number.parseInt(part.slice(1), 16)]) : Buffer.from(part, 'utf8'),
+  );
+  return Buffer.concat(bytes).toString('utf8');
+}
+
+/** RFC 2047 encoded words (=?UTF-8?Q?...?= and =?UTF-8?B?...?=). */
+function decodeWords(value: string): string {
+  return value
+    .replace(/\?=\s+=\?/g, '?==?')
+    .replace(/=\?([^?]+)\?([QB])\?([^?]*)\?=/gi, (_, _charset: string, kind: string, data: string) =>
+      kind.toUpperCase() === 'B'
+        ? Buffer.from(data, 'base64').toString('utf8')
+        : decodeQuotedPrintable(data.replace(/_/g, ' ')),
+    );
+}
