@@ -26,7 +26,7 @@ export const customers = {
     description: 'Create a customer account. The email must not be taken (EMAIL_TAKEN).',
     idempotent: false,
     request: Type.Object(
-      { email: Email, name: Type.String({ minLength: 1, maxLength: 200 }), password: Password },
+      { email: Email, name: Type.String({ minLength: 1, maxLength: 200, pattern: '\\S', description: 'Not blank.' }), password: Password },
       { additionalProperties: false },
     ),
     reply: Customer,

@@ -104,7 +104,9 @@ export async function startConsumer(
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: nanos(settings.ackWaitMs),
-    max_deliver: settings.maxDeliver,
+    // The runner counts deliveries itself and sends the last one to DLQ; the server
+    // must never stop redelivering on its own, or a failed DLQ write would lose it.
+    max_deliver: -1,
     max_ack_pending: Math.max(1000, settings.concurrency * 4),
   };
   try {

@@ -1,0 +1,187 @@
+// The outbox against a real nats-server and PostgreSQL: an event exists on the
+// bus if and only if its transaction committed, under its own id as
+// Nats-Msg-Id; rows survive a NATS outage and are published when it is back;
+// a commit wakes the relay without waiting for the sweep.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type JetStreamManager, type NatsConnection, type StoredMsg } from 'nats';
+import { trace } from '@opentelemetry/api';
+import { ContractViolation, customers, type Envelope } from '../../../subjects/index.ts';
+import { startTracing, stopTracing, withTransaction, writeEvent, type ServiceDefinition } from '../index.ts';
+import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../../test/harness.ts';
+
+type Running = Awaited<ReturnType<typeof startTestService>>;
+
+let migrations: string;
+let nats: TestNats;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+/** Relay sweeping every 200 ms (the harness default). */
+let sweeping: Running;
+/** Relay sweeping once a minute: only a wake-up on commit publishes in time. */
+let waking: Running;
+
+function emitter(): ServiceDefinition {
+  return {
+    name: 'customers',
+    version: '1.0.0',
+    description: 'kit outbox test',
+    migrations,
+    emits: [customers.registered],
+    build: () => ({ endpoints: [], consumers: [] }),
+  };
+}
+
+let serial = 0;
+function registered() {
+  serial++;
+  return { customerId: crypto.randomUUID(), email: `user${serial}@shop.test`, name: `User ${serial}` };
+}
+
+/** Every message now in `stream`. */
+async function streamMessages(stream: string): Promise<StoredMsg[]> {
+  const { state } = await jsm.streams.info(stream);
+  const messages: StoredMsg[] = [];
+  if (state.messages === 0) return messages;
+  for (let seq = state.first_seq; seq <= state.last_seq; seq++) messages.push(await jsm.streams.getMessage(stream, { seq }));
+  return messages;
+}
+
+/** Messages of CUSTOMERS whose Nats-Msg-Id is `id`. */
+async function published(id: string): Promise<StoredMsg[]> {
+  return (await streamMessages('CUSTOMERS')).filter((m) => m.header?.get('Nats-Msg-Id') === id);
+}
+
+before(async () => {
+  startTracing('kit-outbox-test');
+  migrations = await mkdtemp(join(tmpdir(), 'shop-kit-migrations-'));
+  nats = await startNats();
+  nc = await connect({ servers: nats.url, noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  jsm = await nc.jetstreamManager();
+  sweeping = await startTestService(emitter(), nats);
+  waking = await startTestService(emitter(), nats, { outbox: { sweepMs: 60_000 } });
+});
+
+after(async () => {
+  await sweeping?.stop();
+  await waking?.stop();
+  await nc?.close();
+  await nats?.cleanup();
+  await dropTestDatabases();
+  await stopTracing();
+  await rm(migrations, { recursive: true, force: true });
+});
+
+test('an event written in a committed transaction is published with Nats-Msg-Id = its id', async () => {
+  const data = registered();
+  const { envelope, traceId } = await trace.getTracer('kit-test').startActiveSpan('register', async (span) => {
+    try {
+      const envelope = await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, data));
+      return { envelope, traceId: span.spanContext().traceId };
+    } finally {
+      span.end();
+    }
+  });
+  assert.equal(envelope.type, 'customers.events.registered');
+  assert.deepEqual(envelope.data, data);
+
+  const [message, ...more] = await waitFor(async () => {
+    const found = await published(envelope.id);
+    return found.length > 0 && found;
+  }, { what: 'the event in CUSTOMERS' });
+  assert.equal(more.length, 0);
+  assert.equal(message!.subject, 'customers.events.registered');
+  assert.deepEqual(message!.json<Envelope>(), envelope);
+  // The trace of the writer continues on the bus.
+  assert.match(message!.header.get('traceparent'), new RegExp(`^00-${traceId}-`));
+  await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: 'the outbox row to go' });
+});
+
+test('a rolled-back transaction publishes nothing', async () => {
+  let rolledBack: Envelope | undefined;
+  await assert.rejects(
+    withTransaction(sweeping.context.pool, async (tx) => {
+      rolledBack = await writeEvent(tx, customers.registered, registered());
+      throw new Error('the state change failed');
+    }),
+    /the state change failed/,
+  );
+  assert.ok(rolledBack);
+  // A later commit is published; the rolled-back event, never written, is not.
+  const later = await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, registered()));
+  await waitFor(async () => (await published(later.id)).length === 1, { what: 'the later event' });
+  assert.equal((await published(rolledBack.id)).length, 0);
+  assert.equal(await sweeping.outbox.backlog(), 0);
+});
+
+test('an event outside its contract is refused and the transaction writes nothing', async () => {
+  const before = (await streamMessages('CUSTOMERS')).length;
+  await assert.rejects(
+    withTransaction(sweeping.context.pool, (tx) =>
+      writeEvent(tx, customers.registered, { customerId: 'nope', email: 'x', name: 'X' }),
+    ),
+    ContractViolation,
+  );
+  const { rows } = await sweeping.context.pool.query('SELECT count(*) AS n FROM outbox');
+  assert.equal(rows[0].n, 0);
+  const marker = await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, registered()));
+  await waitFor(async () => (await published(marker.id)).length === 1, { what: 'the marker event' });
+  assert.equal((await streamMessages('CUSTOMERS')).length, before + 1);
+});
+
+test('writing the same event id twice publishes it once', async () => {
+  const id = crypto.randomUUID();
+  await withTransaction(sweeping.context.pool, async (tx) => {
+    await writeEvent(tx, customers.registered, registered(), id);
+    await writeEvent(tx, customers.registered, registered(), id);
+  });
+  await waitFor(async () => (await published(id)).length === 1, { what: 'the event' });
+  // Written again after publication: JetStream's duplicate window drops it.
+  await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, registered(), id));
+  const marker = await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, registered()));
+  await waitFor(async () => (await published(marker.id)).length === 1 && (await sweeping.outbox.backlog()) === 0, {
+    what: 'the outbox to empty',
+  });
+  assert.equal((await published(id)).length, 1);
+});
+
+test('the relay is woken by commit, without waiting for its sweep', async () => {
+  const envelope = await withTransaction(waking.context.pool, (tx) => writeEvent(tx, customers.registered, registered()));
+  // The sweep of this relay is a minute away; the wait is far shorter.
+  const found = await waitFor(async () => {
+    const messages = await published(envelope.id);
+    return messages.length > 0 && messages;
+  }, { timeoutMs: 10_000, what: 'the event, published on commit' });
+  assert.equal(found.length, 1);
+  assert.equal(await waking.outbox.backlog(), 0);
+});
+
+test('events written while NATS is down are published once it is back', { timeout: 40_000 }, async () => {
+  const { port, storeDir } = nats;
+  await nats.stop();
+
+  const written: Envelope[] = [];
+  for (let i = 0; i < 3; i++) {
+    written.push(await withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, registered())));
+  }
+  // The state changes committed; their events wait in the outbox.
+  assert.equal(await sweeping.outbox.backlog(), 3);
+
+  nats = await startNats({ storeDir, port });
+  await waitFor(
+    async () => {
+      const messages = await streamMessages('CUSTOMERS');
+      return written.every((e) => messages.some((m) => m.header.get('Nats-Msg-Id') === e.id));
+    },
+    { timeoutMs: 30_000, intervalMs: 200, what: 'the events written during the outage' },
+  );
+  await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: 'the outbox to empty' });
+  for (const envelope of written) {
+    const copies = await published(envelope.id);
+    assert.equal(copies.length, 1, `${envelope.id} published once`);
+    assert.deepEqual(copies[0]!.json<Envelope>(), envelope);
+  }
+});
