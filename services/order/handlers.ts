@@ -1,0 +1,151 @@
+// Request-reply endpoints of the order service.
+import { randomUUID } from 'node:crypto';
+import { customers, orders, products, type Money, type Product } from '../../subjects/index.ts';
+import { ServiceError, endpoint, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
+import { findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
+
+/** The largest amount a Money may carry (subjects/common.ts). */
+const MAX_AMOUNT = 1_000_000_000_00;
+
+export interface OrderOptions {
+  /** How long a PENDING order waits for the saga before the sweeper cancels it. */
+  deadlineMs: number;
+}
+
+export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOptions) {
+  return [
+    endpoint(orders.place, async ({ customerId, lines, paymentToken }) => {
+      const wanted = mergeLines(lines);
+      // Both lookups at once; each failure keeps its own typed code, the customer's first.
+      const [customer, found] = await Promise.allSettled([
+        lookUpCustomer(client, customerId),
+        client.call(products.getMany, { ids: [...wanted.keys()] }),
+      ]);
+      if (customer.status === 'rejected') throw customer.reason;
+      if (found.status === 'rejected') throw found.reason;
+      const priced = priceLines(wanted, found.value.products);
+      const id = randomUUID();
+      return withTransaction(pool, async (tx) => {
+        const order = await insertOrder(tx, {
+          id,
+          customerId,
+          currency: priced.total.currency,
+          totalAmount: priced.total.amount,
+          lines: priced.lines,
+          deadlineMs: options.deadlineMs,
+        });
+        await writeEvent(tx, orders.placed, {
+          orderId: id,
+          customerId,
+          lines: priced.lines.map((line) => ({ productId: line.productId, quantity: line.quantity })),
+          payment: { token: paymentToken, amount: order.total },
+          deadlineAt: order.deadlineAt,
+        });
+        return order;
+      });
+    }),
+
+    endpoint(orders.get, async ({ id, customerId }) => {
+      const order = await findOrder(pool, id, customerId);
+      if (!order) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
+      return order;
+    }),
+
+    endpoint(orders.listByCustomer, async ({ customerId, first = 20, after }) => {
+      const page = await listOrders(pool, customerId, first, after === undefined ? undefined : decodeCursor(after));
+      return { items: page.items, nextCursor: page.next ? encodeCursor(page.next) : null };
+    }),
+
+    endpoint(orders.cancel, async ({ id, customerId, reason }) => {
+      await withTransaction(pool, async (tx) => {
+        const text = reason?.trim() || 'cancelled by the customer';
+        const moved = await transition(tx, {
+          id,
+          customerId,
+          from: ['PENDING', 'CONFIRMED'],
+          to: 'CANCELLED',
+          cancelReason: 'CUSTOMER_CANCELLED',
+          reason: text,
+        });
+        if (!moved) {
+          const existing = await findOrder(tx, id, customerId);
+          if (!existing) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
+          throw new ServiceError('ORDER_NOT_CANCELLABLE', `order ${id} is ${existing.status}`);
+        }
+        await writeEvent(tx, orders.cancelled, {
+          orderId: id,
+          customerId: moved.customerId,
+          reasonCode: 'CUSTOMER_CANCELLED',
+          reason: text,
+          previousStatus: moved.previousStatus,
+          total: moved.total,
+        });
+      });
+      return (await findOrder(pool, id, customerId))!;
+    }),
+  ];
+}
+
+/** Sums the quantities of lines naming the same product, keeping first-seen order. */
+function mergeLines(lines: readonly { productId: string; quantity: number }[]): Map<string, number> {
+  const merged = new Map<string, number>();
+  for (const line of lines) merged.set(line.productId, (merged.get(line.productId) ?? 0) + line.quantity);
+  return merged;
+}
+
+async function lookUpCustomer(client: RpcClient, customerId: string): Promise<void> {
+  try {
+    await client.call(customers.get, { id: customerId });
+  } catch (error) {
+    if (error instanceof ServiceError && error.code === 'CUSTOMER_NOT_FOUND') {
+      throw new ServiceError('CUSTOMER_NOT_FOUND', `no customer ${customerId}`);
+    }
+    throw error;
+  }
+}
+
+/** Lines at current prices, in integer minor units; every product must exist and share one currency. */
+function priceLines(
+  wanted: ReadonlyMap<string, number>,
+  found: readonly (Product | null)[],
+): { lines: NewLine[]; total: Money } {
+  const ids = [...wanted.keys()];
+  const missing = ids.filter((_, index) => !found[index]);
+  if (missing.length > 0) {
+    throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${missing.join(', ')}`, { productIds: missing });
+  }
+  const known = found as Product[];
+  const currencies = [...new Set(known.map((product) => product.price.currency))];
+  if (currencies.length > 1) {
+    throw new ServiceError('CURRENCY_MISMATCH', `products are priced in ${currencies.join(' and ')}; an order has one currency`, {
+      currencies,
+    });
+  }
+  const lines = known.map((product) => {
+    const quantity = wanted.get(product.id)!;
+    return {
+      productId: product.id,
+      sku: product.sku,
+      name: product.name,
+      quantity,
+      unitAmount: product.price.amount,
+      lineAmount: product.price.amount * quantity,
+    };
+  });
+  const amount = lines.reduce((sum, line) => sum + line.lineAmount, 0);
+  if (amount > MAX_AMOUNT) throw new ServiceError('VALIDATION_FAILED', 'the order total is larger than an order may be');
+  return { lines, total: { amount, currency: currencies[0]! } };
+}
+
+// The cursor is opaque to callers: base64url of "<created_at in µs>.<id>".
+function encodeCursor(cursor: Cursor): string {
+  return Buffer.from(`${cursor.createdUs}.${cursor.id}`).toString('base64url');
+}
+
+const CURSOR = /^(\d{1,17})\.([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/;
+
+function decodeCursor(text: string): Cursor {
+  const match = CURSOR.exec(Buffer.from(text, 'base64url').toString());
+  if (!match) throw new ServiceError('VALIDATION_FAILED', 'after is not a cursor this service gave out');
+  return { createdUs: Number(match[1]), id: match[2]! };
+}
