@@ -97,7 +97,8 @@ export const orders = {
   }),
   cancel: rpc({
     subject: 'orders.cancel',
-    description: 'Cancel one of your orders; a confirmed one is refunded. ORDER_NOT_CANCELLABLE once cancelled.',
+    description:
+      'Cancel one of your orders; a confirmed one is refunded. Repeating it answers the cancelled order again; ORDER_NOT_CANCELLABLE when the saga cancelled it.',
     idempotent: true,
     request: Type.Object(
       { id: Id, customerId: Id, reason: Type.Optional(Type.String({ maxLength: 500 })) },

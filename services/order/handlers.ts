@@ -70,7 +70,10 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
         if (!moved) {
           const existing = await findOrder(tx, id, customerId);
           if (!existing) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
-          throw new ServiceError('ORDER_NOT_CANCELLABLE', `order ${id} is ${existing.status}`);
+          // A repeat of a cancel that succeeded (its reply lost, the client retried) answers
+          // like the first one did; an order the saga cancelled for another reason is not ours to cancel.
+          if (existing.cancelReason === 'CUSTOMER_CANCELLED') return;
+          throw new ServiceError('ORDER_NOT_CANCELLABLE', `order ${id} is ${existing.status} (${existing.cancelReason})`);
         }
         await writeEvent(tx, orders.cancelled, {
           orderId: id,

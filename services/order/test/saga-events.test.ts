@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { inventory, orders, payments, type Customer, type Order, type Product } from '../../../subjects/index.ts';
+import { withCode } from '../../../test/messaging.ts';
 import {
   createProduct,
   envelopeOf,
@@ -91,6 +92,9 @@ test('payments.events.declined cancels with PAYMENT_DECLINED; a late capture lea
 
   await publishAndSettle(world, payments.captured, envelopeOf(payments.captured, paymentOf(order)), CAPTURED);
   assert.deepEqual(await world.client.call(orders.get, { id: order.id }), cancelled);
+
+  // The saga cancelled it, so its customer cannot cancel it (again).
+  await assert.rejects(world.client.call(orders.cancel, { id: order.id, customerId: ada.id }), withCode('ORDER_NOT_CANCELLABLE'));
 
   const events = await eventsOf(order.id);
   assert.equal(events.confirmed.length, 0);
