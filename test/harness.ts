@@ -3,9 +3,9 @@
 // PostgreSQL databases per run, and a poll helper instead of sleeps.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
@@ -28,12 +28,39 @@ export interface TestNats {
   cleanup(): Promise<void>;
 }
 
-/** Starts nats-server with JetStream on a random port; `storeDir` reuses a store. */
-export async function startNats(options: { storeDir?: string; port?: number } = {}): Promise<TestNats> {
+/** The users of nats.conf: one per process, and `admin` for operators. */
+export const NATS_USERS = ['customers', 'products', 'orders', 'payments', 'notifications', 'bff', 'admin'] as const;
+export type NatsUser = (typeof NATS_USERS)[number];
+
+const natsPasswordEnv = (user: NatsUser) => `NATS_${user.toUpperCase()}_PASSWORD`;
+/** The passwords nats.conf reads from the environment: the caller's, or made up for this test process. */
+const natsPasswords = Object.fromEntries(
+  NATS_USERS.map((user) => [natsPasswordEnv(user), process.env[natsPasswordEnv(user)] || `pw-${randomBytes(12).toString('hex')}`]),
+) as Record<string, string>;
+
+/** Settings that sign a process in as `user` of nats.conf (for `startNats({ users: true })`). */
+export function natsCredentials(user: NatsUser): { NATS_USER: string; NATS_PASSWORD: string } {
+  return { NATS_USER: user, NATS_PASSWORD: natsPasswords[natsPasswordEnv(user)]! };
+}
+
+/**
+ * Starts nats-server with JetStream on a random port; `storeDir` reuses a store.
+ * It runs the project's nats.conf, users and permissions included. By default
+ * a client that gives no credentials is `admin` (no limits), so tests need not
+ * sign in; with `users: true` the file runs as it is and every client must sign
+ * in as one of its users (natsCredentials).
+ */
+export async function startNats(options: { storeDir?: string; port?: number; users?: boolean } = {}): Promise<TestNats> {
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'shop-nats-')));
   const portsDir = await mkdtemp(join(tmpdir(), 'shop-nats-ports-'));
-  const args = ['-c', join(ROOT, 'nats.conf'), '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
-  const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let config = join(ROOT, 'nats.conf');
+  if (!options.users) {
+    // nats-server resolves an include relative to the including file.
+    config = join(portsDir, 'test.conf');
+    await writeFile(config, `include "${relative(portsDir, join(ROOT, 'nats.conf'))}"\nno_auth_user: admin\n`);
+  }
+  const args = ['-c', config, '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
+  const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...natsPasswords } });
   let stderr = '';
   child.stderr?.on('data', (chunk) => {
     stderr = (stderr + chunk).slice(-4000);
@@ -42,7 +69,7 @@ export async function startNats(options: { storeDir?: string; port?: number } = 
   const port = await waitFor(
     async () => {
       if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
-      const files = await readdir(portsDir);
+      const files = (await readdir(portsDir)).filter((file) => file.endsWith('.ports'));
       if (files.length === 0) return undefined;
       const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[] };
       const url = ports.nats?.[0];

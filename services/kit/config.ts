@@ -37,6 +37,10 @@ export const ServiceSettings = {
   RPC_TIMEOUT_MS: Type.Integer({ minimum: 10, maximum: 120_000, default: 2000 }),
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
   ZIPKIN_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Zipkin v2 spans endpoint.' })),
+  OPS_PORT: Type.Optional(
+    Type.Integer({ minimum: 0, maximum: 65_535, description: 'Port of /metrics and /health/*; 0 picks a free one; unset, none is served.' }),
+  ),
+  OPS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address the operations port listens on; 0.0.0.0 for all.' }),
 };
 
 /** The JSON type a setting expects, looking through Optional. */

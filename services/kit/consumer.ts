@@ -26,6 +26,7 @@ import {
 } from '../../subjects/index.ts';
 import { withTransaction, type Pool, type Tx } from './db.ts';
 import type { Logger } from './log.ts';
+import type { EventOutcome } from './metrics.ts';
 import { SpanKind, extractTraceContext, withMessagingSpan } from './tracing.ts';
 
 const envelope: Checker<typeof EventEnvelope> = checker(EventEnvelope);
@@ -85,6 +86,9 @@ export const DeadLetterHeaders = {
 
 export interface RunningConsumer {
   readonly durable: string;
+  readonly stream: string;
+  /** True while this instance pulls from the consumer (for readiness). */
+  readonly attached: boolean;
   /** Stops pulling, then waits (at most `timeoutMs`) for messages in hand. */
   stop(timeoutMs: number): Promise<void>;
 }
@@ -92,7 +96,14 @@ export interface RunningConsumer {
 export async function startConsumer(
   service: string,
   handler: EventHandler,
-  deps: { js: JetStreamClient; jsm: JetStreamManager; pool: Pool; log: Logger },
+  deps: {
+    js: JetStreamClient;
+    jsm: JetStreamManager;
+    pool: Pool;
+    log: Logger;
+    /** Told how each delivery ended and how long it took (metrics.ts). */
+    metrics?: { eventHandled(consumer: string, subject: string, outcome: EventOutcome, seconds: number): void };
+  },
   settings: ConsumerSettings = defaultConsumerSettings,
 ): Promise<RunningConsumer> {
   const contract: EventContract = handler.contract;
@@ -123,6 +134,9 @@ export async function startConsumer(
 
   const process = async (msg: JsMsg): Promise<void> => {
     const delivery = msg.info.deliveryCount;
+    const started = performance.now();
+    const observe = (outcome: EventOutcome) =>
+      deps.metrics?.eventHandled(durable, contract.subject, outcome, (performance.now() - started) / 1000);
     let event: EnvelopeOf<EventContract>;
     try {
       const parsed: unknown = JSON.parse(msg.string());
@@ -134,6 +148,7 @@ export async function startConsumer(
       // Retrying cannot fix a message that breaks its contract.
       log.error({ err: error, seq: msg.seq }, 'poison event');
       await deadLetter(msg, error, 'poison');
+      observe('dead_letter');
       return;
     }
     try {
@@ -148,14 +163,17 @@ export async function startConsumer(
       });
       msg.ack();
       if (!applied) log.debug({ eventId: event.id }, 'duplicate event skipped');
+      observe(applied ? 'processed' : 'duplicate');
     } catch (error) {
       if (delivery >= settings.maxDeliver) {
         log.error({ err: error, eventId: event.id, delivery }, 'event failed for the last time');
         await deadLetter(msg, error, 'failed');
+        observe('dead_letter');
       } else {
         const delay = Math.min(settings.maxBackoffMs, settings.backoffMs * 2 ** (delivery - 1));
         log.warn({ err: error, eventId: event.id, delivery, retryInMs: delay }, 'event failed; will retry');
         msg.nak(delay);
+        observe('retry');
       }
     }
   };
@@ -198,8 +216,18 @@ export async function startConsumer(
     }
   })();
 
+  let attached = true;
+  const detach = () => {
+    attached = false;
+  };
+  loop.then(detach, detach);
+
   return {
     durable,
+    stream: contract.stream,
+    get attached() {
+      return attached;
+    },
     async stop(timeoutMs) {
       messages.stop();
       const timeout = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());

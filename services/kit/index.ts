@@ -2,7 +2,7 @@
 export { loadConfig, loadConfigOrExit, ConfigError, ServiceSettings } from './config.ts';
 export { createLogger, type Logger } from './log.ts';
 export { ServiceError, toServiceError } from './errors.ts';
-export { startTracing, stopTracing } from './tracing.ts';
+export { startTracing, stopTracing, currentTraceCarrier } from './tracing.ts';
 export { connectNats } from './nats.ts';
 export { createPool, databaseUrl, ensureDatabase, migrate, withTransaction, isUniqueViolation, type Pool, type Tx, type Queryable } from './db.ts';
 export { endpoint, serveEndpoints, type Endpoint, type RequestContext, type RpcServer } from './rpc-server.ts';
@@ -11,3 +11,7 @@ export { ensureStreams, toStreamConfig } from './streams.ts';
 export { writeEvent, OutboxRelay } from './outbox.ts';
 export { on, startConsumer, defaultConsumerSettings, DeadLetterHeaders, type EventHandler, type EventContext, type ConsumerSettings } from './consumer.ts';
 export { startService, stopOnSignals, type ServiceDefinition, type BackgroundTask, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';
+export { LiveSettings, openConfigBucket, putSetting, followLogLevel, type SettingSource, type SettingState } from './live-config.ts';
+export { LiveRpcClient } from './live-rpc-client.ts';
+export { ProcessMetrics, observeHttp, countInMicroStats, type EventOutcome, type RequestObserver, type AnswerFailure } from './metrics.ts';
+export { startOpsServer, startServiceOps, startProcessOps, natsCheck, databaseCheck, consumersCheck, type OpsServer, type ReadinessCheck } from './ops.ts';

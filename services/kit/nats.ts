@@ -9,11 +9,22 @@ export interface NatsSettings {
   NATS_PASSWORD?: string | undefined;
 }
 
+/**
+ * NATS_USER and NATS_PASSWORD; without NATS_USER, the process's own user of
+ * nats.conf when its password variable (NATS_<NAME>_PASSWORD, which the server
+ * reads too) is set, so one environment serves nats-server and every process.
+ */
+export function natsCredentials(name: string, settings: NatsSettings, env = process.env): { user: string; pass: string } | undefined {
+  if (settings.NATS_USER) return { user: settings.NATS_USER, pass: settings.NATS_PASSWORD ?? '' };
+  const own = env[`NATS_${name.toUpperCase()}_PASSWORD`];
+  return own ? { user: name, pass: own } : undefined;
+}
+
 export async function connectNats(name: string, settings: NatsSettings, log: Logger): Promise<NatsConnection> {
   const nc = await connect({
     servers: settings.NATS_URL.split(',').map((url) => url.trim()),
     name,
-    ...(settings.NATS_USER ? { user: settings.NATS_USER, pass: settings.NATS_PASSWORD ?? '' } : {}),
+    ...natsCredentials(name, settings),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
     waitOnFirstConnect: true,

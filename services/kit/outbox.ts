@@ -46,6 +46,8 @@ interface OutboxRow {
 export interface OutboxRelayOptions {
   sweepMs?: number;
   batchSize?: number;
+  /** Told of every event published (metrics.ts). */
+  metrics?: { eventPublished(subject: string): void };
 }
 
 export class OutboxRelay {
@@ -55,6 +57,7 @@ export class OutboxRelay {
   readonly #databaseUrl: string;
   readonly #sweepMs: number;
   readonly #batchSize: number;
+  readonly #metrics: OutboxRelayOptions['metrics'];
   #listener: pg.Client | undefined;
   #sweeper: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
@@ -68,6 +71,7 @@ export class OutboxRelay {
     this.#log = log.child({ component: 'outbox' });
     this.#sweepMs = options.sweepMs ?? 1000;
     this.#batchSize = options.batchSize ?? 500;
+    this.#metrics = options.metrics;
   }
 
   async start(): Promise<void> {
@@ -136,6 +140,7 @@ export class OutboxRelay {
         await tx.query('DELETE FROM outbox WHERE seq = ANY($1::bigint[])', [rows.map((row) => row.seq)]);
       }
       await tx.query('COMMIT');
+      for (const row of rows) this.#metrics?.eventPublished(row.subject);
       return rows.length;
     } catch (error) {
       await tx.query('ROLLBACK').catch(() => {});

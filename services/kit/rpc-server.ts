@@ -13,6 +13,7 @@ import {
 import { ServiceError, toServiceError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, extractTraceContext, withMessagingSpan } from './tracing.ts';
+import { countInMicroStats, type AnswerFailure, type RequestObserver } from './metrics.ts';
 
 export interface RequestContext {
   /** Child logger carrying the subject (and, through the mixin, the trace ids). */
@@ -43,10 +44,40 @@ export async function serveEndpoints(
   info: { name: string; version: string; description: string },
   endpoints: readonly Endpoint[],
   log: Logger,
+  /** Told of every answer with its whole duration (metrics.ts). */
+  observe?: RequestObserver,
 ): Promise<RpcServer> {
   const service = await nc.services.add({ ...info, queue: info.name });
+  // Every answer counts in `nats micro stats` with its async time, and in the metrics.
+  const answered = (subject: string, started: number, failure: AnswerFailure | undefined) => {
+    const seconds = (performance.now() - started) / 1000;
+    countInMicroStats(service, subject, seconds, failure);
+    observe?.(subject, seconds, failure);
+  };
   let inFlight = 0;
   let idle: (() => void) | undefined;
+  const done = () => {
+    inFlight--;
+    if (inFlight === 0) idle?.();
+  };
+  // Replies wait for the end of the current turn of the event loop and leave
+  // together: answers completing in one turn (database results arriving on
+  // several pool connections) then cost one socket write, not one each.
+  let replies: { msg: ServiceMsg; data: Uint8Array }[] = [];
+  const sendReplies = () => {
+    const batch = replies;
+    replies = [];
+    for (const { msg, data } of batch) {
+      try {
+        msg.respond(data);
+      } catch (error) {
+        log.warn({ err: error }, 'reply could not be sent');
+      }
+    }
+  };
+  const sendReply = (msg: ServiceMsg, data: Uint8Array) => {
+    if (replies.push({ msg, data }) === 1) setImmediate(sendReplies);
+  };
 
   for (const { contract: c, handle } of endpoints) {
     const contract: RpcContract = c;
@@ -56,7 +87,7 @@ export async function serveEndpoints(
     const requestLog = log.child({ subject: contract.subject });
     const context: RequestContext = { log: requestLog };
 
-    const answer = async (msg: ServiceMsg): Promise<void> => {
+    const answer = async (msg: ServiceMsg): Promise<AnswerFailure | undefined> => {
       let reply: unknown;
       try {
         let input: unknown;
@@ -68,17 +99,16 @@ export async function serveEndpoints(
         contract.request.assert(input, `${contract.subject} request`);
         reply = await handle(input as RequestOf<RpcContract>, context);
       } catch (error) {
-        respondWithError(msg, error, requestLog);
-        return;
+        return respondWithError(msg, error, requestLog);
       }
       if (!contract.reply.check(reply)) {
         // Our own bug, not the caller's: log it whole, send nothing internal.
         const violation = toServiceError(tryAssert(() => contract.reply.assert(reply, `${contract.subject} reply`)));
         requestLog.error({ details: violation.details }, 'reply does not match its contract');
-        respondWithError(msg, new ServiceError('INTERNAL', 'internal error'), requestLog);
-        return;
+        return respondWithError(msg, new ServiceError('INTERNAL', 'internal error'), requestLog);
       }
-      msg.respond(Buffer.from(JSON.stringify(reply)));
+      sendReply(msg, Buffer.from(JSON.stringify(reply)));
+      return undefined;
     };
 
     service.addEndpoint(contract.endpoint, {
@@ -90,31 +120,44 @@ export async function serveEndpoints(
           return;
         }
         inFlight++;
+        const started = performance.now();
         const parent = extractTraceContext(msg.headers);
-        withMessagingSpan(contract.subject, 'process', SpanKind.SERVER, parent, () => answer(msg))
+        withMessagingSpan(contract.subject, 'process', SpanKind.SERVER, parent, () => answer(msg)).then((failure) => {
+          answered(contract.subject, started, failure);
+          done();
+        }, (unexpected) => {
           // `answer` catches everything; this is the last guard so no request goes unanswered.
-          .catch((unexpected) => respondWithError(msg, unexpected, requestLog))
-          .finally(() => {
-            inFlight--;
-            if (inFlight === 0) idle?.();
-          });
+          try {
+            answered(contract.subject, started, respondWithError(msg, unexpected, requestLog));
+          } catch {
+            // The connection is gone; the caller's timeout ends its wait.
+          } finally {
+            done();
+          }
+        });
       },
     });
   }
+
+  // The server has the subscriptions once this returns: a started service is reachable at once.
+  await nc.flush();
 
   return {
     service,
     async stop(timeoutMs) {
       await service.stop();
-      if (inFlight === 0) return;
-      log.info({ inFlight }, 'waiting for requests in flight');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
+      if (inFlight > 0) {
+        log.info({ inFlight }, 'waiting for requests in flight');
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, timeoutMs);
+          idle = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+      // Answered is not yet sent: send the waiting replies before the connection drains.
+      sendReplies();
     },
   };
 }
@@ -128,7 +171,8 @@ function tryAssert(check: () => void): unknown {
   }
 }
 
-function respondWithError(msg: ServiceMsg, error: unknown, log: Logger): void {
+/** Answers with a micro error; returns what was answered. */
+function respondWithError(msg: ServiceMsg, error: unknown, log: Logger): AnswerFailure {
   const failure = toServiceError(error);
   if (failure.status >= 500) log.error({ err: error, code: failure.code }, 'request failed');
   else log.info({ code: failure.code, reason: failure.message }, 'request refused');
@@ -136,4 +180,5 @@ function respondWithError(msg: ServiceMsg, error: unknown, log: Logger): void {
   headers.set(ERROR_CODE_HEADER, failure.code);
   const body = { code: failure.code, message: failure.message, details: failure.details ?? null };
   msg.respondError(failure.status, failure.message, Buffer.from(JSON.stringify(body)), { headers });
+  return { code: failure.code, status: failure.status, message: failure.message };
 }

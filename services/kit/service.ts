@@ -2,13 +2,19 @@
 // streams, the RPC client, the endpoints, the outbox relay and the event
 // consumers, and a stop that undoes it all in order. Each service's app.ts
 // says *what* it serves and consumes; this file says *how*.
+import pRetry from 'p-retry';
 import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
 import { streams, type EventContract, type StreamDefinition } from '../../subjects/index.ts';
 import { type ConsumerSettings, type EventHandler, type RunningConsumer, defaultConsumerSettings, startConsumer } from './consumer.ts';
 import { createPool, databaseUrl, ensureDatabase, migrate, type Pool } from './db.ts';
 import type { Logger } from './log.ts';
+import { followLogLevel, LiveSettings } from './live-config.ts';
+import { LiveRpcClient } from './live-rpc-client.ts';
 import { connectNats, type NatsSettings } from './nats.ts';
 import { OutboxRelay, type OutboxRelayOptions } from './outbox.ts';
+import { ProcessMetrics } from './metrics.ts';
+import { startServiceOps, type OpsServer } from './ops.ts';
+import { stopTracing } from './tracing.ts';
 import { RpcClient, type RpcClientOptions } from './rpc-client.ts';
 import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
 import { ensureStreams } from './streams.ts';
@@ -23,6 +29,8 @@ export interface ServiceContext {
   nc: NatsConnection;
   js: JetStreamClient;
   client: RpcClient;
+  /** The live settings (subjects/settings.ts) as they are now; they follow the `config` bucket. */
+  settings: LiveSettings;
 }
 
 /** A service's app.ts: its name, its events, and the handlers built from its context. */
@@ -56,6 +64,9 @@ export interface KitSettings extends NatsSettings {
   STREAM_REPLICAS: number;
   RPC_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
+  /** The operations port (/metrics, /health/*); unset: none. */
+  OPS_PORT?: number | undefined;
+  OPS_HOST?: string | undefined;
 }
 
 export interface StartOptions {
@@ -71,6 +82,9 @@ export interface RunningService {
   readonly server: RpcServer;
   readonly outbox: OutboxRelay;
   readonly consumers: readonly RunningConsumer[];
+  readonly metrics: ProcessMetrics;
+  /** The operations server, when OPS_PORT is set. */
+  readonly ops: OpsServer | undefined;
   /** Graceful stop: no new work, finish in-flight, drain NATS, close the pool. */
   stop(): Promise<void>;
 }
@@ -89,20 +103,33 @@ export async function startService<Settings>(
   const nc = await connectNats(definition.name, settings, log);
   const jsm: JetStreamManager = await nc.jetstreamManager();
   const js = nc.jetstream();
-  const client = new RpcClient(nc, { timeoutMs: settings.RPC_TIMEOUT_MS, ...options.client });
-  const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client };
+  const live = await LiveSettings.open(nc, definition.name, {
+    log,
+    environment: settings as unknown as Record<string, unknown>,
+    replicas: settings.STREAM_REPLICAS,
+  });
+  followLogLevel(live, log);
+  const client: RpcClient = new LiveRpcClient(nc, live, options.client);
+  const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client, settings: live };
   const { endpoints, consumers, background = [] } = definition.build(context, settings);
 
-  await ensureStreams(jsm, streamsTouched(definition.emits, consumers), settings.STREAM_REPLICAS, log);
+  // Instances starting together on a fresh cluster race to create replicated streams; retry the loser.
+  await pRetry(() => ensureStreams(jsm, streamsTouched(definition.emits, consumers), settings.STREAM_REPLICAS, log), {
+    retries: 5,
+    minTimeout: 500,
+    onFailedAttempt: ({ error, retriesLeft }) => log.warn({ err: error, retriesLeft }, 'stream setup failed; retrying'),
+  });
 
-  const outbox = new OutboxRelay(pool, url, js, log, options.outbox);
+  const metrics = new ProcessMetrics(definition.name);
+  const outbox = new OutboxRelay(pool, url, js, log, { metrics, ...options.outbox });
   await outbox.start();
   const consumerSettings = { ...defaultConsumerSettings, ...options.consumer };
   const running = await Promise.all(
-    consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log }, consumerSettings)),
+    consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log, metrics }, consumerSettings)),
   );
-  const server = await serveEndpoints(nc, definition, endpoints, log);
+  const server = await serveEndpoints(nc, definition, endpoints, log, metrics.requestAnswered);
   for (const task of background) await task.start();
+  const ops = await startServiceOps({ name: definition.name, nc, jsm, pool, outbox, consumers: running, client, metrics, log }, settings);
   log.info({ endpoints: endpoints.length, consumers: running.length }, 'service started');
 
   let stopping: Promise<void> | undefined;
@@ -110,17 +137,20 @@ export async function startService<Settings>(
     (stopping ??= (async () => {
       const grace = settings.SHUTDOWN_TIMEOUT_MS;
       log.info('service stopping');
+      ops?.draining();
       await server.stop(grace);
       await Promise.all(running.map((consumer) => consumer.stop(grace)));
       await Promise.all(background.map((task) => task.stop()));
       await outbox.stop();
       client.close();
+      await live.stop();
       await nc.drain().catch(() => {});
       await pool.end();
+      await ops?.close();
       log.info('service stopped');
     })());
 
-  return { context, server, outbox, consumers: running, stop };
+  return { context, server, outbox, consumers: running, metrics, ops, stop };
 }
 
 /** The streams a service writes to or reads from, plus DLQ for its dead letters. */
@@ -140,8 +170,9 @@ export function stopOnSignals(stop: () => Promise<void>, log: Logger): void {
     if (signalled) process.exit(1);
     signalled = true;
     log.info({ signal }, 'signal received');
+    // The spans still in the exporter's batch go out before the process ends.
     stop().then(
-      () => process.exit(0),
+      () => stopTracing().catch(() => {}).then(() => process.exit(0)),
       (error) => {
         log.error({ err: error }, 'stop failed');
         process.exit(1);

@@ -4,7 +4,7 @@
 // the sender on commit; sending happens in the sender loop (mailer.ts).
 import { randomUUID } from 'node:crypto';
 import { customers, orders, payments, type EnvelopeOf, type EventContract, type Money } from '../../subjects/index.ts';
-import { ServiceError, on, type EventHandler, type Logger, type RpcClient, type Tx } from '../kit/index.ts';
+import { ServiceError, currentTraceCarrier, on, type EventHandler, type Logger, type RpcClient, type Tx } from '../kit/index.ts';
 import { SEND_CHANNEL } from './mailer.ts';
 import { insertNotification, notifySenders } from './store.ts';
 
@@ -57,6 +57,7 @@ async function record(
     body: email.body,
     status: recipient ? 'PENDING' : 'FAILED',
     ...(error ? { error } : {}),
+    trace: currentTraceCarrier(),
   });
   if (!stored) {
     log.debug({ eventId: event.id }, 'notification for this event exists');

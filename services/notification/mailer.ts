@@ -12,6 +12,7 @@
 import nodemailer, { type Transporter } from 'nodemailer';
 import type SMTPTransport from 'nodemailer/lib/smtp-transport';
 import pg from 'pg';
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
 import type { BackgroundTask, Logger, Pool } from '../kit/index.ts';
 import { claimDue, markFailed, markRetry, markSent, nextDueAt, type DueNotification } from './store.ts';
 
@@ -203,7 +204,27 @@ export class NotificationSender implements BackgroundTask {
     }
   }
 
-  async #attempt(tx: pg.PoolClient, due: DueNotification): Promise<void> {
+  /** One attempt inside an `smtp send` span that continues the trace of the event behind the email. */
+  #attempt(tx: pg.PoolClient, due: DueNotification): Promise<void> {
+    const parent = propagation.extract(ROOT_CONTEXT, due.trace ?? {});
+    const attributes = { 'notification.id': due.id, 'notification.attempt': due.attempts + 1 };
+    return trace
+      .getTracer('shop-notification')
+      .startActiveSpan('smtp send', { kind: SpanKind.CLIENT, attributes }, parent, async (span) => {
+        try {
+          const sent = await this.#attemptTraced(tx, due);
+          if (!sent) span.setStatus({ code: SpanStatusCode.ERROR, message: 'not sent' });
+        } catch (error) {
+          span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
+          throw error;
+        } finally {
+          span.end();
+        }
+      });
+  }
+
+  /** True when the email went out. */
+  async #attemptTraced(tx: pg.PoolClient, due: DueNotification): Promise<boolean> {
     const attempt = due.attempts + 1;
     const log = this.#log.child({ notificationId: due.id, attempt });
     try {
@@ -218,10 +239,11 @@ export class NotificationSender implements BackgroundTask {
         log.warn({ err: error, retryInMs: delayMs }, 'email failed; will retry');
         await markRetry(tx, due.id, reason, delayMs);
       }
-      return;
+      return false;
     }
     await markSent(tx, due.id);
     log.info('email sent');
+    return true;
   }
 
   /** Sleeps until the earliest retry falls due, or at most `sweepMs`. */

@@ -53,15 +53,17 @@ export interface NewNotification {
   /** PENDING to be sent; FAILED when it can never be sent (with `error`). */
   status: 'PENDING' | 'FAILED';
   error?: string;
+  /** Trace context of the event, for the sender's span (kit: currentTraceCarrier). */
+  trace?: Record<string, string>;
 }
 
 /** Stores a notification unless one exists for the same event; true when stored. */
 export async function insertNotification(db: Queryable, n: NewNotification): Promise<boolean> {
   const { rowCount } = await db.query(
-    `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
      ON CONFLICT (event_id) DO NOTHING`,
-    [n.id, n.eventId, n.eventType, n.customerId, n.orderId, n.email, n.subject, n.body, n.status, n.error ?? null],
+    [n.id, n.eventId, n.eventType, n.customerId, n.orderId, n.email, n.subject, n.body, n.status, n.error ?? null, n.trace ?? {}],
   );
   return rowCount === 1;
 }
@@ -120,6 +122,8 @@ export interface DueNotification {
   body: string;
   /** Attempts made before this one. */
   attempts: number;
+  /** Trace context of the event that asked for it. */
+  trace: Record<string, string>;
 }
 
 /**
@@ -128,7 +132,7 @@ export interface DueNotification {
  */
 export async function claimDue(tx: Queryable): Promise<DueNotification | undefined> {
   const { rows } = await tx.query<DueNotification>(
-    `SELECT id, email, subject, body, attempts FROM notifications
+    `SELECT id, email, subject, body, attempts, trace FROM notifications
      WHERE status = 'PENDING' AND next_attempt_at <= now()
      ORDER BY next_attempt_at, created_at
      LIMIT 1 FOR UPDATE SKIP LOCKED`,

@@ -1,8 +1,8 @@
 // The order service: places orders and drives the saga to CONFIRMED or CANCELLED.
 import { Type } from '@sinclair/typebox';
 import { join } from 'node:path';
-import { orders } from '../../subjects/index.ts';
-import { ServiceSettings, type ServiceDefinition } from '../kit/index.ts';
+import { orders, settings as live } from '../../subjects/index.ts';
+import { ServiceError, ServiceSettings, type Endpoint, type LiveSettings, type ServiceDefinition } from '../kit/index.ts';
 import { orderEndpoints } from './handlers.ts';
 import { orderConsumers } from './events.ts';
 import { deadlineSweeper } from './deadline.ts';
@@ -13,7 +13,7 @@ export const OrderSettings = {
     minimum: 100,
     maximum: 24 * 60 * 60 * 1000,
     default: 30_000,
-    description: 'How long a PENDING order waits for stock and payment before it is cancelled.',
+    description: 'How long a PENDING order waits for stock and payment before it is cancelled; live: orders.deadline_ms.',
   }),
   ORDER_DEADLINE_SWEEP_MS: Type.Integer({
     minimum: 10,
@@ -29,11 +29,34 @@ export const orderService: ServiceDefinition<{ ORDER_DEADLINE_MS: number; ORDER_
   description: 'Orders and the saga that confirms or cancels them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [orders.placed, orders.confirmed, orders.cancelled],
-  build({ pool, client, log }, settings) {
+  build({ pool, client, log, settings: current }, settings) {
+    // Read at each order, so a change of orders.deadline_ms applies to the next one.
+    const options = {
+      get deadlineMs() {
+        return current.get(live.orders.deadlineMs);
+      },
+    };
     return {
-      endpoints: orderEndpoints(pool, client, { deadlineMs: settings.ORDER_DEADLINE_MS }),
+      endpoints: whileAccepting(orderEndpoints(pool, client, options), current),
       consumers: orderConsumers(),
       background: [deadlineSweeper(pool, log, { intervalMs: settings.ORDER_DEADLINE_SWEEP_MS })],
     };
   },
 };
+
+/** The feature flag features.orders_accepting: while it is false, orders.place refuses (and stores nothing). */
+function whileAccepting(endpoints: readonly Endpoint[], current: LiveSettings): Endpoint[] {
+  return endpoints.map((entry) =>
+    entry.contract !== orders.place
+      ? entry
+      : {
+          contract: entry.contract,
+          async handle(input, request) {
+            if (!current.get(live.features.ordersAccepting)) {
+              throw new ServiceError('SERVICE_UNAVAILABLE', 'ordering is paused by the operator; try again later');
+            }
+            return entry.handle(input, request);
+          },
+        },
+  );
+}

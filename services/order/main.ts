@@ -1,4 +1,5 @@
 // The order service process.
+import '../kit/telemetry.ts'; // first: instruments http, pg, fastify and graphql before they load
 import { createLogger, loadConfigOrExit, startService, startTracing, stopOnSignals } from '../kit/index.ts';
 import { OrderSettings, orderService } from './app.ts';
 

@@ -5,9 +5,14 @@
 // (the order id for the charge, `refund:<orderId>` for the refund), so a
 // redelivery after a crash between the provider's answer and our commit gets
 // the first answer back instead of moving money twice.
+//
+// That crash can also leave a charge the provider captured but we never
+// recorded; when the order is then cancelled, no payment row says there is
+// money to give back. Both consumers therefore ask the provider, by the order
+// id, before they settle on "never charged" (refundOrphanedCharge below).
 import { randomUUID } from 'node:crypto';
-import { inventory, orders, payments } from '../../subjects/index.ts';
-import { on, writeEvent, type EventHandler } from '../kit/index.ts';
+import { inventory, orders, payments, type Payment } from '../../subjects/index.ts';
+import { on, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
 import type { PaymentProvider } from './provider.ts';
 import { findPaymentByOrder, insertCancellation, insertPayment, isCancelled, lockOrder, markRefunded } from './store.ts';
 
@@ -21,7 +26,14 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
         return;
       }
       if (await isCancelled(tx, orderId)) {
-        log.info({ orderId }, 'order was cancelled before its reservation arrived; not charging');
+        // Not charged now; but an earlier delivery may have been charged by a process that died
+        // before committing, after the cancellation had looked (a request still in flight then).
+        const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
+        if (recovered) {
+          log.warn({ orderId, paymentId: recovered.id }, 'cancelled order had an unrecorded charge; refunded it');
+        } else {
+          log.info({ orderId }, 'order was cancelled before its reservation arrived; not charging');
+        }
         return;
       }
       // A ProviderUnavailableError propagates: the consumer naks and retries with the same key.
@@ -46,10 +58,17 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
     }),
 
     on(orders.cancelled, 'refund-cancelled', async ({ data }, tx, { log }) => {
-      const { orderId, reasonCode } = data;
+      const { orderId, customerId, reasonCode } = data;
       await lockOrder(tx, orderId);
       const payment = await findPaymentByOrder(tx, orderId);
       if (!payment) {
+        // No payment recorded; yet a reservation may have been charged by a process that died
+        // before committing. The provider's books settle it.
+        const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
+        if (recovered) {
+          log.warn({ orderId, paymentId: recovered.id }, 'cancelled order had an unrecorded charge; refunded it');
+          return;
+        }
         // The reservation may still be on its way (or this service was down past the deadline).
         await insertCancellation(tx, orderId, reasonCode);
         log.info({ orderId, reasonCode }, 'order cancelled before any payment; it will not be charged');
@@ -75,4 +94,49 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
       log.info({ orderId, paymentId: refunded.id }, 'payment refunded');
     }),
   ];
+}
+
+/**
+ * For a cancelled order with no payment row, under the order's lock: asks the
+ * provider for a charge under the order's key and, if one was captured, gives
+ * it back (key `refund:<orderId>`, idempotent like every refund), records the
+ * payment as REFUNDED (so payments.getByOrder tells the truth and any later
+ * delivery for the order sees it settled) and emits payments.events.refunded.
+ * Undefined when the provider captured nothing for the order.
+ *
+ * Why no durable "charge attempted" marker of our own: it would have to be
+ * committed before the provider call, in a transaction of its own, and even
+ * then it could only say "maybe charged". The provider's books are already
+ * that record, and an exact one: durable, outside our transaction (a charge
+ * survives our rollback) and keyed by the order id. So the lookup suffices.
+ * What neither can see is a request still in flight when the lookup runs
+ * (sent by a process that has just died); the reservation path asks again when
+ * the reservation is redelivered, which covers a charge landing in between.
+ */
+async function refundOrphanedCharge(
+  tx: Queryable,
+  provider: PaymentProvider,
+  orderId: string,
+  customerId: string,
+): Promise<Payment | undefined> {
+  // A ProviderUnavailableError propagates: the consumer naks and asks again later.
+  const charge = await provider.findCharge(orderId);
+  if (charge?.status !== 'captured') return undefined;
+  const refund = await provider.refund({
+    idempotencyKey: `refund:${orderId}`,
+    chargeReference: charge.reference,
+    amount: charge.amount,
+  });
+  const payment = await insertPayment(tx, {
+    id: randomUUID(),
+    orderId,
+    customerId,
+    amount: charge.amount,
+    status: 'REFUNDED',
+    declineReason: null,
+    providerReference: charge.reference,
+    refundReference: refund.reference,
+  });
+  await writeEvent(tx, payments.refunded, { paymentId: payment.id, orderId, customerId, amount: payment.amount });
+  return payment;
 }

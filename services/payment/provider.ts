@@ -27,9 +27,21 @@ export interface RefundOutcome {
   reference: string;
 }
 
+/** What the provider's books hold for a charge: its outcome and, when captured, how much was taken. */
+export type ChargeRecord =
+  | { status: 'captured'; reference: string; amount: Money }
+  | { status: 'declined'; reason: string };
+
 export interface PaymentProvider {
   /** Captures `amount`, or declines; throws ProviderUnavailableError when it cannot tell. */
   charge(request: ChargeRequest): Promise<ChargeOutcome>;
+  /**
+   * The charge made under `idempotencyKey`, or undefined when none was; moves
+   * no money. Real providers offer this lookup: it is how a caller whose
+   * process died after the provider's answer learns what it did.
+   * Throws ProviderUnavailableError when it cannot tell.
+   */
+  findCharge(idempotencyKey: string): Promise<ChargeRecord | undefined>;
   /** Gives a captured charge back; throws ProviderUnavailableError (try later) or ProviderRejectedError. */
   refund(request: RefundRequest): Promise<RefundOutcome>;
   /** Releases connections; called once the service has stopped using it. */

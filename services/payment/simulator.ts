@@ -3,11 +3,16 @@
  * deterministic rules, so the whole saga runs (and is tested) without one.
  *
  * Charges, with the rules checked in this order:
- *   1. token `tok_decline`              -> declined, reason "card declined"
- *   2. token `tok_insufficient_funds`   -> declined, reason "insufficient funds"
- *   3. amount > PAYMENT_AMOUNT_LIMIT    -> declined, reason "amount over limit"
+ *   1. a declining token                -> declined with its reason; by default
+ *      `tok_decline` ("card declined") and `tok_insufficient_funds`
+ *      ("insufficient funds"), live setting `payments.decline_tokens`
+ *   2. amount > PAYMENT_AMOUNT_LIMIT    -> declined, reason "amount over limit"
  *      (minor units, any currency; default 100000000, i.e. 1 000 000.00)
- *   4. any other token                  -> captured, reference `sim_ch_<uuid>`
+ *   3. any other token                  -> captured, reference `sim_ch_<uuid>`
+ *
+ * The service hands the simulator a view of its live settings
+ * (subjects/settings.ts, `payments.*`), read at every call: a change in the
+ * `config` bucket applies to the next charge.
  *
  * Refunds give back a captured charge, whole or in part, once:
  *   -> refunded, reference `sim_re_<uuid>`; a refund of an unknown or declined
@@ -21,6 +26,11 @@
  * service's transaction: a charge stays made even when the caller's
  * transaction rolls back, as with a real provider.
  *
+ * Lookups: `findCharge(key)` reads the ledger entry of the charge made under
+ *   `key` (captured with its reference and amount, or declined), moving no
+ *   money: the way a caller that died after the provider's answer finds out
+ *   what happened.
+ *
  * Faults, for exercising retries (every call, charge or refund):
  *   - PAYMENT_DELAY_MS (default 0): latency added to every call.
  *   - PAYMENT_FAIL_FIRST_ATTEMPTS (default 0): the first N calls with each
@@ -28,6 +38,9 @@
  *     can drive a retry. Calls are counted in table `simulator_calls`.
  *   - PAYMENT_FAILURE_RATE (0..1, default 0): probability that a call fails
  *     with a transient error (1 = every call).
+ *   Lookups get the latency and the failure rate, but are not counted in
+ *   `simulator_calls` nor failed by PAYMENT_FAIL_FIRST_ATTEMPTS: those are
+ *   about the attempts to move money under a key.
  *   A transient error (ProviderUnavailableError) happens before the ledger is
  *   touched, so nothing is charged; the service naks the event and retries
  *   with the same key. It is never turned into a decline.
@@ -35,11 +48,13 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Type, type Static, type TObject } from '@sinclair/typebox';
+import { settings as liveSettings } from '../../subjects/index.ts';
 import { createPool, type Pool } from '../kit/index.ts';
 import {
   ProviderRejectedError,
   ProviderUnavailableError,
   type ChargeOutcome,
+  type ChargeRecord,
   type ChargeRequest,
   type PaymentProvider,
   type RefundOutcome,
@@ -73,10 +88,14 @@ export const SimulatorSettings = {
     description: 'The first N calls with each idempotency key fail with a transient error.',
   }),
 };
-export type SimulatorSettings = Static<TObject<typeof SimulatorSettings>>;
+export type SimulatorSettings = Static<TObject<typeof SimulatorSettings>> & {
+  /** Declining tokens and their reasons, checked first; `DEFAULT_DECLINE_TOKENS` when absent. */
+  PAYMENT_DECLINE_TOKENS?: Readonly<Record<string, string>>;
+};
 
 export const DECLINING_TOKEN = 'tok_decline';
 export const INSUFFICIENT_FUNDS_TOKEN = 'tok_insufficient_funds';
+export const DEFAULT_DECLINE_TOKENS: Readonly<Record<string, string>> = liveSettings.payments.declineTokens.default;
 
 interface LedgerRow {
   operation: 'charge' | 'refund';
@@ -106,14 +125,13 @@ export class PaymentSimulator implements PaymentProvider {
 
   async charge({ idempotencyKey, token, amount }: ChargeRequest): Promise<ChargeOutcome> {
     await this.#call(idempotencyKey);
-    const reason =
-      token === DECLINING_TOKEN
-        ? 'card declined'
-        : token === INSUFFICIENT_FUNDS_TOKEN
-          ? 'insufficient funds'
-          : amount.amount > this.#settings.PAYMENT_AMOUNT_LIMIT
-            ? 'amount over limit'
-            : null;
+    const declining = this.#settings.PAYMENT_DECLINE_TOKENS ?? DEFAULT_DECLINE_TOKENS;
+    // Own keys only: a token such as `constructor` is just a token.
+    const reason = Object.hasOwn(declining, token)
+      ? declining[token]!
+      : amount.amount > this.#settings.PAYMENT_AMOUNT_LIMIT
+        ? 'amount over limit'
+        : null;
     const row = await this.#record(idempotencyKey, {
       operation: 'charge',
       amount: amount.amount,
@@ -160,13 +178,28 @@ export class PaymentSimulator implements PaymentProvider {
     return { reference: row.reference! };
   }
 
+  async findCharge(idempotencyKey: string): Promise<ChargeRecord | undefined> {
+    await this.#latency();
+    this.#randomOutage();
+    const { rows } = await this.#db.query<LedgerRow>(
+      `SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger
+        WHERE idempotency_key = $1 AND operation = 'charge'`,
+      [idempotencyKey],
+    );
+    const row = rows[0];
+    if (!row) return undefined;
+    return row.outcome === 'captured'
+      ? { status: 'captured', reference: row.reference!, amount: { amount: row.amount, currency: row.currency } }
+      : { status: 'declined', reason: row.reason ?? 'declined' };
+  }
+
   async close(): Promise<void> {
     await this.#db.end();
   }
 
   /** Latency and injected faults, before anything is recorded: a failed call moves no money. */
   async #call(idempotencyKey: string): Promise<void> {
-    if (this.#settings.PAYMENT_DELAY_MS > 0) await sleep(this.#settings.PAYMENT_DELAY_MS);
+    await this.#latency();
     const { rows } = await this.#db.query<{ calls: number }>(
       `INSERT INTO simulator_calls (idempotency_key, calls) VALUES ($1, 1)
        ON CONFLICT (idempotency_key) DO UPDATE SET calls = simulator_calls.calls + 1, last_call_at = now()
@@ -177,6 +210,14 @@ export class PaymentSimulator implements PaymentProvider {
     if (calls <= this.#settings.PAYMENT_FAIL_FIRST_ATTEMPTS) {
       throw new ProviderUnavailableError(`simulated outage: call ${calls} with key ${idempotencyKey}`);
     }
+    this.#randomOutage();
+  }
+
+  async #latency(): Promise<void> {
+    if (this.#settings.PAYMENT_DELAY_MS > 0) await sleep(this.#settings.PAYMENT_DELAY_MS);
+  }
+
+  #randomOutage(): void {
     if (this.#random() < this.#settings.PAYMENT_FAILURE_RATE) {
       throw new ProviderUnavailableError('simulated transient provider failure');
     }

@@ -51,13 +51,16 @@ export async function findPaymentByOrder(db: Queryable, orderId: string): Promis
   return rows[0] && toPayment(rows[0]);
 }
 
+/** `refundReference` only for a payment recorded as REFUNDED straight away (a recovered orphaned charge). */
 export async function insertPayment(
   db: Queryable,
-  payment: Pick<Payment, 'id' | 'orderId' | 'customerId' | 'amount' | 'status' | 'declineReason' | 'providerReference'>,
+  payment: Pick<Payment, 'id' | 'orderId' | 'customerId' | 'amount' | 'status' | 'declineReason' | 'providerReference'> & {
+    refundReference?: string | null;
+  },
 ): Promise<Payment> {
   const { rows } = await db.query<PaymentRow>(
-    `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ${COLUMNS}`,
+    `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
     [
       payment.id,
       payment.orderId,
@@ -67,6 +70,7 @@ export async function insertPayment(
       payment.status,
       payment.declineReason,
       payment.providerReference,
+      payment.refundReference ?? null,
     ],
   );
   return toPayment(rows[0]!);

@@ -169,3 +169,29 @@ test('settings come from the environment with documented defaults, and bad value
     });
   }
 });
+
+test('findCharge: what was charged under a key, moving no money and not counted as a call', async () => {
+  const sim = simulator();
+  assert.equal(await sim.findCharge(randomUUID()), undefined, 'unknown key');
+
+  const key = randomUUID();
+  const charge = await sim.charge({ idempotencyKey: key, token: 'tok_visa', amount: EUR(2_345) });
+  assert.equal(charge.status, 'captured');
+  const reference = charge.status === 'captured' ? charge.reference : '';
+  assert.deepEqual(await sim.findCharge(key), { status: 'captured', reference, amount: EUR(2_345) });
+  // Still the charge after it was refunded; a refund's key is not a charge.
+  await sim.refund({ idempotencyKey: `refund:${key}`, chargeReference: reference, amount: EUR(2_345) });
+  assert.deepEqual(await sim.findCharge(key), { status: 'captured', reference, amount: EUR(2_345) });
+  assert.equal(await sim.findCharge(`refund:${key}`), undefined);
+  assert.equal(await books.calls(key), 1, 'lookups are not charge attempts');
+  assert.equal((await books.forOrder(key)).length, 2);
+
+  const declinedKey = randomUUID();
+  await sim.charge({ idempotencyKey: declinedKey, token: 'tok_insufficient_funds', amount: EUR(5) });
+  assert.deepEqual(await sim.findCharge(declinedKey), { status: 'declined', reason: 'insufficient funds' });
+
+  // A lookup can fail like any call; it is never "nothing found".
+  await assert.rejects(simulator({ PAYMENT_FAILURE_RATE: 1 }).findCharge(key), ProviderUnavailableError);
+  // PAYMENT_FAIL_FIRST_ATTEMPTS is about attempts to move money: a lookup is answered.
+  assert.equal((await simulator({ PAYMENT_FAIL_FIRST_ATTEMPTS: 5 }).findCharge(key))?.status, 'captured');
+});

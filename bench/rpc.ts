@@ -1,0 +1,369 @@
+// `npm run bench:rpc`: throughput of the kit's request-reply path beside
+// plain nats.js, in one run, on one nats-server started here, with a fresh
+// database.
+//
+// (a) `customers.get` against the real customer service (a child process,
+//     PostgreSQL behind it): the kit client (RpcClient.call) versus plain
+//     nc.request() on the same endpoint.
+// (b) a no-I/O endpoint (bench/no-io-server.ts, a child process): customers.get
+//     served and called through the kit versus a raw responder
+//     (nc.subscribe + msg.respond) called with plain nc.request().
+//
+// Servers run in child processes so that client and server do not share one
+// event loop. The plain callers do what any caller must (encode the request,
+// parse the reply) and nothing more. Each part warms up, then alternates its
+// two variants in several short rounds (the machine is shared and noisy) and
+// reports the median. Results go to stdout as a table and to
+// bench-results/rpc.json.
+//
+// Knobs (environment): BENCH_ROUNDS (7), BENCH_ROUND_MS (2000),
+// BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b").
+// Profiling: BENCH_CPU_PROF=<dir> makes both server processes write CPU
+// profiles there; profile the caller with `npx node --cpu-prof bench/rpc.ts`.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { customers, type Customer } from '../subjects/index.ts';
+import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
+import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
+
+const ROUNDS = intEnv('BENCH_ROUNDS', 7);
+const ROUND_MS = intEnv('BENCH_ROUND_MS', 2000);
+const WARMUP_MS = intEnv('BENCH_WARMUP_MS', 2000);
+const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 64);
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'a,b').split(',').map((part) => part.trim()));
+const TIMEOUT_MS = 5000;
+const SEEDED_CUSTOMERS = 50;
+/** The raw responder's subject in part (b); bench-only, so it does not live in subjects/. */
+const RAW_SUBJECT = 'bench.raw.customers.get';
+
+function intEnv(name: string, fallback: number): number {
+  const value = Number(process.env[name]);
+  return Number.isInteger(value) && value > 0 ? value : fallback;
+}
+
+const progress = (line: string) => process.stderr.write(`${line}\n`);
+
+interface Variant {
+  name: string;
+  op: () => Promise<void>;
+}
+
+interface Part {
+  key: 'a' | 'b';
+  title: string;
+  /** The kit/plain ratio the kit is meant to reach. */
+  target: number;
+  serverPid: number | undefined;
+  kit: Variant;
+  plain: Variant;
+}
+
+interface PartResult {
+  key: string;
+  title: string;
+  target: number;
+  variants: {
+    name: string;
+    samples: number[];
+    median: number;
+    /** Medians over the rounds of CPU microseconds per call. */
+    cpuUsPerOp: { client: number; server: number; nats: number };
+  }[];
+  ratio: number;
+}
+
+interface Sample {
+  opsPerSecond: number;
+  /** CPU time per completed call, in microseconds, of the caller, the server and nats-server. */
+  cpuUsPerOp: { client: number; server: number; nats: number };
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far; Linux /proc only. */
+async function cpuSeconds(pid: number | undefined): Promise<number> {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name: utime is the 14th field, stime the 15th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const CLOCK_TICKS = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** Keeps `concurrency` calls in flight for `ms`, then lets them finish; returns calls per second and CPU per call. */
+async function measure(op: () => Promise<void>, ms: number, concurrency: number, serverPid?: number): Promise<Sample> {
+  let done = 0;
+  let stop = false;
+  const before = { client: process.cpuUsage(), server: await cpuSeconds(serverPid), nats: await cpuSeconds(natsPid) };
+  const timer = setTimeout(() => (stop = true), ms);
+  const started = performance.now();
+  const worker = async () => {
+    while (!stop) {
+      await op();
+      done++;
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: concurrency }, worker));
+  } finally {
+    clearTimeout(timer);
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const client = process.cpuUsage(before.client);
+  const perOp = (cpu: number) => (cpu * 1e6) / done;
+  return {
+    opsPerSecond: done / seconds,
+    cpuUsPerOp: {
+      client: perOp((client.user + client.system) / 1e6),
+      server: perOp((await cpuSeconds(serverPid)) - before.server),
+      nats: perOp((await cpuSeconds(natsPid)) - before.nats),
+    },
+  };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
+async function runPart(part: Part): Promise<PartResult> {
+  progress(`\n(${part.key}) ${part.title}`);
+  progress(`  warm-up ${WARMUP_MS} ms per variant`);
+  for (const variant of [part.kit, part.plain]) await measure(variant.op, WARMUP_MS, CONCURRENCY, part.serverPid);
+  const samples = new Map<Variant, Sample[]>([[part.kit, []], [part.plain, []]]);
+  for (let round = 1; round <= ROUNDS; round++) {
+    // Alternate which variant goes first, so a slow spell of the machine does not always hit the same one.
+    const order = round % 2 ? [part.kit, part.plain] : [part.plain, part.kit];
+    const line: string[] = [];
+    for (const variant of order) {
+      const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, part.serverPid);
+      samples.get(variant)!.push(sample);
+      line.push(`${variant.name} ${fmt(sample.opsPerSecond)}/s`);
+    }
+    progress(`  round ${round}/${ROUNDS}: ${line.join(', ')}`);
+  }
+  const variants = [part.kit, part.plain].map((variant) => {
+    const taken = samples.get(variant)!;
+    const cpu = (which: keyof Sample['cpuUsPerOp']) => round1(median(taken.map((sample) => sample.cpuUsPerOp[which])));
+    return {
+      name: variant.name,
+      samples: taken.map((sample) => Math.round(sample.opsPerSecond)),
+      median: Math.round(median(taken.map((sample) => sample.opsPerSecond))),
+      cpuUsPerOp: { client: cpu('client'), server: cpu('server'), nats: cpu('nats') },
+    };
+  });
+  return { key: part.key, title: part.title, target: part.target, variants, ratio: variants[0]!.median / variants[1]!.median };
+}
+
+const round1 = (value: number) => Math.round(value * 10) / 10;
+
+function cpuCell(value: number): string {
+  return Number.isFinite(value) ? `${value.toFixed(1)} us` : 'n/a';
+}
+
+function fmt(value: number): string {
+  return Math.round(value).toLocaleString('en-US');
+}
+
+/**
+ * Runs `script` (relative to the project) as a child process with the
+ * project's Node and resolves once it prints `readyLine`. With
+ * BENCH_CPU_PROF=<dir> the child writes a CPU profile there when it stops.
+ */
+async function spawnChild(script: string, env: Record<string, string>, readyLine: string): Promise<ServiceProcess> {
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child: ChildProcess = spawn(process.execPath, [...profile, join(ROOT, script)], {
+    env: { ...process.env, LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  let buffered = '';
+  let stderr = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    const lines = (buffered + chunk.toString()).split('\n');
+    buffered = lines.pop() ?? '';
+    // Keep only the first lines: a server logging per request must not fill the bench's memory.
+    if (output.length < 1000) output.push(...lines);
+  });
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}: ${stderr}`);
+      return output.some((line) => line.includes(readyLine));
+    },
+    { timeoutMs: 20_000, what: `${script} to start` },
+  );
+  return {
+    child,
+    output,
+    exited,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+function expectCustomer(customer: Customer | { id?: unknown }, id: string): void {
+  if (customer.id !== id) throw new Error(`expected customer ${id}, got ${JSON.stringify(customer).slice(0, 200)}`);
+}
+
+const nats = await startNats();
+const natsPid = nats.process.pid;
+const children: ServiceProcess[] = [];
+const results: PartResult[] = [];
+// The caller's process is set up like a service's: tracing registered (no
+// exporter), one connection with noAsyncTraces (the kit's connectNats).
+startTracing('bench');
+const log = createLogger('bench', 'warn');
+const nc = await connectNats('bench', { NATS_URL: nats.url }, log);
+const client = new RpcClient(nc, { timeoutMs: TIMEOUT_MS });
+
+try {
+  const machine = {
+    cores: cpus().length,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    natsServer: nc.info?.version ?? 'unknown',
+    loadAverageAtStart: loadavg().map((value) => Number(value.toFixed(2))),
+  };
+  progress(`machine: ${machine.cores} cores (${machine.cpu}), Node ${machine.node}, nats-server ${machine.natsServer}`);
+  progress(`${CONCURRENCY} calls in flight, ${ROUNDS} rounds of ${ROUND_MS} ms per variant`);
+
+  if (PARTS.has('a')) {
+    progress('\nstarting the customer service (child process) on a fresh database');
+    // The service's own main.ts, as deployed (tracing registered, pool, micro service).
+    const service = await spawnChild(
+      'services/customer/main.ts',
+      { NATS_URL: nats.url, DATABASE_URL: testDatabaseUrl('customers'), LOG_LEVEL: 'info' },
+      '"service started"',
+    );
+    children.push(service);
+    const ids: string[] = [];
+    for (let i = 0; i < SEEDED_CUSTOMERS; i++) {
+      const customer = await client.call(customers.register, {
+        email: `bench-${i}@example.com`,
+        name: `Bench ${i}`,
+        password: 'correct horse battery staple',
+      });
+      ids.push(customer.id);
+    }
+    let next = 0;
+    const nextId = () => ids[next++ % ids.length]!;
+    results.push(
+      await runPart({
+        key: 'a',
+        title: 'customers.get, customer service + PostgreSQL',
+        target: 1.2,
+        serverPid: service.child.pid,
+        kit: {
+          name: 'kit RpcClient.call',
+          op: async () => {
+            const id = nextId();
+            expectCustomer(await client.call(customers.get, { id }), id);
+          },
+        },
+        plain: {
+          name: 'plain nc.request',
+          op: async () => {
+            const id = nextId();
+            const msg = await nc.request(customers.get.subject, Buffer.from(JSON.stringify({ id })), { timeout: TIMEOUT_MS });
+            expectCustomer(JSON.parse(msg.string()) as Customer, id);
+          },
+        },
+      }),
+    );
+    await service.stop();
+    children.splice(children.indexOf(service), 1);
+  }
+
+  if (PARTS.has('b')) {
+    progress('\nstarting bench/no-io-server.ts (child process)');
+    const id = '5b1f1c3e-8a39-4c1e-9b0e-6f7d2a4c9e10';
+    const server = await spawnChild(
+      'bench/no-io-server.ts',
+      { NATS_URL: nats.url, LOG_LEVEL: 'warn', BENCH_CUSTOMER_ID: id, BENCH_RAW_SUBJECT: RAW_SUBJECT },
+      'ready',
+    );
+    children.push(server);
+    results.push(
+      await runPart({
+        key: 'b',
+        title: 'no-I/O endpoint: kit server + kit client vs raw responder + nc.request',
+        target: 2,
+        serverPid: server.child.pid,
+        kit: {
+          name: 'kit serveEndpoints + RpcClient',
+          op: async () => expectCustomer(await client.call(customers.get, { id }), id),
+        },
+        plain: {
+          name: 'raw respond + nc.request',
+          op: async () => {
+            const msg = await nc.request(RAW_SUBJECT, Buffer.from(JSON.stringify({ id })), { timeout: TIMEOUT_MS });
+            expectCustomer(JSON.parse(msg.string()) as Customer, id);
+          },
+        },
+      }),
+    );
+  }
+
+  const rows = results.flatMap((part) =>
+    part.variants.map((variant, index) => [
+      `(${part.key}) ${variant.name}`,
+      fmt(variant.median),
+      `${fmt(Math.min(...variant.samples))}-${fmt(Math.max(...variant.samples))}`,
+      index === 0 ? `${part.ratio.toFixed(2)}x (target ${part.target}x)` : '1.00x',
+      cpuCell(variant.cpuUsPerOp.client),
+      cpuCell(variant.cpuUsPerOp.server),
+      cpuCell(variant.cpuUsPerOp.nats),
+    ]),
+  );
+  const header = ['variant', 'ops/s (median)', 'range', 'ratio', 'client cpu', 'server cpu', 'nats cpu'];
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+  process.stdout.write(
+    `\nmachine: ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, nats-server ${machine.natsServer}\n` +
+      `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n\n` +
+      `${[line(header), ...rows.map(line)].join('\n')}\n`,
+  );
+
+  const outDir = join(ROOT, 'bench-results');
+  await mkdir(outDir, { recursive: true });
+  const file = join(outDir, 'rpc.json');
+  await writeFile(
+    file,
+    `${JSON.stringify(
+      {
+        at: new Date().toISOString(),
+        machine: { ...machine, loadAverageAtEnd: loadavg().map((value) => Number(value.toFixed(2))) },
+        settings: { concurrency: CONCURRENCY, rounds: ROUNDS, roundMs: ROUND_MS, warmupMs: WARMUP_MS },
+        parts: results,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  progress(`\nwritten ${file}`);
+} finally {
+  client.close();
+  await nc.drain().catch(() => {});
+  for (const child of children) await child.stop();
+  await stopTracing();
+  await nats.cleanup();
+  await dropTestDatabases().catch((error: unknown) => progress(`could not drop the test database: ${(error as Error).message}`));
+}

@@ -1,0 +1,50 @@
+// The BFF process: GraphQL API, subscriptions and the storefront on one port.
+import '../services/kit/telemetry.ts'; // first: instruments http, pg, fastify and graphql before they load
+import {
+  ProcessMetrics,
+  connectNats,
+  createLogger,
+  loadConfigOrExit,
+  observeHttp,
+  startProcessOps,
+  startTracing,
+  stopOnSignals,
+  stopTracing,
+} from '../services/kit/index.ts';
+import { BffSettings, build } from './app.ts';
+
+const settings = loadConfigOrExit(BffSettings);
+startTracing('bff', settings.ZIPKIN_URL);
+const log = createLogger('bff', settings.LOG_LEVEL);
+const nc = await connectNats('bff', settings, log);
+const app = await build({ nc, log, settings });
+const metrics = new ProcessMetrics('bff');
+observeHttp(app, metrics);
+await app.listen({ port: settings.BFF_PORT, host: settings.BFF_HOST });
+// The operations port (OPS_PORT): /metrics, and readiness as the API's own /health/ready says.
+const ops = await startProcessOps(
+  {
+    nc,
+    metrics,
+    log,
+    checks: {
+      api: async () => {
+        const { statusCode, body } = await app.inject({ method: 'GET', url: '/health/ready' });
+        if (statusCode !== 200) throw new Error(body);
+      },
+    },
+  },
+  settings,
+);
+log.info({ port: settings.BFF_PORT, host: settings.BFF_HOST }, 'service started');
+
+stopOnSignals(async () => {
+  log.info('service stopping');
+  ops?.draining();
+  // Stop taking requests and close subscriptions, bounded by the shutdown grace.
+  await Promise.race([app.close(), new Promise((resolve) => setTimeout(resolve, settings.SHUTDOWN_TIMEOUT_MS).unref())]);
+  await nc.drain().catch(() => {});
+  await ops?.close();
+  await stopTracing();
+  log.info('service stopped');
+}, log);

@@ -1,0 +1,205 @@
+// The GraphQL resolvers: each one authorizes its caller, then asks a service
+// through the kit's RpcClient. Nested fields that need another service are
+// loaders (loaders.ts), so they batch and fail on their own: a service that is
+// down nulls its fields with an error beside the rest of the data.
+import { GraphQLError, Kind, type ValueNode } from 'graphql';
+import type { FastifyInstance } from 'fastify';
+import type { MercuriusContext } from 'mercurius';
+import { customers, orders, products, type Customer, type Order } from '../subjects/index.ts';
+import type { RpcClient } from '../services/kit/index.ts';
+import { issueToken, requireAdmin, requireUser, type Auth } from './auth.ts';
+import { ApiError, asPublicGraphQLError } from './errors.ts';
+import type { OrderFeed } from './feed.ts';
+
+export type Context = MercuriusContext & { auth: Auth };
+
+export interface Connection<T> {
+  edges: { node: T }[];
+  pageInfo: { endCursor: string | null; hasNextPage: boolean };
+}
+
+/** A service page (`items` + `nextCursor`) as a Relay connection. */
+export function toConnection<T>(page: { items: T[]; nextCursor: string | null }): Connection<T> {
+  return {
+    edges: page.items.map((node) => ({ node })),
+    pageInfo: { endCursor: page.nextCursor, hasNextPage: page.nextCursor !== null },
+  };
+}
+
+interface PageArgs {
+  first?: number | null;
+  after?: string | null;
+}
+
+/** Paging arguments checked here, so the message speaks of the argument, not of a subject. */
+function paging({ first, after }: PageArgs): { first: number; after?: string } {
+  const size = first ?? 20;
+  if (!Number.isInteger(size) || size < 1 || size > 100) throw new ApiError('BAD_USER_INPUT', '`first` must be 1 to 100');
+  return after ? { first: size, after } : { first: size };
+}
+
+const MAX_CENTS = 1_000_000_000_00;
+
+function centsValue(value: unknown): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > MAX_CENTS) {
+    throw new GraphQLError(`Cents must be an integer from 0 to ${MAX_CENTS}`);
+  }
+  return value;
+}
+
+export interface ResolverDeps {
+  app: FastifyInstance;
+  client: RpcClient;
+  feed: OrderFeed;
+}
+
+export function makeResolvers({ app, client, feed }: ResolverDeps) {
+  const signIn = (customer: Customer) => ({ ...issueToken(app, customer), customer });
+  /** Orders another customer owns are answered as not found (by the order service). */
+  const ownerFilter = (auth: Auth) => {
+    const user = requireUser(auth);
+    return user.role === 'admin' ? {} : { customerId: user.id };
+  };
+
+  return {
+    Cents: {
+      serialize: centsValue,
+      parseValue: centsValue,
+      parseLiteral(node: ValueNode) {
+        if (node.kind !== Kind.INT) throw new GraphQLError('Cents must be an integer literal');
+        return centsValue(Number(node.value));
+      },
+    },
+
+    Query: {
+      me: (_: unknown, _args: unknown, { auth }: Context) => client.call(customers.get, { id: requireUser(auth).id }),
+
+      products: async (_: unknown, args: PageArgs & { search?: string | null }) =>
+        toConnection(
+          await client.call(products.list, { ...paging(args), ...(args.search ? { search: args.search } : {}) }),
+        ),
+
+      product: (_: unknown, { id }: { id: string }) => client.call(products.get, { id }),
+
+      order: (_: unknown, { id }: { id: string }, { auth }: Context) => client.call(orders.get, { id, ...ownerFilter(auth) }),
+
+      orders: async (_: unknown, args: PageArgs, { auth }: Context) =>
+        toConnection(await client.call(orders.listByCustomer, { customerId: requireUser(auth).id, ...paging(args) })),
+    },
+
+    Mutation: {
+      register: async (_: unknown, args: { email: string; name: string; password: string }) =>
+        signIn(await client.call(customers.register, args)),
+
+      login: async (_: unknown, args: { email: string; password: string }) =>
+        signIn(await client.call(customers.authenticate, args)),
+
+      placeOrder: (
+        _: unknown,
+        { lines, paymentToken }: { lines: { productId: string; quantity: number }[]; paymentToken: string },
+        { auth }: Context,
+      ) => {
+        const user = requireUser(auth);
+        return client.call(orders.place, {
+          customerId: user.id,
+          lines: lines.map(({ productId, quantity }) => ({ productId, quantity })),
+          paymentToken,
+        });
+      },
+
+      cancelOrder: async (_: unknown, { id, reason }: { id: string; reason?: string | null }, { auth }: Context) => {
+        const user = requireUser(auth);
+        // An admin cancels on behalf of the owner; a customer only their own.
+        const customerId = user.role === 'admin' ? (await client.call(orders.get, { id })).customerId : user.id;
+        return client.call(orders.cancel, { id, customerId, ...(reason ? { reason } : {}) });
+      },
+
+      createProduct: (
+        _: unknown,
+        { input }: {
+          input: {
+            sku: string;
+            name: string;
+            description?: string | null;
+            price: { amount: number; currency: string };
+            initialStock?: number | null;
+          };
+        },
+        { auth }: Context,
+      ) => {
+        requireAdmin(auth);
+        return client.call(products.create, {
+          sku: input.sku,
+          name: input.name,
+          price: { amount: input.price.amount, currency: input.price.currency },
+          ...(input.description != null ? { description: input.description } : {}),
+          ...(input.initialStock != null ? { initialStock: input.initialStock } : {}),
+        });
+      },
+
+      restock: (_: unknown, args: { productId: string; quantity: number }, { auth }: Context) => {
+        requireAdmin(auth);
+        return client.call(products.restock, args);
+      },
+    },
+
+    Subscription: {
+      orderUpdated: {
+        // Authorized once, here: the first value is the order as it is now,
+        // fetched with the caller as owner, so someone else's order fails as
+        // ORDER_NOT_FOUND before anything is sent.
+        subscribe: async (_: unknown, { id }: { id: string }, context: Context & { request?: { auth?: Auth } }) => {
+          let release: (() => void) | undefined;
+          try {
+            // The token of connection_init, else an Authorization header on the upgrade request.
+            const filter = ownerFilter(context.auth ?? context.request?.auth);
+            // Listen before reading, so no change between the read and the listen is lost.
+            const updates = await context.pubsub.subscribe(feed.topic(id));
+            release = feed.watch(id);
+            const current = await client.call(orders.get, { id, ...filter });
+            return follow(current, untilClosed(updates), release);
+          } catch (error) {
+            release?.();
+            (context.pubsub as unknown as { close(): void }).close();
+            throw asPublicGraphQLError(error, app.log);
+          }
+        },
+      },
+    },
+
+    Customer: {
+      role: (customer: Customer) => customer.role.toUpperCase(),
+    },
+
+    Order: {
+      currency: (order: Order) => order.total.currency,
+    },
+  };
+}
+
+/**
+ * The pubsub queue (a Readable) as an iterable that leaves the stream alone
+ * when we stop early; mercurius ends it when the subscription closes.
+ */
+function untilClosed(queue: unknown): AsyncIterable<Order> {
+  const readable = queue as AsyncIterable<Order> & { iterator?(options: { destroyOnReturn: boolean }): AsyncIterable<Order> };
+  return typeof readable.iterator === 'function' ? readable.iterator({ destroyOnReturn: false }) : readable;
+}
+
+/** The current order, then each later state with a longer history; ends after CANCELLED. */
+async function* follow(current: Order, updates: AsyncIterable<Order>, release: () => void) {
+  try {
+    let seen = current.history.length;
+    yield { orderUpdated: current };
+    if (current.status === 'CANCELLED') return;
+    for await (const order of updates) {
+      // Fetches may land out of order; the history only grows, so it orders them.
+      if (order.history.length <= seen) continue;
+      seen = order.history.length;
+      yield { orderUpdated: order };
+      if (order.status === 'CANCELLED') return;
+    }
+  } finally {
+    release();
+  }
+}
