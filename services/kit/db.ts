@@ -49,6 +49,9 @@ export function createPool(url: string, max = 10): Pool {
   const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
+  // Nor may a checked-out one (a transaction awaiting something else when the
+  // server restarts or ends its backend): its next query fails, which its user handles.
+  pool.on('connect', (client) => client.on('error', () => {}));
   return pool;
 }
 

@@ -47,9 +47,10 @@ export class ProcessMetrics {
   readonly #http: Counter<'method' | 'route' | 'status'>;
   readonly #httpDuration: Histogram<'method' | 'route'>;
 
-  constructor(process: string) {
+  /** `processMetrics: false` leaves out the process_* and nodejs_* series (nobody will scrape them). */
+  constructor(process: string, { processMetrics = true }: { processMetrics?: boolean } = {}) {
     this.registry.setDefaultLabels({ service: process });
-    collectDefaultMetrics({ register: this.registry });
+    if (processMetrics) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     this.#requests = new Counter({ name: 'shop_rpc_requests_total', help: 'Requests answered, by endpoint subject.', labelNames: ['subject'], registers });
     this.#requestErrors = new Counter({

@@ -120,7 +120,7 @@ export async function startService<Settings>(
     onFailedAttempt: ({ error, retriesLeft }) => log.warn({ err: error, retriesLeft }, 'stream setup failed; retrying'),
   });
 
-  const metrics = new ProcessMetrics(definition.name);
+  const metrics = new ProcessMetrics(definition.name, { processMetrics: settings.OPS_PORT !== undefined });
   const outbox = new OutboxRelay(pool, url, js, log, { metrics, ...options.outbox });
   await outbox.start();
   const consumerSettings = { ...defaultConsumerSettings, ...options.consumer };

@@ -1,0 +1,184 @@
+// compose.yaml, checked without Docker: it parses; every program of the code
+// (each services/<dir>/main.ts and bff/main.ts) runs in it and nothing else
+// of ours does; every environment variable it sets is one the code (or
+// nats.conf, or the image it is given to) reads; each process signs in to
+// NATS as its own user with the password the servers are given; and no two
+// published ports, nor two ports of one process, are the same.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { parse } from 'yaml';
+import { settingsOf } from '../subjects/index.ts';
+import { ROOT } from './harness.ts';
+
+interface ComposeService {
+  image?: string;
+  build?: unknown;
+  command?: string[] | string;
+  environment?: Record<string, string | number | boolean | null> | string[];
+  ports?: (string | number)[];
+  healthcheck?: { test?: string[] | string };
+}
+
+const compose = parse(await readFile(join(ROOT, 'compose.yaml'), 'utf8'), { merge: true }) as {
+  services: Record<string, ComposeService>;
+};
+const natsConf = await readFile(join(ROOT, 'nats.conf'), 'utf8');
+
+/** Compose's `${VAR}`, `${VAR:-default}` and `${VAR-default}` with nothing set: the defaults. */
+function interpolate(value: string): string {
+  return value.replace(/\$\$|\$\{([A-Z0-9_]+)(?::?-([^}]*))?\}/g, (whole, _name: string, fallback: string | undefined) =>
+    whole === '$$' ? '$' : (fallback ?? ''),
+  );
+}
+
+function environment(service: ComposeService): Record<string, string> {
+  const env = service.environment ?? {};
+  const entries = Array.isArray(env)
+    ? env.map((line) => [line.split('=')[0]!, line.slice(line.indexOf('=') + 1)] as const)
+    : Object.entries(env).map(([key, value]) => [key, value === null ? '' : String(value)] as const);
+  return Object.fromEntries(entries.map(([key, value]) => [key, interpolate(value)]));
+}
+
+/** The program a service of ours runs: `node <entry>`. */
+function entryOf(service: ComposeService): string | undefined {
+  const command = typeof service.command === 'string' ? service.command.split(/\s+/) : service.command;
+  if (!service.build || !command || command[0] !== 'node') return undefined;
+  return command[1];
+}
+
+/** Every program of the code, as `entry -> process name`. */
+async function programs(): Promise<Map<string, { name: string; dir: string }>> {
+  const found = new Map<string, { name: string; dir: string }>();
+  for (const entry of await readdir(join(ROOT, 'services'), { withFileTypes: true })) {
+    const main = join('services', entry.name, 'main.ts');
+    if (!entry.isDirectory() || entry.name === 'kit' || !existsSync(join(ROOT, main))) continue;
+    const app = (await import(join(ROOT, 'services', entry.name, 'app.ts'))) as Record<string, unknown>;
+    const definition = Object.values(app).find(
+      (value): value is { name: string } => typeof value === 'object' && value !== null && 'build' in value && 'name' in value,
+    );
+    assert.ok(definition, `services/${entry.name}/app.ts exports its ServiceDefinition`);
+    found.set(main, { name: definition.name, dir: join('services', entry.name) });
+  }
+  if (existsSync(join(ROOT, 'bff', 'main.ts'))) found.set(join('bff', 'main.ts'), { name: 'bff', dir: 'bff' });
+  return found;
+}
+
+/** Every .ts file under `dir`, tests excluded. */
+async function sources(dir: string): Promise<string[]> {
+  const files: string[] = [];
+  for (const entry of await readdir(join(ROOT, dir), { withFileTypes: true, recursive: true })) {
+    const path = relative(ROOT, join(entry.parentPath, entry.name));
+    if (entry.isFile() && path.endsWith('.ts') && !path.split('/').includes('test')) files.push(path);
+  }
+  return files;
+}
+
+/** The environment variables a program reads: its settings schema, its live settings, and `process.env.X` in its code. */
+async function variablesRead(program: { name: string; dir: string }): Promise<Set<string>> {
+  const read = new Set<string>();
+  const modules = program.name === 'bff' ? [join(ROOT, 'bff', 'app.ts')] : [join(ROOT, program.dir, 'app.ts')];
+  for (const path of modules) {
+    for (const value of Object.values((await import(path)) as Record<string, unknown>)) {
+      // The settings schema: an object of TypeBox schemas with NATS_URL among them.
+      if (typeof value === 'object' && value !== null && 'NATS_URL' in value) for (const key of Object.keys(value)) read.add(key);
+    }
+  }
+  for (const setting of settingsOf(program.name)) if (setting.env) read.add(setting.env);
+  const files = [...(await sources('services/kit')), ...(await sources('subjects')), ...(await sources(program.dir))];
+  for (const file of files) {
+    const text = await readFile(join(ROOT, file), 'utf8');
+    for (const match of text.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[['"]([A-Z][A-Z0-9_]*)['"]\])/g)) read.add(match[1] ?? match[2]!);
+  }
+  return read;
+}
+
+/** Variables that images we do not build read, as their documentation names them. */
+const IMAGE_VARIABLES: Record<string, string[]> = {
+  postgres: ['POSTGRES_PASSWORD', 'POSTGRES_USER', 'POSTGRES_DB'],
+};
+
+test('compose.yaml parses and runs every program of the code, and only those', async () => {
+  assert.ok(Object.keys(compose.services).length > 0);
+  const code = await programs();
+  const composed = Object.entries(compose.services).flatMap(([name, service]) => {
+    const entry = entryOf(service);
+    return entry ? [{ name, entry }] : [];
+  });
+  assert.deepEqual(new Set(composed.map(({ entry }) => entry)), new Set(code.keys()));
+  for (const { name, entry } of composed) {
+    assert.ok(existsSync(join(ROOT, entry)), `${name} runs ${entry}, which exists`);
+    assert.equal(name, code.get(entry)!.name, `the compose service running ${entry} has its process name`);
+  }
+});
+
+test('every environment variable compose.yaml sets is one that is read', async () => {
+  const code = await programs();
+  const natsReads = new Set([...natsConf.matchAll(/:\s*\$([A-Z][A-Z0-9_]*)/g)].map((match) => match[1]!));
+  assert.ok(natsReads.size >= 7, 'nats.conf reads the passwords from the environment');
+  const unread: string[] = [];
+  for (const [name, service] of Object.entries(compose.services)) {
+    const env = Object.keys(environment(service));
+    if (env.length === 0) continue;
+    const entry = entryOf(service);
+    let read: Set<string>;
+    if (entry) read = await variablesRead(code.get(entry)!);
+    else if (service.image?.startsWith('nats:')) read = natsReads;
+    else read = new Set(IMAGE_VARIABLES[service.image?.split(':')[0] ?? ''] ?? []);
+    for (const variable of env) if (!read.has(variable)) unread.push(`${name}: ${variable}`);
+  }
+  assert.deepEqual(unread, [], `set but never read:\n  ${unread.join('\n  ')}`);
+});
+
+test('every process signs in to NATS as its own user, with the password the servers know', async () => {
+  const code = await programs();
+  const natsServers = Object.values(compose.services).filter((service) => service.image?.startsWith('nats:'));
+  assert.ok(natsServers.length > 0);
+  for (const [name, service] of Object.entries(compose.services)) {
+    const entry = entryOf(service);
+    if (!entry) continue;
+    const env = environment(service);
+    const user = code.get(entry)!.name;
+    assert.equal(env.NATS_USER, user, `${name} signs in as ${user}`);
+    assert.match(natsConf, new RegExp(`user: ${user}\\s+password: \\$NATS_${user.toUpperCase()}_PASSWORD`), `nats.conf has the user ${user}`);
+    for (const server of natsServers) {
+      const known = environment(server)[`NATS_${user.toUpperCase()}_PASSWORD`];
+      assert.ok(known, `the NATS servers are given NATS_${user.toUpperCase()}_PASSWORD`);
+      assert.equal(env.NATS_PASSWORD, known, `${name}'s password is the one the servers have`);
+      assert.match(known, /^[A-Za-z][A-Za-z0-9_-]*$/, 'nats-server reads the password as a plain string');
+    }
+  }
+});
+
+test('published ports do not clash, nor the ports of one process', () => {
+  const published = new Map<number, string>();
+  for (const [name, service] of Object.entries(compose.services)) {
+    for (const port of service.ports ?? []) {
+      const parts = interpolate(String(port)).split(':');
+      assert.ok(parts.length >= 2, `${name} publishes ${port} as host:container`);
+      const host = Number(parts.at(-2));
+      assert.ok(Number.isInteger(host) && host > 0, `${name}: host port of ${port}`);
+      assert.equal(published.get(host), undefined, `host port ${host} is published by ${published.get(host)} and ${name}`);
+      published.set(host, name);
+    }
+  }
+  assert.ok(published.size >= 5);
+  for (const [name, service] of Object.entries(compose.services)) {
+    const env = environment(service);
+    const listens = ['BFF_PORT', 'OPS_PORT'].filter((key) => env[key]).map((key) => Number(env[key]));
+    assert.equal(new Set(listens).size, listens.length, `${name} listens on distinct ports: ${listens}`);
+    // A scaled service cannot publish a fixed host port: its replicas would clash.
+    if (entryOf(service) && name !== 'bff') assert.equal(service.ports, undefined, `${name} publishes no host port, so it can scale`);
+  }
+});
+
+test('the health check of every service asks its readiness on the operations port', () => {
+  for (const [name, service] of Object.entries(compose.services)) {
+    const entry = entryOf(service);
+    if (!entry || name === 'bff') continue;
+    const check = [service.healthcheck?.test ?? []].flat().join(' ');
+    assert.match(check, new RegExp(`127\\.0\\.0\\.1:${environment(service).OPS_PORT}/health/ready`), `${name} probes /health/ready`);
+  }
+});

@@ -1,0 +1,329 @@
+// One order, one trace. Every process runs as a real child process with
+// ZIPKIN_URL pointing at a small local HTTP endpoint that speaks Zipkin's v2
+// API (what a Zipkin server receives); the order is placed through the BFF's
+// GraphQL API. The spans received must form one tree: from the BFF's HTTP
+// request through every request-reply call, the outboxes, every JetStream hop
+// and consumer, to the email, with every parent present; the official
+// instrumentations add HTTP, fastify, GraphQL and pg spans to it. The JSON log
+// lines about that order carry its trace id. And every process serves
+// /metrics and its health on its operations port.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { connect, type NatsConnection } from 'nats';
+import { orders, products, type Product } from '../subjects/index.ts';
+import { RpcClient } from '../services/kit/index.ts';
+import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
+import { dropTestDatabases, spawnService, startNats, testDatabaseUrl, waitFor, type ServiceProcess, type TestNats } from './harness.ts';
+
+/** A span as the Zipkin exporter sends it (Zipkin API v2, JSON). */
+interface ZipkinSpan {
+  traceId: string;
+  id: string;
+  parentId?: string;
+  name: string;
+  kind?: string;
+  localEndpoint?: { serviceName?: string };
+  tags?: Record<string, string>;
+}
+
+let zipkin: Server;
+const received: ZipkinSpan[] = [];
+let nats: TestNats;
+let smtp: TestSmtpServer;
+let nc: NatsConnection;
+let client: RpcClient;
+const processes = new Map<string, ServiceProcess>();
+let graphqlUrl: string;
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+before(async () => {
+  zipkin = createServer((request, response) => {
+    if (request.method !== 'POST' || request.url !== '/api/v2/spans') {
+      response.writeHead(404).end();
+      return;
+    }
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      received.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as ZipkinSpan[]));
+      response.writeHead(202).end();
+    });
+  });
+  await new Promise<void>((resolve) => zipkin.listen(0, '127.0.0.1', resolve));
+  const zipkinUrl = `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/api/v2/spans`;
+
+  nats = await startNats();
+  smtp = await startSmtpServer();
+  const common = {
+    NATS_URL: nats.url,
+    ZIPKIN_URL: zipkinUrl,
+    // Export within a moment rather than the default 5 s batches.
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    LOG_LEVEL: 'info',
+    LOG_FORMAT: 'json',
+    RPC_TIMEOUT_MS: '5000',
+    // Every process serves its operations port, on a free port it logs.
+    OPS_PORT: '0',
+  };
+  const services: Record<string, Record<string, string>> = {
+    customer: {},
+    product: {},
+    order: { ORDER_DEADLINE_MS: '60000' },
+    payment: {},
+    notification: { SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' },
+  };
+  await Promise.all(
+    Object.entries(services).map(async ([dir, env]) => {
+      processes.set(dir, await spawnService(dir, { ...common, DATABASE_URL: testDatabaseUrl(dir), ...env }));
+    }),
+  );
+  const port = await freePort();
+  // spawnService runs services/<dir>/main.ts: the BFF's is ../bff/main.ts from there.
+  processes.set(
+    'bff',
+    await spawnService('../bff', {
+      ...common,
+      BFF_HOST: '127.0.0.1',
+      BFF_PORT: String(port),
+      JWT_SECRET: 'tracing-test-secret-0123456789-abcdefghij',
+    }),
+  );
+  graphqlUrl = `http://127.0.0.1:${port}/graphql`;
+  nc = await connect({ servers: nats.url, noAsyncTraces: true });
+  client = new RpcClient(nc, { timeoutMs: 5000 });
+});
+
+after(async () => {
+  client?.close();
+  await nc?.drain().catch(() => {});
+  await Promise.all([...processes.values()].map((child) => child.stop()));
+  await smtp?.close();
+  await nats?.cleanup();
+  await dropTestDatabases();
+  await new Promise<void>((resolve) => (zipkin ? zipkin.close(() => resolve()) : resolve()));
+});
+
+async function graphql<T>(query: string, variables: Record<string, unknown>, token?: string): Promise<T> {
+  const response = await fetch(graphqlUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = (await response.json()) as { data?: T; errors?: unknown[] };
+  assert.equal(body.errors, undefined, JSON.stringify(body.errors));
+  return body.data!;
+}
+
+const serviceOf = (span: ZipkinSpan) => span.localEndpoint?.serviceName ?? '?';
+
+/** Every problem with `spans` as one tree of the whole order; none when it is complete. */
+function treeProblems(spans: ZipkinSpan[]): string[] {
+  const problems: string[] = [];
+  const ids = new Set(spans.map((span) => span.id));
+  const roots = spans.filter((span) => !span.parentId);
+  if (roots.length !== 1) problems.push(`${roots.length} roots: ${roots.map((span) => `${serviceOf(span)} ${span.name}`).join(', ')}`);
+  for (const span of spans) {
+    if (span.parentId && !ids.has(span.parentId)) problems.push(`parent of ${serviceOf(span)} "${span.name}" is missing`);
+  }
+  const has = (service: string, name: string) => spans.some((span) => serviceOf(span) === service && span.name === name);
+  const expected: [string, string][] = [
+    ['bff', 'orders.place send'],
+    ['orders', 'orders.place process'],
+    ['orders', 'customers.get send'],
+    ['customers', 'customers.get process'],
+    ['orders', 'products.getMany send'],
+    ['products', 'products.getMany process'],
+    ['orders', 'orders.events.placed send'],
+    ['products', 'orders.events.placed process'],
+    ['products', 'inventory.events.reserved send'],
+    ['payments', 'inventory.events.reserved process'],
+    ['payments', 'payments.events.captured send'],
+    ['orders', 'payments.events.captured process'],
+    ['orders', 'orders.events.confirmed send'],
+    ['products', 'orders.events.confirmed process'],
+    ['notifications', 'orders.events.confirmed process'],
+    ['notifications', 'smtp send'],
+  ];
+  for (const [service, name] of expected) if (!has(service, name)) problems.push(`no span "${name}" from ${service}`);
+  return problems;
+}
+
+test('one trace follows an order from the GraphQL request to the email, and its log lines carry its id', async () => {
+  const product: Product = await client.call(products.create, {
+    sku: `TRACE-${randomUUID().slice(0, 8)}`,
+    name: 'Traced lamp',
+    price: { amount: 4200, currency: 'EUR' },
+    initialStock: 3,
+  });
+  const email = `${randomUUID()}@example.com`;
+  const { register } = await graphql<{ register: { token: string } }>(
+    'mutation ($email: String!, $password: String!) { register(email: $email, name: "Tracy", password: $password) { token } }',
+    { email, password: 'correct horse battery' },
+  );
+  const { placeOrder } = await graphql<{ placeOrder: { id: string; status: string } }>(
+    'mutation ($lines: [OrderLineInput!]!) { placeOrder(lines: $lines, paymentToken: "tok_visa") { id status } }',
+    { lines: [{ productId: product.id, quantity: 1 }] },
+    register.token,
+  );
+  assert.equal(placeOrder.status, 'PENDING');
+  await waitFor(async () => (await client.call(orders.get, { id: placeOrder.id })).status === 'CONFIRMED', {
+    timeoutMs: 20_000,
+    what: 'the order to be confirmed',
+  });
+  await waitFor(() => smtp.mailsTo(email).length === 1, { what: 'the email' });
+
+  // The BFF's call to orders.place starts the order's part of the request's trace.
+  const place = await waitFor(() => received.find((span) => serviceOf(span) === 'bff' && span.name === 'orders.place send'), {
+    what: 'the span of orders.place from the BFF',
+  });
+  const traceId = place.traceId;
+  const spans = await waitFor(
+    () => {
+      const trace = received.filter((span) => span.traceId === traceId);
+      return treeProblems(trace).length === 0 ? trace : undefined;
+    },
+    { timeoutMs: 15_000, what: 'the whole trace' },
+  ).catch((error: Error) => {
+    const trace = received.filter((span) => span.traceId === traceId);
+    throw new Error(`${error.message}\n  ${treeProblems(trace).join('\n  ')}`);
+  });
+
+  // Every process of the order is in it.
+  assert.deepEqual(
+    [...new Set(spans.map(serviceOf))].sort(),
+    ['bff', 'customers', 'notifications', 'orders', 'payments', 'products'],
+  );
+  // The root is the BFF's HTTP request (instrumentation-http), above fastify's and GraphQL's spans.
+  const root = spans.find((span) => !span.parentId)!;
+  assert.equal(serviceOf(root), 'bff');
+  assert.equal(root.kind, 'SERVER');
+  assert.equal(root.tags?.['http.request.method'] ?? root.tags?.['http.method'], 'POST');
+  const byId = new Map(spans.map((span) => [span.id, span]));
+  const ancestors = (span: ZipkinSpan) => {
+    const chain: ZipkinSpan[] = [];
+    for (let at = span.parentId ? byId.get(span.parentId) : undefined; at; at = at.parentId ? byId.get(at.parentId) : undefined) chain.push(at);
+    return chain;
+  };
+  const placeAncestors = ancestors(place).map((span) => span.name);
+  assert.ok(placeAncestors.some((name) => /graphql|mutation|placeOrder/i.test(name)), `a GraphQL span above orders.place: ${placeAncestors}`);
+  assert.ok(
+    spans.some((span) => serviceOf(span) === 'bff' && span.tags?.['fastify.type'] !== undefined),
+    'fastify spans (@fastify/otel) in the BFF',
+  );
+  assert.ok(
+    spans.some((span) => serviceOf(span) === 'orders' && (span.tags?.['db.system'] ?? span.tags?.['db.system.name']) === 'postgresql'),
+    'pg spans in the order service',
+  );
+
+  // Messaging spans carry the messaging attributes; each hop hangs under the previous one.
+  const consumed = spans.find((span) => serviceOf(span) === 'payments' && span.name === 'inventory.events.reserved process')!;
+  assert.equal(consumed.kind, 'CONSUMER');
+  assert.equal(consumed.tags?.['messaging.system'], 'nats');
+  assert.equal(consumed.tags?.['messaging.destination.name'], 'inventory.events.reserved');
+  assert.equal(consumed.tags?.['messaging.operation.type'], 'process');
+  assert.equal(byId.get(consumed.parentId!)?.name, 'inventory.events.reserved send');
+  const mail = spans.find((span) => span.name === 'smtp send')!;
+  assert.ok(
+    ancestors(mail).some((span) => span.name === 'orders.events.confirmed process' && serviceOf(span) === 'notifications'),
+    'the email continues the trace of the event that asked for it',
+  );
+  assert.ok(ancestors(mail).includes(place), 'and the email hangs, hop by hop, under the GraphQL request');
+
+  // Log lines about this order carry its trace id, in every service that logs one.
+  const lines = [...processes.entries()].flatMap(([process, child]) =>
+    child.output.flatMap((line) => {
+      try {
+        return [{ process, entry: JSON.parse(line) as Record<string, unknown> }];
+      } catch {
+        return [];
+      }
+    }),
+  );
+  const aboutOrder = lines.filter(({ entry }) => entry.orderId === placeOrder.id);
+  assert.ok(aboutOrder.length >= 2, `log lines name the order: ${aboutOrder.length}`);
+  for (const { process, entry } of aboutOrder) {
+    assert.equal(entry.trace_id, traceId, `${process}: "${String(entry.msg)}" carries the order's trace id`);
+    assert.match(String(entry.span_id), /^[0-9a-f]{16}$/);
+  }
+  const sent = lines.filter(({ process, entry }) => process === 'notification' && entry.msg === 'email sent' && entry.trace_id === traceId);
+  assert.equal(sent.length, 1, 'the "email sent" line carries the trace id');
+  for (const service of ['product', 'payment', 'notification']) {
+    assert.ok(
+      lines.some(({ process, entry }) => process === service && entry.trace_id === traceId),
+      `${service} logged within the order's trace`,
+    );
+  }
+});
+
+/** The operations port a process logged when it started. */
+function opsPort(child: ServiceProcess): number {
+  for (const line of child.output) {
+    if (!line.includes('operations server listening')) continue;
+    return (JSON.parse(line) as { port: number }).port;
+  }
+  throw new Error('no operations port logged');
+}
+
+/** The value of one series in a Prometheus text exposition. */
+function sample(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!match || match[1] !== name) continue;
+    const found = Object.fromEntries([...(match[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]));
+    if (Object.entries(labels).every(([key, value]) => found[key] === value)) return Number(match[3]);
+  }
+  return undefined;
+}
+
+test('every process serves /metrics in the Prometheus text format and its health on its operations port', async () => {
+  const expected: Record<string, [string, Record<string, string>][]> = {
+    customer: [['shop_rpc_requests_total', { subject: 'customers.get' }]],
+    product: [
+      ['shop_rpc_requests_total', { subject: 'products.getMany' }],
+      ['shop_events_handled_total', { consumer: 'products-reserve-stock', outcome: 'processed' }],
+      ['shop_events_published_total', { subject: 'inventory.events.reserved' }],
+    ],
+    order: [
+      ['shop_rpc_requests_total', { subject: 'orders.place' }],
+      ['shop_events_published_total', { subject: 'orders.events.placed' }],
+      ['shop_events_handled_total', { consumer: 'orders-payments-captured', outcome: 'processed' }],
+    ],
+    payment: [['shop_events_handled_total', { consumer: 'payments-charge-reserved', outcome: 'processed' }]],
+    notification: [['shop_events_handled_total', { consumer: 'notifications-order-confirmed', outcome: 'processed' }]],
+    bff: [['shop_http_requests_total', { method: 'POST', route: '/graphql', status: '200' }]],
+  };
+  for (const [name, child] of processes) {
+    const base = `http://127.0.0.1:${opsPort(child)}`;
+    const response = await fetch(`${base}/metrics`);
+    assert.equal(response.status, 200, name);
+    assert.match(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/, name);
+    const text = await response.text();
+    for (const [series, labels] of expected[name]!) {
+      assert.ok((sample(text, series, labels) ?? 0) >= 1, `${name}: ${series}${JSON.stringify(labels)}`);
+    }
+    assert.equal(sample(text, 'shop_nats_connected'), 1, `${name}: shop_nats_connected`);
+    if (name !== 'bff') {
+      assert.equal(sample(text, 'shop_outbox_backlog'), 0, `${name}: shop_outbox_backlog`);
+      assert.ok(text.includes('# TYPE shop_rpc_request_duration_seconds histogram'), `${name}: latency histogram`);
+      assert.ok(text.includes('# TYPE shop_rpc_breaker_state gauge'), `${name}: breaker states`);
+    }
+    assert.equal((await fetch(`${base}/health/live`)).status, 200, `${name}: live`);
+    const ready = await fetch(`${base}/health/ready`);
+    const body = (await ready.json()) as { status: string };
+    assert.equal(ready.status, 200, `${name}: ready ${JSON.stringify(body)}`);
+    assert.equal(body.status, 'ready');
+  }
+  // Consumer lag: everything the order service's consumers were given has been handled.
+  const orderMetrics = await (await fetch(`http://127.0.0.1:${opsPort(processes.get('order')!)}/metrics`)).text();
+  assert.equal(sample(orderMetrics, 'shop_consumer_pending', { consumer: 'orders-payments-captured', stream: 'PAYMENTS' }), 0);
+});
