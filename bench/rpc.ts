@@ -7,7 +7,9 @@
 //     nc.request() on the same endpoint.
 // (b) a no-I/O endpoint (bench/no-io-server.ts, a child process): customers.get
 //     served and called through the kit versus a raw responder
-//     (nc.subscribe + msg.respond) called with plain nc.request().
+//     (nc.subscribe + msg.respond) called with plain nc.request(); beside
+//     them, for reference, the raw responder called by the least a requester
+//     can do (bareRequester: no timeout, no checks, no trace context).
 //
 // Servers run in child processes so that client and server do not share one
 // event loop. The plain callers do what any caller must (encode the request,
@@ -25,6 +27,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
@@ -59,6 +62,8 @@ interface Part {
   serverPid: number | undefined;
   kit: Variant;
   plain: Variant;
+  /** Measured beside the two for reference, not part of the ratio's target. */
+  references?: Variant[];
 }
 
 interface PartResult {
@@ -71,7 +76,10 @@ interface PartResult {
     median: number;
     /** Medians over the rounds of CPU microseconds per call. */
     cpuUsPerOp: { client: number; server: number; nats: number };
+    /** Median ops/s relative to the plain variant. */
+    ratio: number;
   }[];
+  /** Kit over plain, by median ops/s. */
   ratio: number;
 }
 
@@ -140,13 +148,14 @@ function median(values: number[]): number {
 }
 
 async function runPart(part: Part): Promise<PartResult> {
+  const all = [part.kit, part.plain, ...(part.references ?? [])];
   progress(`\n(${part.key}) ${part.title}`);
   progress(`  warm-up ${WARMUP_MS} ms per variant`);
-  for (const variant of [part.kit, part.plain]) await measure(variant.op, WARMUP_MS, CONCURRENCY, part.serverPid);
-  const samples = new Map<Variant, Sample[]>([[part.kit, []], [part.plain, []]]);
+  for (const variant of all) await measure(variant.op, WARMUP_MS, CONCURRENCY, part.serverPid);
+  const samples = new Map<Variant, Sample[]>(all.map((variant) => [variant, []]));
   for (let round = 1; round <= ROUNDS; round++) {
-    // Alternate which variant goes first, so a slow spell of the machine does not always hit the same one.
-    const order = round % 2 ? [part.kit, part.plain] : [part.plain, part.kit];
+    // Rotate which variant goes first, so a slow spell of the machine does not always hit the same one.
+    const order = all.map((_, index) => all[(index + round - 1) % all.length]!);
     const line: string[] = [];
     for (const variant of order) {
       const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, part.serverPid);
@@ -155,17 +164,20 @@ async function runPart(part: Part): Promise<PartResult> {
     }
     progress(`  round ${round}/${ROUNDS}: ${line.join(', ')}`);
   }
-  const variants = [part.kit, part.plain].map((variant) => {
+  const medianOf = (variant: Variant) => median(samples.get(variant)!.map((sample) => sample.opsPerSecond));
+  const plain = medianOf(part.plain);
+  const variants = all.map((variant) => {
     const taken = samples.get(variant)!;
     const cpu = (which: keyof Sample['cpuUsPerOp']) => round1(median(taken.map((sample) => sample.cpuUsPerOp[which])));
     return {
       name: variant.name,
       samples: taken.map((sample) => Math.round(sample.opsPerSecond)),
-      median: Math.round(median(taken.map((sample) => sample.opsPerSecond))),
+      median: Math.round(medianOf(variant)),
       cpuUsPerOp: { client: cpu('client'), server: cpu('server'), nats: cpu('nats') },
+      ratio: Math.round((medianOf(variant) / plain) * 100) / 100,
     };
   });
-  return { key: part.key, title: part.title, target: part.target, variants, ratio: variants[0]!.median / variants[1]!.median };
+  return { key: part.key, title: part.title, target: part.target, variants, ratio: medianOf(part.kit) / plain };
 }
 
 const round1 = (value: number) => Math.round(value * 10) / 10;
@@ -218,6 +230,33 @@ async function spawnChild(script: string, env: Record<string, string>, readyLine
   };
 }
 
+/**
+ * The least a requester can do: one reply subscription, a counter token, a
+ * publish. No timeout, no checks, no trace context, so not a usable client;
+ * it shows how far any client could go on this machine (the floor of part b).
+ */
+function bareRequester(nc: NatsConnection) {
+  const prefix = `${createInbox()}.`;
+  const waiting = new Map<string, (msg: Msg) => void>();
+  let next = 0;
+  nc.subscribe(`${prefix}*`, {
+    callback: (_error, msg) => {
+      const token = msg.subject.slice(prefix.length);
+      const resolve = waiting.get(token);
+      waiting.delete(token);
+      resolve?.(msg);
+    },
+  });
+  return {
+    request: (subject: string, payload: Uint8Array) =>
+      new Promise<Msg>((resolve) => {
+        const token = (next++).toString(36);
+        waiting.set(token, resolve);
+        nc.publish(subject, payload, { reply: prefix + token });
+      }),
+  };
+}
+
 function expectCustomer(customer: Customer | { id?: unknown }, id: string): void {
   if (customer.id !== id) throw new Error(`expected customer ${id}, got ${JSON.stringify(customer).slice(0, 200)}`);
 }
@@ -232,6 +271,7 @@ startTracing('bench');
 const log = createLogger('bench', 'warn');
 const nc = await connectNats('bench', { NATS_URL: nats.url }, log);
 const client = new RpcClient(nc, { timeoutMs: TIMEOUT_MS });
+const bare = bareRequester(nc);
 
 try {
   const machine = {
@@ -318,6 +358,15 @@ try {
             expectCustomer(JSON.parse(msg.string()) as Customer, id);
           },
         },
+        references: [
+          {
+            name: 'floor: raw respond + bare publish',
+            op: async () => {
+              const msg = await bare.request(RAW_SUBJECT, Buffer.from(JSON.stringify({ id })));
+              expectCustomer(JSON.parse(msg.string()) as Customer, id);
+            },
+          },
+        ],
       }),
     );
   }
@@ -327,7 +376,7 @@ try {
       `(${part.key}) ${variant.name}`,
       fmt(variant.median),
       `${fmt(Math.min(...variant.samples))}-${fmt(Math.max(...variant.samples))}`,
-      index === 0 ? `${part.ratio.toFixed(2)}x (target ${part.target}x)` : '1.00x',
+      index === 0 ? `${part.ratio.toFixed(2)}x (target ${part.target}x)` : `${variant.ratio.toFixed(2)}x`,
       cpuCell(variant.cpuUsPerOp.client),
       cpuCell(variant.cpuUsPerOp.server),
       cpuCell(variant.cpuUsPerOp.nats),

@@ -1,0 +1,466 @@
+// The saga benchmark (`npm run bench:saga`, part of `npm run bench`): orders
+// per second from placing an order to CONFIRMED, and how long that takes, on
+// the whole shop run as production runs it (bench/common.ts startShop: every
+// service and the BFF a child process, its own nats-server, fresh databases,
+// an SMTP sink).
+//
+// Orders enter where the BFF's placeOrder sends them: `orders.place`, called
+// through the kit's RpcClient (BENCH_SAGA_VIA=bff sends them through the BFF's
+// GraphQL placeOrder instead). The bench hears the outcome as every other
+// subscriber does: `orders.events.confirmed` / `orders.events.cancelled`, on a
+// plain NATS subscription. Two phases on one shop:
+//   1. a fixed offered rate (BENCH_SAGA_RATE, 300/s) for BENCH_SAGA_SECONDS:
+//      orders sent on schedule whatever the shop's answers (open loop);
+//   2. saturation: BENCH_SAGA_INFLIGHT (256) orders kept in flight, each new
+//      one placed when one settles (closed loop), for BENCH_SAGA_SECONDS.
+// Latency "placed->confirmed" counts from the moment the order is sent to the
+// moment its confirmation is heard; "reply->confirmed" from the PENDING reply.
+// Every order asks for 1 to 3 of BENCH_SAGA_PRODUCTS (100) products with stock
+// enough for the run and a card the simulator captures, so all confirm.
+//
+// BENCH_CPU_PROF=<dir>: every process of the shop writes a V8 CPU profile
+// there when it stops (the whole run; the saturation phase dominates it).
+import { mkdir } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import type { NatsConnection } from 'nats';
+import { customers, orders, products } from '../subjects/index.ts';
+import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
+import {
+  GraphQLHttp,
+  Latencies,
+  REGISTER,
+  StatusLine,
+  cpuSnapshot,
+  cpuUsed,
+  describeMachine,
+  fmt,
+  intEnv,
+  machine,
+  progress,
+  round,
+  startShop,
+  table,
+  writeResults,
+  type LatencySummary,
+  type Shop,
+} from './common.ts';
+
+export interface SagaSettings {
+  /** Offered orders per second in the fixed-rate phase. */
+  rate: number;
+  /** Length of each measured phase. */
+  seconds: number;
+  warmupSeconds: number;
+  /** Orders in flight in the saturation phase. */
+  inflight: number;
+  products: number;
+  customers: number;
+  via: 'rpc' | 'bff';
+  cpuProfileDir: string | undefined;
+}
+
+export function sagaSettings(): SagaSettings {
+  return {
+    rate: intEnv('BENCH_SAGA_RATE', 300),
+    seconds: intEnv('BENCH_SAGA_SECONDS', 20),
+    warmupSeconds: intEnv('BENCH_SAGA_WARMUP_SECONDS', 5),
+    inflight: intEnv('BENCH_SAGA_INFLIGHT', 256),
+    products: intEnv('BENCH_SAGA_PRODUCTS', 100),
+    customers: intEnv('BENCH_SAGA_CUSTOMERS', 50),
+    via: process.env.BENCH_SAGA_VIA === 'bff' ? 'bff' : 'rpc',
+    cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
+  };
+}
+
+export interface SagaPhase {
+  name: string;
+  offered: string;
+  seconds: number;
+  placed: number;
+  confirmed: number;
+  /** Orders that did not confirm: cancelled, failed to place, or unheard of by the end. */
+  notConfirmed: { cancelled: number; placeFailed: number; unsettled: number };
+  confirmedPerSecond: number;
+  placedToConfirmedMs: LatencySummary;
+  replyToConfirmedMs: LatencySummary;
+  placeReplyMs: LatencySummary;
+  /** Between the saga's steps, as heard by the bench. */
+  hopsMs: Record<string, LatencySummary>;
+  /** CPU seconds per process over the phase, and CPU milliseconds per confirmed order. */
+  cpuSeconds: Record<string, number>;
+  cpuMsPerOrder: Record<string, number>;
+  /** A sample of errors from placing orders. */
+  errors: string[];
+}
+
+export interface SagaResult {
+  settings: SagaSettings;
+  phases: SagaPhase[];
+}
+
+/** The saga's steps as the bench hears them, in order; each one's event carries the order id. */
+const STEPS = [
+  ['placed', orders.placed.subject],
+  ['reserved', 'inventory.events.reserved'],
+  ['captured', 'payments.events.captured'],
+] as const;
+type Step = (typeof STEPS)[number][0];
+
+interface Outcome {
+  status: 'CONFIRMED' | 'CANCELLED';
+  at: number;
+  /** When each earlier step's event was heard. */
+  steps: Partial<Record<Step, number>>;
+}
+
+/** Hears every order's events on plain subscriptions and hands the outcome to whoever waits for that order. */
+class Outcomes {
+  readonly #waiting = new Map<string, (outcome: Outcome) => void>();
+  /** Outcomes heard before anyone waited (an order whose reply is still on its way). */
+  readonly #early = new Map<string, Outcome>();
+  readonly #steps = new Map<string, Partial<Record<Step, number>>>();
+
+  constructor(nc: NatsConnection) {
+    const orderIdOf = (data: Uint8Array) => (JSON.parse(Buffer.from(data).toString()) as { data: { orderId: string } }).data.orderId;
+    for (const [step, subject] of STEPS) {
+      nc.subscribe(subject, {
+        callback: (error, msg) => {
+          if (error) return;
+          const at = performance.now();
+          const orderId = orderIdOf(msg.data);
+          const steps = this.#steps.get(orderId);
+          if (steps) steps[step] = at;
+          else this.#steps.set(orderId, { [step]: at });
+        },
+      });
+    }
+    for (const [subject, status] of [
+      [orders.confirmed.subject, 'CONFIRMED'],
+      [orders.cancelled.subject, 'CANCELLED'],
+    ] as const) {
+      nc.subscribe(subject, {
+        callback: (error, msg) => {
+          if (error) return;
+          const at = performance.now();
+          const orderId = orderIdOf(msg.data);
+          const outcome = { status, at, steps: this.#steps.get(orderId) ?? {} };
+          this.#steps.delete(orderId);
+          const resolve = this.#waiting.get(orderId);
+          if (resolve) {
+            this.#waiting.delete(orderId);
+            resolve(outcome);
+          } else {
+            this.#early.set(orderId, outcome);
+          }
+        },
+      });
+    }
+  }
+
+  /** The order's outcome, or undefined when none is heard within `timeoutMs`. */
+  wait(orderId: string, timeoutMs = 60_000): Promise<Outcome | undefined> {
+    const early = this.#early.get(orderId);
+    if (early) {
+      this.#early.delete(orderId);
+      return Promise.resolve(early);
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#waiting.delete(orderId);
+        resolve(undefined);
+      }, timeoutMs);
+      this.#waiting.set(orderId, (outcome) => {
+        clearTimeout(timer);
+        resolve(outcome);
+      });
+    });
+  }
+}
+
+interface Shopper {
+  id: string;
+  token?: string;
+}
+
+type Line = { productId: string; quantity: number };
+type PlaceOrder = (shopper: Shopper, lines: Line[]) => Promise<string>;
+
+const PLACE_ORDER = `mutation ($lines: [OrderLineInput!]!, $token: String!) {
+  placeOrder(lines: $lines, paymentToken: $token) { id status }
+}`;
+
+/** Collects one phase's figures. */
+class Phase {
+  readonly placedToConfirmed = new Latencies();
+  readonly replyToConfirmed = new Latencies();
+  readonly placeReply = new Latencies();
+  /** Time spent between consecutive steps of confirmed orders: each is one service's work plus its outbox relay. */
+  readonly hops = {
+    'reply->placed (order relay)': new Latencies(),
+    'placed->reserved (product)': new Latencies(),
+    'reserved->captured (payment)': new Latencies(),
+    'captured->confirmed (order)': new Latencies(),
+  };
+  placed = 0;
+  confirmed = 0;
+  cancelled = 0;
+  placeFailed = 0;
+  unsettled = 0;
+  /** Confirmations heard inside the measured window. */
+  confirmedInWindow = 0;
+  readonly errors: string[] = [];
+  windowStart = 0;
+  windowEnd = Number.POSITIVE_INFINITY;
+
+  /** Places one order and follows it to its outcome; never throws. */
+  async order(place: PlaceOrder, outcomes: Outcomes, shopper: Shopper, lines: Line[]): Promise<void> {
+    const sent = performance.now();
+    let orderId: string;
+    try {
+      orderId = await place(shopper, lines);
+    } catch (error) {
+      this.placeFailed++;
+      if (this.errors.length < 10) this.errors.push((error as Error).message);
+      return;
+    }
+    const replied = performance.now();
+    this.placed++;
+    this.placeReply.add(replied - sent);
+    const outcome = await outcomes.wait(orderId);
+    if (!outcome) {
+      this.unsettled++;
+      return;
+    }
+    if (outcome.status !== 'CONFIRMED') {
+      this.cancelled++;
+      return;
+    }
+    this.confirmed++;
+    if (outcome.at >= this.windowStart && outcome.at <= this.windowEnd) this.confirmedInWindow++;
+    this.placedToConfirmed.add(outcome.at - sent);
+    this.replyToConfirmed.add(outcome.at - replied);
+    const { placed, reserved, captured } = outcome.steps;
+    if (placed !== undefined && reserved !== undefined && captured !== undefined) {
+      this.hops['reply->placed (order relay)'].add(placed - replied);
+      this.hops['placed->reserved (product)'].add(reserved - placed);
+      this.hops['reserved->captured (payment)'].add(captured - reserved);
+      this.hops['captured->confirmed (order)'].add(outcome.at - captured);
+    }
+  }
+}
+
+export async function runSagaBench(settings: SagaSettings = sagaSettings()): Promise<SagaResult> {
+  if (settings.cpuProfileDir) await mkdir(settings.cpuProfileDir, { recursive: true });
+  progress(`saga: starting the shop (5 services and the BFF as child processes, nats-server, SMTP sink)`);
+  const shop: Shop = await startShop({ bff: true, cpuProfileDir: settings.cpuProfileDir });
+  const log = createLogger('bench', 'warn');
+  const nc = await connectNats('bench', { NATS_URL: shop.natsUrl }, log);
+  const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
+  const gql = new GraphQLHttp(shop.bffUrl!, settings.inflight + 16);
+  const phases: SagaPhase[] = [];
+  try {
+    progress(`saga: ${settings.products} products, ${settings.customers} customers`);
+    const catalog: string[] = [];
+    for (let i = 0; i < settings.products; i++) {
+      const product = await client.call(products.create, {
+        sku: `saga-${i}`,
+        name: `Saga product ${i}`,
+        price: { amount: 100 + i, currency: 'EUR' },
+        initialStock: 1_000_000_000,
+      });
+      catalog.push(product.id);
+    }
+    const shoppers: Shopper[] = [];
+    // Registration hashes a password (scrypt): a few at a time.
+    for (let i = 0; i < settings.customers; i += 8) {
+      const batch = Array.from({ length: Math.min(8, settings.customers - i) }, (_, j) => i + j);
+      shoppers.push(
+        ...(await Promise.all(
+          batch.map(async (n) => {
+            const email = `saga-${n}@bench.test`;
+            const password = 'bench-password';
+            if (settings.via === 'rpc') {
+              return { id: (await client.call(customers.register, { email, name: `Shopper ${n}`, password })).id };
+            }
+            const { register } = await gql.ok<{ register: { token: string; customer: { id: string } } }>(REGISTER, {
+              email,
+              name: `Shopper ${n}`,
+              password,
+            });
+            return { id: register.customer.id, token: register.token };
+          }),
+        )),
+      );
+    }
+
+    const place: PlaceOrder =
+      settings.via === 'rpc'
+        ? async (shopper, lines) =>
+            (await client.call(orders.place, { customerId: shopper.id, lines, paymentToken: 'tok_bench_ok' })).id
+        : async (shopper, lines) =>
+            (await gql.ok<{ placeOrder: { id: string } }>(PLACE_ORDER, { lines, token: 'tok_bench_ok' }, shopper.token)).placeOrder.id;
+    const outcomes = new Outcomes(nc);
+    let next = 0;
+    const nextOrder = (): [Shopper, Line[]] => {
+      const n = next++;
+      const count = 1 + (n % 3);
+      const first = (n * 7) % catalog.length;
+      const lines = Array.from({ length: count }, (_, k) => ({
+        productId: catalog[(first + k * 37) % catalog.length]!,
+        quantity: 1 + (k % 2),
+      }));
+      return [shoppers[n % shoppers.length]!, lines];
+    };
+
+    const status = new StatusLine(2000);
+    const watch = (phase: Phase, label: string) => {
+      const started = performance.now();
+      const timer = setInterval(() => {
+        const elapsed = (performance.now() - started) / 1000;
+        status.show(
+          `  ${label} ${elapsed.toFixed(0)}s: placed ${phase.placed}, confirmed ${phase.confirmed} ` +
+            `(${fmt(phase.confirmed / Math.max(elapsed, 0.001))}/s), failed ${phase.placeFailed}`,
+        );
+      }, 500);
+      return () => {
+        clearInterval(timer);
+        status.done();
+      };
+    };
+
+    /** Closed loop: `inflight` orders always on their way, for `seconds`. */
+    const closedLoop = async (phase: Phase, inflight: number, seconds: number) => {
+      const end = performance.now() + seconds * 1000;
+      phase.windowStart = performance.now();
+      phase.windowEnd = end;
+      await Promise.all(
+        Array.from({ length: inflight }, async () => {
+          while (performance.now() < end) await phase.order(place, outcomes, ...nextOrder());
+        }),
+      );
+    };
+
+    /** Open loop: orders sent on a fixed schedule of `rate` per second, for `seconds`; then waits for them to settle. */
+    const openLoop = async (phase: Phase, rate: number, seconds: number) => {
+      const total = Math.round(rate * seconds);
+      const start = performance.now();
+      phase.windowStart = start;
+      phase.windowEnd = start + seconds * 1000;
+      const inFlight: Promise<void>[] = [];
+      let sent = 0;
+      while (sent < total) {
+        const due = Math.min(total, Math.floor(((performance.now() - start) / 1000) * rate) + 1);
+        for (; sent < due; sent++) inFlight.push(phase.order(place, outcomes, ...nextOrder()));
+        await new Promise((resolve) => setTimeout(resolve, 2));
+      }
+      // Each order gives up on its outcome after a minute (counted as unsettled).
+      await Promise.all(inFlight);
+    };
+
+    const measure = async (name: string, offered: string, run: (phase: Phase) => Promise<void>): Promise<SagaPhase> => {
+      const phase = new Phase();
+      const before = await cpuSnapshot(shop.pids());
+      const stop = watch(phase, name);
+      await run(phase);
+      const after = await cpuSnapshot(shop.pids());
+      stop();
+      const unsettled = phase.unsettled;
+      const seconds = (phase.windowEnd - phase.windowStart) / 1000;
+      const cpu = cpuUsed(before, after);
+      const cpuMsPerOrder = Object.fromEntries(
+        Object.entries(cpu).map(([process, used]) => [process, round((used * 1000) / Math.max(1, phase.confirmed), 3)]),
+      );
+      const result: SagaPhase = {
+        name,
+        offered,
+        seconds: round(seconds, 2),
+        placed: phase.placed,
+        confirmed: phase.confirmed,
+        notConfirmed: { cancelled: phase.cancelled, placeFailed: phase.placeFailed, unsettled },
+        confirmedPerSecond: round(phase.confirmedInWindow / seconds, 1),
+        placedToConfirmedMs: phase.placedToConfirmed.summary(),
+        replyToConfirmedMs: phase.replyToConfirmed.summary(),
+        placeReplyMs: phase.placeReply.summary(),
+        hopsMs: Object.fromEntries(Object.entries(phase.hops).map(([hop, latencies]) => [hop, latencies.summary()])),
+        cpuSeconds: cpu,
+        cpuMsPerOrder,
+        errors: phase.errors,
+      };
+      progress(
+        `  ${name}: ${fmt(result.confirmedPerSecond)} confirmed/s, placed->confirmed p50 ${result.placedToConfirmedMs.p50} ms ` +
+          `p99 ${result.placedToConfirmedMs.p99} ms (${result.confirmed} confirmed, ${phase.cancelled} cancelled, ` +
+          `${phase.placeFailed} failed, ${unsettled} unsettled)`,
+      );
+      return result;
+    };
+
+    progress(`saga: warm-up, ${settings.warmupSeconds}s at ${Math.min(64, settings.inflight)} in flight`);
+    await measure('warm-up', `${Math.min(64, settings.inflight)} in flight`, (phase) =>
+      closedLoop(phase, Math.min(64, settings.inflight), settings.warmupSeconds),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    progress(`saga: fixed rate, ${settings.rate} orders/s offered for ${settings.seconds}s`);
+    phases.push(
+      await measure('fixed rate', `${settings.rate}/s`, (phase) => openLoop(phase, settings.rate, settings.seconds)),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    progress(`saga: saturation, ${settings.inflight} orders in flight for ${settings.seconds}s`);
+    phases.push(
+      await measure('saturation', `${settings.inflight} in flight`, async (phase) => {
+        await closedLoop(phase, settings.inflight, settings.seconds);
+      }),
+    );
+  } finally {
+    gql.close();
+    client.close();
+    await nc.drain().catch(() => {});
+    progress('saga: stopping the shop');
+    await shop.stop();
+  }
+  return { settings, phases };
+}
+
+/** Table rows of a saga result, for this file's own output and for bench/run.ts. */
+export function sagaRows(result: SagaResult): string[][] {
+  return result.phases.map((phase) => [
+    `saga ${phase.name} (${phase.offered})`,
+    fmt(phase.confirmedPerSecond),
+    `${phase.placedToConfirmedMs.p50} / ${phase.placedToConfirmedMs.p99}`,
+    `${phase.replyToConfirmedMs.p50} / ${phase.replyToConfirmedMs.p99}`,
+    `${phase.confirmed}/${phase.placed + phase.notConfirmed.placeFailed}`,
+  ]);
+}
+
+/** p50 / p99 of each step of the saga, per phase. */
+export function sagaHopTable(result: SagaResult): string {
+  const phases = result.phases;
+  const names = ['place reply', ...Object.keys(phases[0]?.hopsMs ?? {})];
+  const cell = (summary: LatencySummary | undefined) => (summary ? `${summary.p50} / ${summary.p99}` : 'n/a');
+  const rows = names.map((name) => [
+    name,
+    ...phases.map((phase) => cell(name === 'place reply' ? phase.placeReplyMs : phase.hopsMs[name])),
+  ]);
+  return table(['step, p50 / p99 ms', ...phases.map((phase) => phase.name)], rows);
+}
+
+/** CPU milliseconds per confirmed order, per process, at saturation: where the cores go. */
+export function sagaCpuTable(result: SagaResult): string {
+  const phases = result.phases;
+  const names = [...new Set(phases.flatMap((phase) => Object.keys(phase.cpuMsPerOrder)))];
+  const rows = names.map((name) => [name, ...phases.map((phase) => fmt(phase.cpuMsPerOrder[name] ?? Number.NaN, 2))]);
+  const total = ['total', ...phases.map((phase) => fmt(Object.values(phase.cpuMsPerOrder).reduce((a, b) => a + b, 0), 2))];
+  return table(['CPU ms per confirmed order', ...phases.map((phase) => phase.name)], [...rows, total]);
+}
+
+if (import.meta.main) {
+  const m = machine();
+  progress(`machine: ${describeMachine(m)}`);
+  const result = await runSagaBench();
+  process.stdout.write(
+    `\nmachine: ${describeMachine(m)}\nsaga entry: ${result.settings.via === 'rpc' ? 'orders.place (kit RpcClient)' : 'BFF placeOrder'}\n\n` +
+      `${table(['phase', 'confirmed/s', 'placed->confirmed p50/p99 ms', 'reply->confirmed p50/p99 ms', 'confirmed'], sagaRows(result))}\n\n` +
+      `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n`,
+  );
+  const file = await writeResults('saga', { at: new Date().toISOString(), machine: { ...m, loadAverageAtEnd: machine().loadAverage }, ...result });
+  progress(`\nwritten ${file}`);
+}
