@@ -87,8 +87,8 @@ test('when the product service is back, its fields are served again', async () =
     },
     { what: 'product fields to come back' },
   );
-  assert.equal(data.orders.edges[0].node.lines[0].product.id, productId);
-  assert.equal(data.orders.edges[0].node.lines[0].product.available, 9);
+  assert.equal(data!.orders.edges[0].node.lines[0].product.id, productId);
+  assert.equal(data!.orders.edges[0].node.lines[0].product.available, 9);
   await waitFor(async () => (await fetch(`${url}/health/ready`)).status === 200, { what: 'ready again' });
 });
 
