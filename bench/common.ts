@@ -6,11 +6,13 @@
 // and the table and JSON file a run ends with.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import { createServer, type AddressInfo } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'nats';
+import pg from 'pg';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
 
 export { ROOT, waitFor };
@@ -69,11 +71,11 @@ export function round(value: number, digits = 1): number {
   return Math.round(value * scale) / scale;
 }
 
-/** A plain text table: the first column left-aligned, the others right-aligned. */
-export function table(header: string[], rows: string[][]): string {
+/** A plain text table: the first `left` columns left-aligned (1 by default), the others right-aligned. */
+export function table(header: string[], rows: string[][], left = 1): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) =>
-    cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+    cells.map((cell, column) => (column < left ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ').trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
 }
 
@@ -187,15 +189,20 @@ export async function cpuSeconds(pid: number | undefined): Promise<number> {
   }
 }
 
-/** The pids of every PostgreSQL process on this machine (the server and its backends). */
-async function postgresPids(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(entry)) continue;
-    const name = await readFile(`/proc/${entry}/comm`, 'utf8').catch(() => '');
-    if (name.trim() === 'postgres') pids.push(Number(entry));
+/** The pids of the PostgreSQL backends serving `databases` now (pg_stat_activity). */
+async function backendPids(serverUrl: string, databases: readonly string[]): Promise<number[]> {
+  const url = new URL(serverUrl);
+  url.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: url.toString() });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])', [
+      databases,
+    ]);
+    return rows.map((row) => row.pid);
+  } finally {
+    await client.end();
   }
-  return pids;
 }
 
 /** CPU seconds of named processes at one moment; `cpuUsed` turns two of them into a breakdown. */
@@ -203,33 +210,40 @@ export type CpuSnapshot = Map<string, number>;
 
 /**
  * CPU used so far by each process in `pids` (name -> pid), by this process
- * (`bench`), and by all of PostgreSQL together (`postgres`: every backend,
- * also other users' on this machine, so an upper bound).
+ * (`bench`), and by the PostgreSQL backends serving `postgres.databases` on the
+ * server of `postgres.url` (keys `pg:<pid>`; cpuUsed sums them as `postgres`).
+ * Other users of the same PostgreSQL server are left out; its shared writers
+ * (WAL, checkpoints) too.
  */
-export async function cpuSnapshot(pids: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot> {
+export async function cpuSnapshot(
+  pids: ReadonlyMap<string, number | undefined>,
+  postgres?: { url: string; databases: readonly string[] },
+): Promise<CpuSnapshot> {
   const snapshot: CpuSnapshot = new Map();
   const own = process.cpuUsage();
   snapshot.set('bench', (own.user + own.system) / 1e6);
   for (const [name, pid] of pids) snapshot.set(name, await cpuSeconds(pid));
-  let pg = 0;
-  for (const pid of await postgresPids()) {
-    const seconds = await cpuSeconds(pid);
-    if (Number.isFinite(seconds)) pg += seconds;
+  if (postgres && postgres.databases.length > 0) {
+    const backends = await backendPids(postgres.url, postgres.databases).catch(() => [] as number[]);
+    for (const pid of backends) snapshot.set(`pg:${pid}`, await cpuSeconds(pid));
   }
-  snapshot.set('postgres', pg);
   return snapshot;
 }
 
 /**
- * CPU seconds each process used between two snapshots. PostgreSQL backends
- * that ended in between take their CPU with them, so `postgres` may read low.
+ * CPU seconds each process used between two snapshots. A PostgreSQL backend
+ * that started in between counts whole; one that ended takes its CPU with it.
  */
 export function cpuUsed(before: CpuSnapshot, after: CpuSnapshot): Record<string, number> {
   const used: Record<string, number> = {};
+  let postgres = 0;
   for (const [name, end] of after) {
-    const start = before.get(name);
-    if (start !== undefined && Number.isFinite(start) && Number.isFinite(end)) used[name] = round(Math.max(0, end - start), 3);
+    const start = before.get(name) ?? (name.startsWith('pg:') ? 0 : undefined);
+    if (start === undefined || !Number.isFinite(start) || !Number.isFinite(end)) continue;
+    if (name.startsWith('pg:')) postgres += Math.max(0, end - start);
+    else used[name] = round(Math.max(0, end - start), 3);
   }
+  if ([...after.keys()].some((name) => name.startsWith('pg:'))) used.postgres = round(postgres, 3);
   return used;
 }
 
@@ -242,6 +256,8 @@ export interface Child {
   pid: number | undefined;
   /** The last lines the process wrote (stdout and stderr), for error messages. */
   tail(): string;
+  /** Warnings and errors it logged (pino levels 40 and up): how many, and the first few messages. */
+  problems(): { count: number; first: string[] };
   /** SIGTERM (or `signal`), then wait for the exit; returns the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
@@ -249,7 +265,9 @@ export interface Child {
 export interface SpawnOptions {
   env?: Record<string, string>;
   /** Resolves the start once a line of output satisfies this; its value is returned as `ready`. */
-  ready: (line: string) => string | undefined | false;
+  ready?: (line: string) => string | undefined | false;
+  /** Or once this probe says so (polled). */
+  probe?: () => Promise<boolean>;
   /** Writes a V8 CPU profile into this folder when the process exits. */
   cpuProfileDir?: string | undefined;
   timeoutMs?: number;
@@ -269,11 +287,16 @@ export async function spawnNode(name: string, script: string, options: SpawnOpti
   const lines: string[] = [];
   let buffered = '';
   let readyValue: string | undefined;
+  const problems = { count: 0, first: [] as string[] };
   const onData = (chunk: Buffer) => {
     const parts = (buffered + chunk.toString()).split('\n');
     buffered = (parts.pop() ?? '').slice(-4000);
     for (const line of parts) {
-      if (readyValue === undefined) {
+      if (/"level":(40|50|60)/.test(line)) {
+        problems.count++;
+        if (problems.first.length < 5) problems.first.push(line.slice(0, 600));
+      }
+      if (readyValue === undefined && options.ready) {
         const value = options.ready(line);
         if (value !== undefined && value !== false) readyValue = value;
       }
@@ -291,13 +314,14 @@ export async function spawnNode(name: string, script: string, options: SpawnOpti
   };
   try {
     const ready = await waitFor(
-      () => {
+      async () => {
         if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}:\n${tail()}`);
+        if (options.probe) return (await options.probe().catch(() => false)) && 'ready';
         return readyValue;
       },
       { timeoutMs: options.timeoutMs ?? 30_000, what: `${name} to start`, intervalMs: 25 },
     );
-    return { name, child, pid: child.pid, tail, stop, ready };
+    return { name, child, pid: child.pid, tail, problems: () => problems, stop, ready };
   } catch (error) {
     await stop('SIGKILL');
     throw error;
@@ -318,6 +342,14 @@ export async function freePort(): Promise<number> {
 
 export const SERVICE_DIRS = ['customer', 'product', 'order', 'payment', 'notification'] as const;
 export type ServiceDir = (typeof SERVICE_DIRS)[number];
+/** The NATS micro service each directory runs. */
+const MICRO_NAMES: Record<ServiceDir, string> = {
+  customer: 'customers',
+  product: 'products',
+  order: 'orders',
+  payment: 'payments',
+  notification: 'notifications',
+};
 
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
@@ -343,6 +375,12 @@ export interface Shop {
   jwtSecret: string;
   /** Every process of the shop by name (the services by directory, `bff`, `smtp`, `nats-server`). */
   pids(): Map<string, number | undefined>;
+  /** The shop's databases (one per service). */
+  databases: string[];
+  /** cpuSnapshot of every process of the shop (and of `extra`) and of its databases' backends. */
+  cpuSnapshot(extra?: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot>;
+  /** Warnings and errors logged so far, by process (only those that logged any). */
+  problems(): Record<string, { count: number; first: string[] }>;
   /** Stops every process gracefully (profiles are written then), nats-server, and drops the databases. */
   stop(): Promise<void>;
 }
@@ -356,20 +394,40 @@ export interface Shop {
  */
 export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   const nats = await startNats();
+  // Asks whether a micro service answers its ping: ready whatever the log level.
+  const probe = await connect({ servers: nats.url, noAsyncTraces: true });
+  const answers = async (service: string) => {
+    try {
+      await probe.request(`$SRV.PING.${service}`, undefined, { timeout: 500 });
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const children: Child[] = [];
+  const databases: string[] = [];
+  let serverUrl = '';
   const jwtSecret = `bench-${randomBytes(24).toString('hex')}`;
   const stopAll = async () => {
     // The BFF first, then the services, the SMTP sink last (the notification sender may still be talking to it).
     const order = ['bff', ...SERVICE_DIRS, 'smtp'];
     const byName = [...children].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
     for (const name of order) await Promise.all(byName.filter((child) => child.name === name).map((child) => child.stop()));
+    await probe.close().catch(() => {});
     await nats.cleanup();
     await dropTestDatabases().catch((error: unknown) => progress(`could not drop the bench databases: ${(error as Error).message}`));
   };
   try {
     const smtp = await spawnNode('smtp', 'bench/smtp-sink.ts', { ready: (line) => /^listening (\d+)$/.exec(line)?.[1] });
     children.push(smtp);
-    const common = { NATS_URL: nats.url, LOG_LEVEL: 'info', SHUTDOWN_TIMEOUT_MS: '10000', ...options.env };
+    // Production's log level unless BENCH_LOG_LEVEL says otherwise.
+    const common = { NATS_URL: nats.url, LOG_LEVEL: process.env.BENCH_LOG_LEVEL || 'info', SHUTDOWN_TIMEOUT_MS: '10000', ...options.env };
+    const databaseFor = (dir: ServiceDir) => {
+      const url = testDatabaseUrl(`bench_${dir}`);
+      serverUrl = url;
+      databases.push(decodeURIComponent(new URL(url).pathname.slice(1)));
+      return url;
+    };
     const serviceEnv: Record<ServiceDir, Record<string, string>> = {
       customer: { ADMIN_EMAILS: BENCH_ADMIN_EMAIL },
       product: {},
@@ -380,8 +438,8 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     await Promise.all(
       (options.services ?? SERVICE_DIRS).map((dir) =>
         spawnNode(dir, `services/${dir}/main.ts`, {
-          env: { ...common, DATABASE_URL: testDatabaseUrl(`bench_${dir}`), ...serviceEnv[dir], ...options.envOf?.[dir] },
-          ready: (line) => line.includes('"service started"') && 'started',
+          env: { ...common, DATABASE_URL: databaseFor(dir), ...serviceEnv[dir], ...options.envOf?.[dir] },
+          probe: () => answers(MICRO_NAMES[dir]),
           cpuProfileDir: options.cpuProfileDir,
         }).then((child) => (children.push(child), child)),
       ),
@@ -398,27 +456,28 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           RATE_LIMIT_MAX: '1000000',
           ...options.envOf?.bff,
         },
-        ready: (line) => line.includes('"service started"') && 'started',
+        // Ready: the order feed reads and every service answers its ping.
+        probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
         cpuProfileDir: options.cpuProfileDir,
       });
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;
-      // Ready: the order feed reads and every service answers its ping.
-      await waitFor(
-        async () => (await fetch(`${bffUrl}/health/ready`)).status === 200,
-        { timeoutMs: 30_000, intervalMs: 100, what: 'the BFF to be ready' },
-      );
     }
+    const pids = () => {
+      const all = new Map<string, number | undefined>(children.map((child) => [child.name, child.pid]));
+      all.set('nats-server', nats.process.pid);
+      return all;
+    };
     return {
       nats,
       natsUrl: nats.url,
+      databases,
+      cpuSnapshot: (extra) => cpuSnapshot(new Map([...pids(), ...(extra ?? [])]), { url: serverUrl, databases }),
       bffUrl,
       jwtSecret,
-      pids: () => {
-        const pids = new Map<string, number | undefined>(children.map((child) => [child.name, child.pid]));
-        pids.set('nats-server', nats.process.pid);
-        return pids;
-      },
+      pids,
+      problems: () =>
+        Object.fromEntries(children.map((child) => [child.name, child.problems()]).filter(([, found]) => (found as { count: number }).count > 0)),
       stop: stopAll,
     };
   } catch (error) {

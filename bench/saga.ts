@@ -9,8 +9,9 @@
 // GraphQL placeOrder instead). The bench hears the outcome as every other
 // subscriber does: `orders.events.confirmed` / `orders.events.cancelled`, on a
 // plain NATS subscription. Two phases on one shop:
-//   1. a fixed offered rate (BENCH_SAGA_RATE, 300/s) for BENCH_SAGA_SECONDS:
-//      orders sent on schedule whatever the shop's answers (open loop);
+//   1. fixed offered rates (BENCH_SAGA_RATES, "100,300" per second), each for
+//      BENCH_SAGA_SECONDS: orders sent on schedule whatever the shop's answers
+//      (open loop), then given time to settle;
 //   2. saturation: BENCH_SAGA_INFLIGHT (256) orders kept in flight, each new
 //      one placed when one settles (closed loop), for BENCH_SAGA_SECONDS.
 // Latency "placed->confirmed" counts from the moment the order is sent to the
@@ -30,7 +31,6 @@ import {
   Latencies,
   REGISTER,
   StatusLine,
-  cpuSnapshot,
   cpuUsed,
   describeMachine,
   fmt,
@@ -46,8 +46,8 @@ import {
 } from './common.ts';
 
 export interface SagaSettings {
-  /** Offered orders per second in the fixed-rate phase. */
-  rate: number;
+  /** Offered orders per second in the fixed-rate phases, one phase each. */
+  rates: number[];
   /** Length of each measured phase. */
   seconds: number;
   warmupSeconds: number;
@@ -56,18 +56,27 @@ export interface SagaSettings {
   products: number;
   customers: number;
   via: 'rpc' | 'bff';
+  /** Which measured phases to run: 'rate', 'saturation'. */
+  phases: ('rate' | 'saturation')[];
   cpuProfileDir: string | undefined;
 }
 
 export function sagaSettings(): SagaSettings {
   return {
-    rate: intEnv('BENCH_SAGA_RATE', 300),
+    rates: (process.env.BENCH_SAGA_RATES ?? process.env.BENCH_SAGA_RATE ?? '100,300')
+      .split(',')
+      .map(Number)
+      .filter((rate) => Number.isFinite(rate) && rate > 0),
     seconds: intEnv('BENCH_SAGA_SECONDS', 20),
     warmupSeconds: intEnv('BENCH_SAGA_WARMUP_SECONDS', 5),
     inflight: intEnv('BENCH_SAGA_INFLIGHT', 256),
     products: intEnv('BENCH_SAGA_PRODUCTS', 100),
     customers: intEnv('BENCH_SAGA_CUSTOMERS', 50),
     via: process.env.BENCH_SAGA_VIA === 'bff' ? 'bff' : 'rpc',
+    phases: (process.env.BENCH_SAGA_PHASES ?? 'rate,saturation')
+      .split(',')
+      .map((phase) => phase.trim())
+      .filter((phase): phase is 'rate' | 'saturation' => phase === 'rate' || phase === 'saturation'),
     cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
   };
 }
@@ -96,6 +105,8 @@ export interface SagaPhase {
 export interface SagaResult {
   settings: SagaSettings;
   phases: SagaPhase[];
+  /** Warnings and errors the shop's processes logged during the run. */
+  problems: Record<string, { count: number; first: string[] }>;
 }
 
 /** The saga's steps as the bench hears them, in order; each one's event carries the order id. */
@@ -258,6 +269,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
   const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
   const gql = new GraphQLHttp(shop.bffUrl!, settings.inflight + 16);
   const phases: SagaPhase[] = [];
+  let problems: SagaResult['problems'] = {};
   try {
     progress(`saga: ${settings.products} products, ${settings.customers} customers`);
     const catalog: string[] = [];
@@ -359,10 +371,10 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
 
     const measure = async (name: string, offered: string, run: (phase: Phase) => Promise<void>): Promise<SagaPhase> => {
       const phase = new Phase();
-      const before = await cpuSnapshot(shop.pids());
+      const before = await shop.cpuSnapshot();
       const stop = watch(phase, name);
       await run(phase);
-      const after = await cpuSnapshot(shop.pids());
+      const after = await shop.cpuSnapshot();
       stop();
       const unsettled = phase.unsettled;
       const seconds = (phase.windowEnd - phase.windowStart) / 1000;
@@ -398,18 +410,24 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
     await measure('warm-up', `${Math.min(64, settings.inflight)} in flight`, (phase) =>
       closedLoop(phase, Math.min(64, settings.inflight), settings.warmupSeconds),
     );
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    progress(`saga: fixed rate, ${settings.rate} orders/s offered for ${settings.seconds}s`);
-    phases.push(
-      await measure('fixed rate', `${settings.rate}/s`, (phase) => openLoop(phase, settings.rate, settings.seconds)),
-    );
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    progress(`saga: saturation, ${settings.inflight} orders in flight for ${settings.seconds}s`);
-    phases.push(
-      await measure('saturation', `${settings.inflight} in flight`, async (phase) => {
-        await closedLoop(phase, settings.inflight, settings.seconds);
-      }),
-    );
+    for (const rate of settings.phases.includes('rate') ? settings.rates : []) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      progress(`saga: fixed rate, ${rate} orders/s offered for ${settings.seconds}s`);
+      phases.push(await measure('fixed rate', `${rate}/s`, (phase) => openLoop(phase, rate, settings.seconds)));
+    }
+    if (settings.phases.includes('saturation')) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      progress(`saga: saturation, ${settings.inflight} orders in flight for ${settings.seconds}s`);
+      phases.push(
+        await measure('saturation', `${settings.inflight} in flight`, (phase) =>
+          closedLoop(phase, settings.inflight, settings.seconds),
+        ),
+      );
+    }
+    problems = shop.problems();
+    for (const [name, found] of Object.entries(problems)) {
+      progress(`  ${name} logged ${found.count} warnings or errors, e.g. ${found.first[0]?.slice(0, 300)}`);
+    }
   } finally {
     gql.close();
     client.close();
@@ -417,7 +435,12 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
     progress('saga: stopping the shop');
     await shop.stop();
   }
-  return { settings, phases };
+  return { settings, phases, problems };
+}
+
+/** A phase's column title: its offered rate, or saturation. */
+export function phaseLabel(phase: SagaPhase): string {
+  return phase.name === 'saturation' ? 'saturation' : `${phase.offered} offered`;
 }
 
 /** Table rows of a saga result, for this file's own output and for bench/run.ts. */
@@ -440,7 +463,7 @@ export function sagaHopTable(result: SagaResult): string {
     name,
     ...phases.map((phase) => cell(name === 'place reply' ? phase.placeReplyMs : phase.hopsMs[name])),
   ]);
-  return table(['step, p50 / p99 ms', ...phases.map((phase) => phase.name)], rows);
+  return table(['step, p50 / p99 ms', ...phases.map(phaseLabel)], rows);
 }
 
 /** CPU milliseconds per confirmed order, per process, at saturation: where the cores go. */
@@ -449,7 +472,7 @@ export function sagaCpuTable(result: SagaResult): string {
   const names = [...new Set(phases.flatMap((phase) => Object.keys(phase.cpuMsPerOrder)))];
   const rows = names.map((name) => [name, ...phases.map((phase) => fmt(phase.cpuMsPerOrder[name] ?? Number.NaN, 2))]);
   const total = ['total', ...phases.map((phase) => fmt(Object.values(phase.cpuMsPerOrder).reduce((a, b) => a + b, 0), 2))];
-  return table(['CPU ms per confirmed order', ...phases.map((phase) => phase.name)], [...rows, total]);
+  return table(['CPU ms per confirmed order', ...phases.map(phaseLabel)], [...rows, total]);
 }
 
 if (import.meta.main) {

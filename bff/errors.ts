@@ -14,6 +14,7 @@ export const ApiCodes = {
   UNAUTHENTICATED: 401,
   FORBIDDEN: 403,
   BAD_USER_INPUT: 400,
+  BAD_REQUEST: 400,
   GRAPHQL_VALIDATION_FAILED: 400,
   QUERY_TOO_DEEP: 400,
   RATE_LIMITED: 429,
@@ -68,6 +69,10 @@ export function publicError(error: GraphQLError, log: FastifyBaseLogger): Public
     return { message, ...where, extensions };
   }
   if (original instanceof ApiError) return { message: original.message, ...where, extensions: { code: original.code } };
+  if (original instanceof GraphQLError && typeof original.extensions?.code === 'string') {
+    // Made public already (asPublicGraphQLError, on the subscription path): keep it as it is.
+    return { message: original.message, ...where, extensions: { code: original.extensions.code } };
+  }
   if ((original === undefined || original === null) && error.path) {
     // graphql-js itself failed a field during execution (e.g. null for a non-null field): a bug of ours.
     log.error({ err: error, path: error.path }, 'execution error');
@@ -83,6 +88,11 @@ export function publicError(error: GraphQLError, log: FastifyBaseLogger): Public
   if (typeof status === 'number' && status >= 400 && status < 500) {
     // A fastify/mercurius refusal of the HTTP request (bad body, wrong method).
     return { message: original.message, ...where, extensions: { code: 'BAD_REQUEST' } };
+  }
+  if (!error.path) {
+    // No path: raised before execution, i.e. variable coercion, where graphql-js keeps the
+    // scalar's own error (a mistyped or out-of-range value) as originalError.
+    return { message: error.message, ...where, extensions: { code: 'BAD_USER_INPUT' } };
   }
   log.error({ err: original, path: error.path }, 'unexpected error in a resolver');
   return { message: GENERIC.INTERNAL!, ...where, extensions: { code: 'INTERNAL' } };
@@ -119,7 +129,7 @@ export function formatErrors(
   if (execution.data === undefined || execution.data === null) {
     const codes = new Set(errors.map((e) => e.extensions.code));
     if (codes.has('RATE_LIMITED')) statusCode = 429;
-    else if (['GRAPHQL_VALIDATION_FAILED', 'QUERY_TOO_DEEP', 'BAD_REQUEST'].some((c) => codes.has(c))) statusCode = 400;
+    else if (['GRAPHQL_VALIDATION_FAILED', 'QUERY_TOO_DEEP', 'BAD_REQUEST', 'BAD_USER_INPUT'].some((c) => codes.has(c))) statusCode = 400;
     else if (execution.data === undefined && codes.has('INTERNAL')) statusCode = 500;
   }
   return { statusCode, response: { data: (execution.data as Record<string, unknown> | null | undefined) ?? null, errors } };

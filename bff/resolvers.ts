@@ -164,6 +164,11 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
             throw asPublicGraphQLError(error, app.log);
           }
         },
+        // A subscription sent over plain HTTP is executed, not subscribed: there is no event to resolve.
+        resolve: (event: { orderUpdated?: unknown } | undefined) => {
+          if (!event?.orderUpdated) throw new ApiError('BAD_REQUEST', 'subscriptions are served over WebSocket only');
+          return event.orderUpdated;
+        },
       },
     },
 

@@ -22,9 +22,27 @@ export class ServiceError extends Error {
   }
 }
 
+// PostgreSQL refuses text it cannot store: a NUL character (\u0000) in a text
+// value (22021) or a JSON value (22P05). Contracts allow it in strings, so it
+// comes from the caller's input; the transaction rolled back, nothing changed.
+const UNSTORABLE_TEXT = new Set(['22021', '22P05']);
+
+// The database could not be reached at all (no connection to be had: too many
+// clients, refused, starting up, the pool's connect timeout): nothing was
+// done, so it is an outage to retry later, not a bug of ours.
+const NO_CONNECTION = new Set(['53300', '57P03', '08001', '08004', 'ECONNREFUSED']);
+const POOL_CONNECT_TIMEOUT = 'timeout exceeded when trying to connect';
+
 /** Maps anything thrown to a ServiceError; unknown failures become INTERNAL without internals. */
 export function toServiceError(error: unknown): ServiceError {
   if (error instanceof ServiceError) return error;
   if (error instanceof ContractViolation) return new ServiceError('VALIDATION_FAILED', error.message, error.issues);
+  const code = (error as { code?: string } | null)?.code ?? '';
+  if (UNSTORABLE_TEXT.has(code)) {
+    return new ServiceError('VALIDATION_FAILED', 'text contains a character that cannot be stored (NUL, \\u0000)');
+  }
+  if (NO_CONNECTION.has(code) || (error as Error | null)?.message === POOL_CONNECT_TIMEOUT) {
+    return new ServiceError('SERVICE_UNAVAILABLE', 'the database is unavailable; try again shortly');
+  }
   return new ServiceError('INTERNAL', 'internal error');
 }

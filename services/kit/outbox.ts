@@ -1,18 +1,31 @@
 // The outbox: an event is written to the `outbox` table in the same
 // transaction as the state change, so it exists if and only if the change
 // committed. The relay publishes it to JetStream with `msgID = event.id`
-// (JetStream drops a repeat) and deletes the row. It wakes on commit through
-// LISTEN/NOTIFY and also sweeps on a timer, so nothing waits on a lost wake-up.
+// (JetStream drops a repeat) and deletes the row. It wakes on commit and also
+// sweeps on a timer, so nothing waits on a lost wake-up. The wake-up on commit
+// is in-process when the transaction is withTransaction's (afterCommit): a
+// NOTIFY in every writing transaction would serialise the commits of the whole
+// PostgreSQL server on its notification lock (bench/saga.ts showed the
+// convoy). A transaction of its own making still wakes the relays through
+// LISTEN/NOTIFY.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { propagation, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { DataOf, Envelope, EventContract } from '../../subjects/index.ts';
-import type { Pool, Queryable } from './db.ts';
+import { afterCommit, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
 
 const CHANNEL = 'shop_outbox';
+
+/** The running relays of this process by the pool they read from. */
+const relaysByPool = new WeakMap<Pool, Set<OutboxRelay>>();
+
+/** Wakes the relays reading the pool a transaction committed on (an afterCommit hook). */
+function wakeRelays(pool: Pool): void {
+  for (const relay of relaysByPool.get(pool) ?? []) relay.wake();
+}
 
 /**
  * Writes `data` as an event of `contract` inside the caller's transaction.
@@ -26,12 +39,14 @@ export async function writeEvent<C extends EventContract>(
 ): Promise<Envelope<DataOf<C>>> {
   contract.data.assert(data, `${contract.subject} event`);
   const envelope: Envelope<DataOf<C>> = { id, type: contract.subject, occurredAt: new Date().toISOString(), data };
-  await tx.query(
-    `INSERT INTO outbox (id, subject, payload, trace) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING`,
-    [id, contract.subject, envelope, currentTraceCarrier()],
-  );
-  // Delivered to the relay when (and only if) the transaction commits.
-  await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
+  // Named: each connection parses and plans it once.
+  await tx.query({
+    name: 'shop-outbox-insert',
+    text: 'INSERT INTO outbox (id, subject, payload, trace) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING',
+    values: [id, contract.subject, envelope, currentTraceCarrier()],
+  });
+  // The relay wakes when (and only if) the transaction commits.
+  if (!afterCommit(tx, wakeRelays)) await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
   return envelope;
 }
 
@@ -70,11 +85,14 @@ export class OutboxRelay {
     this.#js = js;
     this.#log = log.child({ component: 'outbox' });
     this.#sweepMs = options.sweepMs ?? 1000;
-    this.#batchSize = options.batchSize ?? 500;
+    this.#batchSize = Math.max(1, Math.trunc(options.batchSize ?? 500));
     this.#metrics = options.metrics;
   }
 
   async start(): Promise<void> {
+    let relays = relaysByPool.get(this.#pool);
+    if (!relays) relaysByPool.set(this.#pool, (relays = new Set()));
+    relays.add(this);
     await this.#listen();
     this.#sweeper = setInterval(() => this.wake(), this.#sweepMs);
     this.wake(); // publish what a previous run left behind
@@ -101,6 +119,7 @@ export class OutboxRelay {
   /** Stops waking, then publishes what is pending one last time. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    relaysByPool.get(this.#pool)?.delete(this);
     clearInterval(this.#sweeper);
     await this.#running;
     await this.#publishPending().catch((error) => this.#log.warn({ err: error }, 'final outbox flush failed'));
@@ -126,28 +145,31 @@ export class OutboxRelay {
     }
   }
 
+  /**
+   * One pass: takes up to a batch of rows (deleted, but only once the
+   * transaction commits; SKIP LOCKED lets instances of one service share the
+   * outbox without waiting on each other), publishes them, commits. A failed
+   * publish rolls the deletion back and the rows wait for the next pass.
+   */
   async #publishBatch(): Promise<number> {
-    const tx = await this.#pool.connect();
-    try {
-      await tx.query('BEGIN');
-      // SKIP LOCKED: instances of one service share the outbox without waiting on each other.
-      const { rows } = await tx.query<OutboxRow>(
-        'SELECT seq, id, subject, payload, trace FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED',
-        [this.#batchSize],
-      );
-      if (rows.length > 0) {
+    const published = await withTransaction(
+      this.#pool,
+      async (_tx, taken) => {
+        const rows = (taken?.rows ?? []) as OutboxRow[];
+        // In the order they were written: publishes leave on one connection in array order.
+        rows.sort((a, b) => Number(a.seq) - Number(b.seq));
         await Promise.all(rows.map((row) => this.#publish(row)));
-        await tx.query('DELETE FROM outbox WHERE seq = ANY($1::bigint[])', [rows.map((row) => row.seq)]);
-      }
-      await tx.query('COMMIT');
-      for (const row of rows) this.#metrics?.eventPublished(row.subject);
-      return rows.length;
-    } catch (error) {
-      await tx.query('ROLLBACK').catch(() => {});
-      throw error;
-    } finally {
-      tx.release();
-    }
+        return rows;
+      },
+      // With BEGIN in one round trip.
+      {
+        startWith: `DELETE FROM outbox WHERE seq IN
+          (SELECT seq FROM outbox ORDER BY seq LIMIT ${this.#batchSize} FOR UPDATE SKIP LOCKED)
+          RETURNING seq, id, subject, payload, trace`,
+      },
+    );
+    for (const row of published) this.#metrics?.eventPublished(row.subject);
+    return published.length;
   }
 
   #publish(row: OutboxRow): Promise<unknown> {

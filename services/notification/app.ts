@@ -54,7 +54,8 @@ export const notificationService: ServiceDefinition<NotificationConfig> = {
     });
     return {
       endpoints: notificationEndpoints(pool),
-      consumers: notificationConsumers(client),
+      // Woken in-process when a recorded email commits (no NOTIFY in the consumers' transactions).
+      consumers: notificationConsumers(client, () => sender.wake()),
       background: [sender],
     };
   },

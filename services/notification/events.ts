@@ -1,23 +1,41 @@
 // Event consumers of the notification service: every order outcome becomes
 // one email to the customer. The consumer only records the email (inside the
 // kit's inbox transaction, so a redelivered event records nothing) and wakes
-// the sender on commit; sending happens in the sender loop (mailer.ts).
+// the sender on commit (in-process, see wakeSender); sending happens in the
+// sender loop (mailer.ts).
 import { randomUUID } from 'node:crypto';
 import { customers, orders, payments, type EnvelopeOf, type EventContract, type Money } from '../../subjects/index.ts';
-import { ServiceError, currentTraceCarrier, on, type EventHandler, type Logger, type RpcClient, type Tx } from '../kit/index.ts';
+import {
+  ServiceError,
+  afterCommit,
+  currentTraceCarrier,
+  on,
+  type EventHandler,
+  type Logger,
+  type Pool,
+  type RpcClient,
+  type Tx,
+} from '../kit/index.ts';
 import { SEND_CHANNEL } from './mailer.ts';
 import { insertNotification, notifySenders } from './store.ts';
 
-export function notificationConsumers(client: RpcClient): EventHandler[] {
+/**
+ * `wakeSender` wakes this process's sender once the recording transaction
+ * commits. Without it, the transaction wakes every sender through
+ * pg_notify, which serialises the commits of the whole PostgreSQL server on
+ * its notification lock: a cost paid per email.
+ */
+export function notificationConsumers(client: RpcClient, wakeSender?: (pool: Pool) => void): EventHandler[] {
+  const wake = (tx: Tx) => (wakeSender && afterCommit(tx, wakeSender) ? Promise.resolve() : notifySenders(tx, SEND_CHANNEL));
   return [
     on(orders.confirmed, 'order-confirmed', (event, tx, { log }) =>
-      record(tx, client, log, event, event.data, (name) => orderConfirmedEmail(event.data, name)),
+      record(tx, client, log, wake, event, event.data, (name) => orderConfirmedEmail(event.data, name)),
     ),
     on(orders.cancelled, 'order-cancelled', (event, tx, { log }) =>
-      record(tx, client, log, event, event.data, (name) => orderCancelledEmail(event.data, name)),
+      record(tx, client, log, wake, event, event.data, (name) => orderCancelledEmail(event.data, name)),
     ),
     on(payments.refunded, 'payment-refunded', (event, tx, { log }) =>
-      record(tx, client, log, event, event.data, (name) => paymentRefundedEmail(event.data, name)),
+      record(tx, client, log, wake, event, event.data, (name) => paymentRefundedEmail(event.data, name)),
     ),
   ];
 }
@@ -31,6 +49,7 @@ async function record(
   tx: Tx,
   client: RpcClient,
   log: Logger,
+  wake: (tx: Tx) => Promise<void>,
   event: EnvelopeOf<EventContract>,
   ref: { customerId: string; orderId: string },
   compose: (name: string | null) => Email,
@@ -63,7 +82,7 @@ async function record(
     log.debug({ eventId: event.id }, 'notification for this event exists');
     return;
   }
-  if (recipient) await notifySenders(tx, SEND_CHANNEL);
+  if (recipient) await wake(tx);
   else log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer');
 }
 

@@ -127,18 +127,15 @@ export interface DueNotification {
 }
 
 /**
- * Locks one due PENDING notification for the caller's transaction. SKIP
- * LOCKED: senders of several instances share the queue, never the same row.
+ * Locks one due PENDING notification (a DueNotification row) for the
+ * transaction it runs in. SKIP LOCKED: senders of several instances share the
+ * queue, never the same row. No parameters, so it can ride with BEGIN
+ * (withTransaction's startWith).
  */
-export async function claimDue(tx: Queryable): Promise<DueNotification | undefined> {
-  const { rows } = await tx.query<DueNotification>(
-    `SELECT id, email, subject, body, attempts, trace FROM notifications
+export const CLAIM_DUE = `SELECT id, email, subject, body, attempts, trace FROM notifications
      WHERE status = 'PENDING' AND next_attempt_at <= now()
      ORDER BY next_attempt_at, created_at
-     LIMIT 1 FOR UPDATE SKIP LOCKED`,
-  );
-  return rows[0];
-}
+     LIMIT 1 FOR UPDATE SKIP LOCKED`;
 
 export async function markSent(tx: Queryable, id: string): Promise<void> {
   await tx.query(

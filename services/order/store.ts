@@ -36,6 +36,31 @@ interface HistoryRow {
 const COLUMNS = `id, customer_id, status, currency, total_amount, cancel_reason, deadline_at, created_at, updated_at,
   (extract(epoch FROM created_at) * 1000000)::bigint AS created_us`;
 
+/**
+ * An order's lines (by position) and history (oldest first) as JSON columns
+ * beside its row, so that reading an order is one statement, not three.
+ */
+const DETAILS = `,
+  (SELECT json_agg(json_build_object('product_id', l.product_id, 'sku', l.sku, 'name', l.name, 'quantity', l.quantity,
+                                     'unit_amount', l.unit_amount, 'line_amount', l.line_amount) ORDER BY l.position)
+     FROM order_lines l WHERE l.order_id = orders.id) AS lines_json,
+  (SELECT json_agg(json_build_object('status', h.status, 'reason', h.reason, 'at', h.at) ORDER BY h.seq)
+     FROM order_status_history h WHERE h.order_id = orders.id) AS history_json`;
+
+interface DetailedRow extends OrderRow {
+  lines_json: Omit<LineRow, 'order_id'>[] | null;
+  /** `at` as JSON text (ISO 8601 with the server's offset). */
+  history_json: { status: OrderStatus; reason: string | null; at: string }[] | null;
+}
+
+function fromDetailed(row: DetailedRow): Order {
+  return toOrder(
+    row,
+    (row.lines_json ?? []).map((line) => ({ ...line, order_id: row.id })),
+    (row.history_json ?? []).map((entry) => ({ order_id: row.id, status: entry.status, reason: entry.reason, at: new Date(entry.at) })),
+  );
+}
+
 export interface NewLine {
   productId: string;
   sku: string;
@@ -54,21 +79,33 @@ export interface NewOrder {
   deadlineMs: number;
 }
 
-/** Stores a PENDING order with its lines and first history entry; the deadline is counted on the database clock. */
+/**
+ * Stores a PENDING order with its lines and first history entry; the deadline
+ * is counted on the database clock. One statement, and the order is answered
+ * from what was written: every round trip to the database costs more than
+ * the SQL it carries (bench/saga.ts).
+ */
 export async function insertOrder(tx: Tx, order: NewOrder): Promise<Order> {
-  const { rows } = await tx.query<OrderRow>(
-    `INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at)
-     VALUES ($1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond')
-     RETURNING ${COLUMNS}`,
-    [order.id, order.customerId, order.currency, order.totalAmount, order.deadlineMs],
-  );
-  await tx.query(
-    `INSERT INTO order_lines (order_id, position, product_id, sku, name, quantity, unit_amount, line_amount)
-     SELECT $1, line.position, line.product_id, line.sku, line.name, line.quantity, line.unit_amount, line.line_amount
-     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::int[], $6::bigint[], $7::bigint[])
-       WITH ORDINALITY AS line (product_id, sku, name, quantity, unit_amount, line_amount, position)`,
+  const { rows } = await tx.query<OrderRow & { history_at: Date }>(
+    `WITH created AS (
+       INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at)
+       VALUES ($1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond')
+       RETURNING ${COLUMNS}
+     ), lines AS (
+       INSERT INTO order_lines (order_id, position, product_id, sku, name, quantity, unit_amount, line_amount)
+       SELECT $1, line.position, line.product_id, line.sku, line.name, line.quantity, line.unit_amount, line.line_amount
+       FROM unnest($6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::bigint[])
+         WITH ORDINALITY AS line (product_id, sku, name, quantity, unit_amount, line_amount, position)
+     ), history AS (
+       INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, 'PENDING', NULL) RETURNING at
+     )
+     SELECT created.*, history.at AS history_at FROM created, history`,
     [
       order.id,
+      order.customerId,
+      order.currency,
+      order.totalAmount,
+      order.deadlineMs,
       order.lines.map((line) => line.productId),
       order.lines.map((line) => line.sku),
       order.lines.map((line) => line.name),
@@ -77,17 +114,26 @@ export async function insertOrder(tx: Tx, order: NewOrder): Promise<Order> {
       order.lines.map((line) => line.lineAmount),
     ],
   );
-  await tx.query(`INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, 'PENDING', NULL)`, [order.id]);
-  return (await loadOrders(tx, rows))[0]!;
+  const row = rows[0]!;
+  const lines: LineRow[] = order.lines.map((line) => ({
+    order_id: order.id,
+    product_id: line.productId,
+    sku: line.sku,
+    name: line.name,
+    quantity: line.quantity,
+    unit_amount: line.unitAmount,
+    line_amount: line.lineAmount,
+  }));
+  return toOrder(row, lines, [{ order_id: order.id, status: 'PENDING', reason: null, at: row.history_at }]);
 }
 
 /** One order; with `customerId`, only if it is theirs. */
 export async function findOrder(db: Queryable, id: string, customerId?: string): Promise<Order | undefined> {
-  const { rows } = await db.query<OrderRow>(
-    `SELECT ${COLUMNS} FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid)`,
+  const { rows } = await db.query<DetailedRow>(
+    `SELECT ${COLUMNS}${DETAILS} FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid)`,
     [id, customerId ?? null],
   );
-  return (await loadOrders(db, rows))[0];
+  return rows[0] && fromDetailed(rows[0]);
 }
 
 export interface Cursor {
@@ -102,8 +148,8 @@ export async function listOrders(
   first: number,
   after: Cursor | undefined,
 ): Promise<{ items: Order[]; next: Cursor | undefined }> {
-  const { rows } = await db.query<OrderRow>(
-    `SELECT ${COLUMNS} FROM orders
+  const { rows } = await db.query<DetailedRow>(
+    `SELECT ${COLUMNS}${DETAILS} FROM orders
      WHERE customer_id = $1
        AND ($2::bigint IS NULL
             OR (created_at, id) < (timestamptz 'epoch' + $2::bigint * interval '1 microsecond', $3::uuid))
@@ -114,7 +160,7 @@ export async function listOrders(
   const page = rows.slice(0, first);
   const last = page[page.length - 1];
   return {
-    items: await loadOrders(db, page),
+    items: page.map(fromDetailed),
     next: rows.length > first && last ? { createdUs: last.created_us, id: last.id } : undefined,
   };
 }
@@ -144,30 +190,28 @@ export async function transition(
     customerId?: string;
   },
 ): Promise<Transitioned | undefined> {
-  // Lock first to learn the status it moves from (for previousStatus).
-  const current = await tx.query<{ status: OrderStatus }>(
-    `SELECT status FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) FOR UPDATE`,
-    [change.id, change.customerId ?? null],
-  );
-  const previous = current.rows[0]?.status;
-  if (!previous || !change.from.includes(previous)) return undefined;
-  const { rows } = await tx.query<{ customer_id: string; currency: string; total_amount: number }>(
-    `UPDATE orders SET status = $2, cancel_reason = $3, updated_at = now()
-     WHERE id = $1 AND status = $4
-     RETURNING customer_id, currency, total_amount`,
-    [change.id, change.to, change.cancelReason ?? null, previous],
+  // One statement: lock the order (learning the status it moves from, for
+  // previousStatus), move it if that status is one of `from`, record it.
+  const { rows } = await tx.query<{ customer_id: string; currency: string; total_amount: number; previous_status: OrderStatus }>(
+    `WITH current AS (
+       SELECT id, status FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) FOR UPDATE
+     ), moved AS (
+       UPDATE orders SET status = $3, cancel_reason = $4, updated_at = now()
+       FROM current
+       WHERE orders.id = current.id AND orders.status = current.status AND current.status = ANY($5::text[])
+       RETURNING orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status
+     ), history AS (
+       INSERT INTO order_status_history (order_id, status, reason) SELECT $1, $3, $6 FROM moved
+     )
+     SELECT * FROM moved`,
+    [change.id, change.customerId ?? null, change.to, change.cancelReason ?? null, change.from, change.reason],
   );
   const row = rows[0];
   if (!row) return undefined;
-  await tx.query(`INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, $2, $3)`, [
-    change.id,
-    change.to,
-    change.reason,
-  ]);
   return {
     id: change.id,
     customerId: row.customer_id,
-    previousStatus: previous,
+    previousStatus: row.previous_status,
     total: { amount: row.total_amount, currency: row.currency },
   };
 }
@@ -189,42 +233,25 @@ export async function lockOverdueOrders(tx: Tx, limit: number): Promise<string[]
   return rows.map((row) => row.id);
 }
 
-/** Completes order rows with their lines and history, keeping the rows' order. */
-async function loadOrders(db: Queryable, rows: readonly OrderRow[]): Promise<Order[]> {
-  if (rows.length === 0) return [];
-  const ids = rows.map((row) => row.id);
-  const [lines, history] = await Promise.all([
-    db.query<LineRow>(
-      `SELECT order_id, product_id, sku, name, quantity, unit_amount, line_amount
-       FROM order_lines WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, position`,
-      [ids],
-    ),
-    db.query<HistoryRow>(
-      `SELECT order_id, status, reason, at FROM order_status_history WHERE order_id = ANY($1::uuid[]) ORDER BY order_id, seq`,
-      [ids],
-    ),
-  ]);
-  return rows.map((row) => ({
+/** An order row with its lines (by position) and history (oldest first) as the contract's Order. */
+function toOrder(row: OrderRow, lines: readonly LineRow[], history: readonly HistoryRow[]): Order {
+  return {
     id: row.id,
     customerId: row.customer_id,
     status: row.status,
-    lines: lines.rows
-      .filter((line) => line.order_id === row.id)
-      .map((line) => ({
-        productId: line.product_id,
-        sku: line.sku,
-        name: line.name,
-        quantity: line.quantity,
-        unitPrice: { amount: line.unit_amount, currency: row.currency },
-        lineTotal: { amount: line.line_amount, currency: row.currency },
-      })),
+    lines: lines.map((line) => ({
+      productId: line.product_id,
+      sku: line.sku,
+      name: line.name,
+      quantity: line.quantity,
+      unitPrice: { amount: line.unit_amount, currency: row.currency },
+      lineTotal: { amount: line.line_amount, currency: row.currency },
+    })),
     total: { amount: row.total_amount, currency: row.currency },
     cancelReason: row.cancel_reason,
-    history: history.rows
-      .filter((entry) => entry.order_id === row.id)
-      .map((entry) => ({ status: entry.status, at: entry.at.toISOString(), reason: entry.reason })),
+    history: history.map((entry) => ({ status: entry.status, at: entry.at.toISOString(), reason: entry.reason })),
     deadlineAt: row.deadline_at.toISOString(),
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
-  }));
+  };
 }

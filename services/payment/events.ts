@@ -14,18 +14,19 @@ import { randomUUID } from 'node:crypto';
 import { inventory, orders, payments, type Payment } from '../../subjects/index.ts';
 import { on, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
 import type { PaymentProvider } from './provider.ts';
-import { findPaymentByOrder, insertCancellation, insertPayment, isCancelled, lockOrder, markRefunded } from './store.ts';
+import { chargeState, findPaymentByOrder, insertCancellation, insertPayment, lockOrder, markRefunded } from './store.ts';
 
 export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
   return [
     on(inventory.reserved, 'charge-reserved', async ({ data }, tx, { log }) => {
       const { orderId, customerId, payment: request } = data;
       await lockOrder(tx, orderId);
-      if (await findPaymentByOrder(tx, orderId)) {
+      const { payment: existing, cancelled } = await chargeState(tx, orderId);
+      if (existing) {
         log.info({ orderId }, 'order already has a payment; not charging again');
         return;
       }
-      if (await isCancelled(tx, orderId)) {
+      if (cancelled) {
         // Not charged now; but an earlier delivery may have been charged by a process that died
         // before committing, after the cancellation had looked (a request still in flight then).
         const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);

@@ -229,11 +229,14 @@ export class PaymentSimulator implements PaymentProvider {
    * when two calls race. Undefined when another unique rule refused the row.
    */
   async #record(idempotencyKey: string, entry: LedgerRow, chargeReference: string | null = null): Promise<LedgerRow | undefined> {
-    await this.#db.query(
+    const inserted = await this.#db.query<LedgerRow>(
       `INSERT INTO simulator_ledger (idempotency_key, operation, amount, currency, outcome, reason, reference, charge_reference)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING`,
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING
+       RETURNING operation, amount, currency, outcome, reason, reference`,
       [idempotencyKey, entry.operation, entry.amount, entry.currency, entry.outcome, entry.reason, entry.reference, chargeReference],
     );
+    // A new key (the usual case) is answered by the insert; a known one by what the ledger holds.
+    if (inserted.rows[0]) return inserted.rows[0];
     const { rows } = await this.#db.query<LedgerRow>(
       'SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger WHERE idempotency_key = $1',
       [idempotencyKey],

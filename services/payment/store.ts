@@ -94,7 +94,17 @@ export async function insertCancellation(db: Queryable, orderId: string, reasonC
   ]);
 }
 
-export async function isCancelled(db: Queryable, orderId: string): Promise<boolean> {
-  const { rowCount } = await db.query('SELECT 1 FROM cancelled_orders WHERE order_id = $1', [orderId]);
-  return (rowCount ?? 0) > 0;
+/**
+ * What the charge of an order must know, read in one round trip: its payment
+ * (if any) and whether it was cancelled before any payment.
+ */
+export async function chargeState(db: Queryable, orderId: string): Promise<{ payment: Payment | undefined; cancelled: boolean }> {
+  const { rows } = await db.query<{ [K in keyof PaymentRow]: PaymentRow[K] | null } & { cancelled: boolean }>(
+    `SELECT ${COLUMNS.split(', ').map((column) => `p.${column}`).join(', ')},
+            EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1) AS cancelled
+       FROM (SELECT 1) AS one LEFT JOIN payments p ON p.order_id = $1`,
+    [orderId],
+  );
+  const row = rows[0]!;
+  return { payment: row.id === null ? undefined : toPayment(row as PaymentRow), cancelled: row.cancelled };
 }

@@ -239,18 +239,18 @@ export async function reserveStock(tx: Tx, orderId: string, requested: readonly 
     return { outcome: 'rejected', reason, shortages };
   }
 
-  const quantities = lines.map((line) => line.quantity);
+  // The stock, the reservation rows and the order's status in one statement (one round trip).
   await tx.query(
-    `UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
-     FROM unnest($1::uuid[], $2::bigint[]) AS l(id, quantity) WHERE p.id = l.id`,
-    [ids, quantities],
+    `WITH held AS (
+       UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
+       FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity) WHERE p.id = l.id
+     ), kept AS (
+       INSERT INTO reservations (order_id, product_id, quantity, status)
+       SELECT $1, l.id, l.quantity, 'RESERVED' FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity)
+     )
+     UPDATE stock_orders SET status = 'RESERVED', reason = NULL, updated_at = now() WHERE order_id = $1`,
+    [orderId, ids, lines.map((line) => line.quantity)],
   );
-  await tx.query(
-    `INSERT INTO reservations (order_id, product_id, quantity, status)
-     SELECT $1, l.id, l.quantity, 'RESERVED' FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity)`,
-    [orderId, ids, quantities],
-  );
-  await setOrderStatus(tx, orderId, 'RESERVED');
   return { outcome: 'reserved', lines };
 }
 
@@ -260,9 +260,15 @@ interface HeldLine {
   status: 'RESERVED' | 'COMMITTED';
 }
 
-async function heldLines(tx: Tx, orderId: string, statuses: readonly HeldLine['status'][]): Promise<HeldLine[]> {
+/**
+ * What an order holds in `statuses`, locking those products in id order (as
+ * every stock operation locks them) in the same statement.
+ */
+async function lockHeldLines(tx: Tx, orderId: string, statuses: readonly HeldLine['status'][]): Promise<HeldLine[]> {
   const { rows } = await tx.query<HeldLine>(
-    'SELECT product_id, quantity, status FROM reservations WHERE order_id = $1 AND status = ANY($2::text[]) ORDER BY product_id',
+    `SELECT r.product_id, r.quantity, r.status FROM reservations r JOIN products p ON p.id = r.product_id
+      WHERE r.order_id = $1 AND r.status = ANY($2::text[])
+      ORDER BY p.id FOR UPDATE OF p`,
     [orderId, statuses],
   );
   return rows;
@@ -278,26 +284,23 @@ export async function releaseStock(tx: Tx, orderId: string): Promise<ReleaseResu
   if (!existing) return { outcome: 'tombstoned' };
   if (existing !== 'RESERVED' && existing !== 'COMMITTED') return { outcome: 'nothing-held', status: existing };
 
-  const lines = await heldLines(tx, orderId, ['RESERVED', 'COMMITTED']);
-  await lockProducts(
-    tx,
-    lines.map((line) => line.product_id),
-  );
+  const lines = await lockHeldLines(tx, orderId, ['RESERVED', 'COMMITTED']);
+  // The products locked above, then stock, reservation rows and status in one statement.
   await tx.query(
-    `UPDATE products p
-        SET reserved = p.reserved - CASE WHEN r.status = 'RESERVED' THEN r.quantity ELSE 0 END,
-            on_hand = p.on_hand + CASE WHEN r.status = 'COMMITTED' THEN r.quantity ELSE 0 END,
-            updated_at = now()
-       FROM reservations r
-      WHERE r.order_id = $1 AND r.product_id = p.id AND r.status IN ('RESERVED', 'COMMITTED')`,
+    `WITH returned AS (
+       UPDATE products p
+          SET reserved = p.reserved - CASE WHEN r.status = 'RESERVED' THEN r.quantity ELSE 0 END,
+              on_hand = p.on_hand + CASE WHEN r.status = 'COMMITTED' THEN r.quantity ELSE 0 END,
+              updated_at = now()
+         FROM reservations r
+        WHERE r.order_id = $1 AND r.product_id = p.id AND r.status IN ('RESERVED', 'COMMITTED')
+     ), released AS (
+       UPDATE reservations SET status = 'RELEASED', updated_at = now()
+        WHERE order_id = $1 AND status IN ('RESERVED', 'COMMITTED')
+     )
+     UPDATE stock_orders SET status = 'RELEASED', reason = NULL, updated_at = now() WHERE order_id = $1`,
     [orderId],
   );
-  await tx.query(
-    `UPDATE reservations SET status = 'RELEASED', updated_at = now()
-      WHERE order_id = $1 AND status IN ('RESERVED', 'COMMITTED')`,
-    [orderId],
-  );
-  await setOrderStatus(tx, orderId, 'RELEASED');
   return { outcome: 'released', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
 }
 
@@ -310,22 +313,19 @@ export async function commitStock(tx: Tx, orderId: string): Promise<CommitResult
   const status = rows[0]?.status ?? null;
   if (status !== 'RESERVED') return { outcome: 'not-reserved', status };
 
-  const lines = await heldLines(tx, orderId, ['RESERVED']);
-  await lockProducts(
-    tx,
-    lines.map((line) => line.product_id),
-  );
+  const lines = await lockHeldLines(tx, orderId, ['RESERVED']);
+  // The products locked above, then stock, reservation rows and status in one statement.
   await tx.query(
-    `UPDATE products p
-        SET on_hand = p.on_hand - r.quantity, reserved = p.reserved - r.quantity, updated_at = now()
-       FROM reservations r
-      WHERE r.order_id = $1 AND r.product_id = p.id AND r.status = 'RESERVED'`,
+    `WITH shipped AS (
+       UPDATE products p
+          SET on_hand = p.on_hand - r.quantity, reserved = p.reserved - r.quantity, updated_at = now()
+         FROM reservations r
+        WHERE r.order_id = $1 AND r.product_id = p.id AND r.status = 'RESERVED'
+     ), committed AS (
+       UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1 AND status = 'RESERVED'
+     )
+     UPDATE stock_orders SET status = 'COMMITTED', reason = NULL, updated_at = now() WHERE order_id = $1`,
     [orderId],
   );
-  await tx.query(
-    `UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1 AND status = 'RESERVED'`,
-    [orderId],
-  );
-  await setOrderStatus(tx, orderId, 'COMMITTED');
   return { outcome: 'committed', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
 }

@@ -1,0 +1,37 @@
+// How database failures reach a caller (services/kit/errors.ts), as the
+// fault and fuzz runs found them: a database that cannot be reached is an
+// outage (SERVICE_UNAVAILABLE, which callers retry), text PostgreSQL cannot
+// store is the caller's bad input (VALIDATION_FAILED), anything else stays
+// INTERNAL. The errors are built the way pg and pg-pool raise them.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import pg from 'pg';
+import { toServiceError } from '../../services/kit/index.ts';
+
+function databaseError(code: string, message: string): Error {
+  return Object.assign(new pg.DatabaseError(message, message.length, 'error'), { code });
+}
+
+test('no connection to be had is SERVICE_UNAVAILABLE, a transient failure', () => {
+  for (const error of [
+    databaseError('53300', 'sorry, too many clients already'),
+    databaseError('57P03', 'the database system is starting up'),
+    Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
+    new Error('timeout exceeded when trying to connect'),
+  ]) {
+    const mapped = toServiceError(error);
+    assert.equal(mapped.code, 'SERVICE_UNAVAILABLE', error.message);
+    assert.equal(mapped.transient, true);
+    assert.doesNotMatch(mapped.message, /127\.0\.0\.1|clients/, 'nothing internal is told');
+  }
+});
+
+test('text PostgreSQL cannot store is VALIDATION_FAILED; other database errors stay INTERNAL', () => {
+  assert.equal(toServiceError(databaseError('22021', 'invalid byte sequence for encoding "UTF8": 0x00')).code, 'VALIDATION_FAILED');
+  assert.equal(toServiceError(databaseError('22P05', 'unsupported Unicode escape sequence')).code, 'VALIDATION_FAILED');
+  for (const error of [databaseError('42P01', 'relation "orders" does not exist'), databaseError('23505', 'duplicate key'), new Error('Connection terminated unexpectedly')]) {
+    const mapped = toServiceError(error);
+    assert.equal(mapped.code, 'INTERNAL', error.message);
+    assert.equal(mapped.message, 'internal error');
+  }
+});

@@ -1,0 +1,539 @@
+// The whole shop as real processes, for the fault, fuzz and security tests:
+// a nats-server of its own (test/harness.ts), the five services each a child
+// process running its own main.ts (spawnService) on fresh databases, an SMTP
+// server that can refuse a share of the emails, and optionally the BFF as a
+// child process too. Faults are injected from here: kill -9 and restart a
+// service, restart nats-server on the same store and port, drop every
+// PostgreSQL connection of the shop's databases. A process that exits
+// without being told to is recorded as a crash.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { connect, type JetStreamManager, type NatsConnection } from 'nats';
+import pg from 'pg';
+import { SMTPServer } from 'smtp-server';
+import { streams } from '../../subjects/index.ts';
+import { RpcClient } from '../../services/kit/index.ts';
+import {
+  ROOT,
+  dropTestDatabases,
+  natsCredentials,
+  spawnService,
+  startNats,
+  testDatabaseUrl,
+  waitFor,
+  type NatsUser,
+  type ServiceProcess,
+  type TestNats,
+} from '../harness.ts';
+
+export const SERVICE_DIRS = ['customer', 'product', 'order', 'payment', 'notification'] as const;
+export type ServiceDir = (typeof SERVICE_DIRS)[number];
+/** The service (and NATS user) name of each directory. */
+export const SERVICE_NAMES = {
+  customer: 'customers',
+  product: 'products',
+  order: 'orders',
+  payment: 'payments',
+  notification: 'notifications',
+} as const satisfies Record<ServiceDir, NatsUser>;
+
+export const ADMIN_EMAIL = 'admin@chaos.test';
+export const JWT_SECRET = 'chaos-test-secret-0123456789-abcdefghij';
+
+// --- Randomness that can be replayed ---------------------------------------------------------
+
+/** mulberry32: a small seeded generator, so a failing run can be repeated with its seed. */
+export function seeded(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
+// --- SMTP that fails on demand ---------------------------------------------------------------
+
+export interface ReceivedMail {
+  messageId: string;
+  to: string;
+  subject: string;
+}
+
+export interface FlakySmtp {
+  port: number;
+  mails: ReceivedMail[];
+  /** How many deliveries were refused with 451 (the injected faults). */
+  refused: number;
+  /** Share of deliveries refused from now on (0..1). */
+  failureRate: number;
+  /** Runs after an email is read and before it is accepted (250): to inject a fault at that moment. */
+  beforeAccept: ((mail: ReceivedMail) => Promise<void>) | undefined;
+  close(): Promise<void>;
+}
+
+/**
+ * An SMTP server keeping every email it accepts, refusing `failureRate` of the
+ * deliveries with 451 (try later) once it has read them, so the refusal is
+ * made per email (by its Message-ID). One email is refused at most
+ * `maxStreak` times in a row: with random refusals and the sender's doubling
+ * back-off, an unlucky streak of ten would otherwise keep one email waiting
+ * for minutes, which tests patience, not correctness.
+ */
+export async function startFlakySmtp(random: () => number, failureRate = 0, maxStreak = 5): Promise<FlakySmtp> {
+  const smtp = { mails: [] as ReceivedMail[], refused: 0, failureRate, beforeAccept: undefined as FlakySmtp['beforeAccept'] };
+  const streaks = new Map<string, number>();
+  const server = new SMTPServer({
+    authOptional: true,
+    disabledCommands: ['STARTTLS', 'AUTH'],
+    logger: false,
+    onData(stream, session, callback) {
+      const chunks: Buffer[] = [];
+      stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+      stream.on('end', () => {
+        const raw = Buffer.concat(chunks).toString('utf8');
+        const head = raw.slice(0, raw.indexOf('\r\n\r\n')).replace(/\r\n[ \t]+/g, ' ');
+        const header = (name: string) =>
+          head
+            .split('\r\n')
+            .find((line) => line.toLowerCase().startsWith(`${name}:`))
+            ?.slice(name.length + 1)
+            .trim() ?? '';
+        const messageId = header('message-id');
+        const streak = streaks.get(messageId) ?? 0;
+        if (streak < maxStreak && random() < smtp.failureRate) {
+          streaks.set(messageId, streak + 1);
+          smtp.refused++;
+          callback(Object.assign(new Error('mailbox busy, try again later'), { responseCode: 451 }));
+          return;
+        }
+        streaks.delete(messageId);
+        const mail = { messageId, to: session.envelope.rcptTo.map((rcpt) => rcpt.address).join(','), subject: header('subject') };
+        const accept = () => {
+          smtp.mails.push(mail);
+          callback();
+        };
+        if (smtp.beforeAccept) smtp.beforeAccept(mail).then(accept, accept);
+        else accept();
+      });
+    },
+  });
+  server.on('error', () => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return Object.assign(smtp, {
+    port: (server.server.address() as AddressInfo).port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  });
+}
+
+// --- The BFF as a process --------------------------------------------------------------------
+
+export interface BffProcess {
+  url: string;
+  child: ChildProcess;
+  exited: Promise<number | null>;
+  stop(): Promise<void>;
+}
+
+/** Runs bff/main.ts as a child process on a free port; resolves once it listens. */
+export async function spawnBff(env: Record<string, string>): Promise<BffProcess> {
+  const child = spawn(process.execPath, [join(ROOT, 'bff', 'main.ts')], {
+    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', BFF_HOST: '127.0.0.1', BFF_PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let url: string | undefined;
+  let started = false;
+  let buffered = '';
+  child.stdout!.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString();
+    const lines = buffered.split('\n');
+    buffered = lines.pop() ?? '';
+    for (const line of lines) {
+      // fastify says where it listens; with port 0 that is the only place the port is told.
+      const listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line);
+      if (listening) url = listening[1];
+      if (line.includes('"service started"')) started = true;
+    }
+  });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  await waitFor(
+    () => {
+      if (child.exitCode !== null) throw new Error(`bff exited with ${child.exitCode}: ${stderr}`);
+      return started && url;
+    },
+    { timeoutMs: 20_000, what: 'the BFF to listen' },
+  );
+  return {
+    url: url!,
+    child,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+// --- The shop --------------------------------------------------------------------------------
+
+export interface ShopOptions {
+  /** Run nats.conf as it is: every process signs in as its own user. */
+  natsUsers?: boolean;
+  seed?: number;
+  smtpFailureRate?: number;
+  /** Environment of every service, then of one service. */
+  env?: Record<string, string>;
+  serviceEnv?: Partial<Record<ServiceDir, Record<string, string>>>;
+  /** Start the BFF as a process too, with this extra environment. */
+  bff?: Record<string, string>;
+}
+
+export interface Crash {
+  process: string;
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  lastLines: string[];
+}
+
+export class Shop {
+  nats!: TestNats;
+  smtp!: FlakySmtp;
+  readonly databases = {} as Record<ServiceDir, string>;
+  readonly processes = new Map<ServiceDir, ServiceProcess>();
+  bff: BffProcess | undefined;
+  /** Processes that exited without being stopped or killed by us. */
+  readonly crashes: Crash[] = [];
+  /** Connection and clients of the test itself (as `admin`). */
+  nc!: NatsConnection;
+  jsm!: JetStreamManager;
+  client!: RpcClient;
+  readonly random: () => number;
+  readonly #options: ShopOptions;
+  readonly #expectedExit = new Set<ChildProcess>();
+  readonly #tails = new Map<ChildProcess, string[]>();
+  readonly #bffs: BffProcess[] = [];
+
+  private constructor(options: ShopOptions) {
+    this.#options = options;
+    this.random = seeded(options.seed ?? 1);
+  }
+
+  static async start(options: ShopOptions = {}): Promise<Shop> {
+    const shop = new Shop(options);
+    try {
+      shop.nats = await startNats({ users: options.natsUsers ?? false });
+      shop.smtp = await startFlakySmtp(seeded((options.seed ?? 1) + 1), options.smtpFailureRate ?? 0);
+      for (const dir of SERVICE_DIRS) shop.databases[dir] = testDatabaseUrl(dir);
+      // One at a time: the first start of each creates its database and streams.
+      for (const dir of SERVICE_DIRS) await shop.startService(dir);
+      shop.nc = await connect({
+        servers: shop.nats.url,
+        noAsyncTraces: true,
+        maxReconnectAttempts: -1,
+        reconnectTimeWait: 200,
+        ...(options.natsUsers ? userOption('admin') : {}),
+      });
+      shop.jsm = await shop.nc.jetstreamManager();
+      shop.client = new RpcClient(shop.nc, { timeoutMs: 10_000 });
+      if (options.bff) await shop.startBff(options.bff);
+      return shop;
+    } catch (error) {
+      // The caller never gets the shop to close: leave no process, server or database behind.
+      await shop.close().catch(() => {});
+      throw error;
+    }
+  }
+
+  /** The environment a service process starts with. */
+  serviceEnvironment(dir: ServiceDir): Record<string, string> {
+    const base: Record<string, string> = {
+      NATS_URL: this.nats.url,
+      DATABASE_URL: this.databases[dir],
+      RPC_TIMEOUT_MS: '5000',
+      SHUTDOWN_TIMEOUT_MS: '3000',
+      ...(this.#options.natsUsers ? natsCredentials(SERVICE_NAMES[dir]) : {}),
+    };
+    if (dir === 'customer') base.ADMIN_EMAILS = ADMIN_EMAIL;
+    if (dir === 'notification') {
+      Object.assign(base, {
+        SMTP_HOST: '127.0.0.1',
+        SMTP_PORT: String(this.smtp.port),
+        SMTP_TIMEOUT_MS: '5000',
+        NOTIFY_RETRY_BASE_MS: '50',
+      });
+    }
+    return { ...base, ...this.#options.env, ...this.#options.serviceEnv?.[dir] };
+  }
+
+  /** Starts that failed (e.g. PostgreSQL out of connections on a shared machine) and were tried again. */
+  startRetries = 0;
+
+  /**
+   * Starts a service process, and starts it again while it fails to come up
+   * (as a supervisor would): on a machine shared with other test runs,
+   * PostgreSQL may be out of connections for a moment.
+   */
+  async startService(dir: ServiceDir): Promise<void> {
+    let attempts = 0;
+    const running = await waitFor(
+      async () => {
+        if (attempts++ > 0) this.startRetries++;
+        return spawnService(dir, this.serviceEnvironment(dir));
+      },
+      { timeoutMs: 90_000, intervalMs: 1000, what: `services/${dir} to start` },
+    );
+    this.#watch(dir, running.child, running.output);
+    this.processes.set(dir, running);
+  }
+
+  /** Starts every service that is not running (after a failed phase, say). */
+  async startMissing(): Promise<void> {
+    for (const dir of SERVICE_DIRS) if (!this.processes.has(dir)) await this.startService(dir);
+  }
+
+  async startBff(extra: Record<string, string> = {}): Promise<BffProcess> {
+    const bff = await spawnBff({
+      NATS_URL: this.nats.url,
+      JWT_SECRET,
+      ...(this.#options.natsUsers ? natsCredentials('bff') : {}),
+      ...this.#options.bff,
+      ...extra,
+    });
+    this.#watch('bff', bff.child);
+    this.bff ??= bff;
+    this.#bffs.push(bff);
+    return bff;
+  }
+
+  /** Error and fatal log lines of every process so far: count, and the first of each kind (process, message, error). */
+  readonly errorLog = { count: 0, kinds: new Map<string, { count: number; example: string }>() };
+
+  #noteErrors(name: string, lines: readonly string[]): void {
+    for (const line of lines) {
+      if (!/"level":(50|60)/.test(line)) continue;
+      this.errorLog.count++;
+      let kind = `${name}: ${line.slice(0, 120)}`;
+      try {
+        const entry = JSON.parse(line) as { msg?: string; err?: { message?: string }; subject?: string; consumer?: string };
+        kind = `${name}: ${entry.msg ?? '?'}${entry.subject ? ` [${entry.subject}]` : ''}${entry.consumer ? ` [${entry.consumer}]` : ''}: ${(entry.err?.message ?? '').slice(0, 160)}`;
+      } catch {
+        // not JSON: keep the raw start
+      }
+      const known = this.errorLog.kinds.get(kind);
+      if (known) known.count++;
+      else this.errorLog.kinds.set(kind, { count: 1, example: line.slice(0, 2000) });
+    }
+  }
+
+  /** Notes how a process ends, and keeps the last lines of its log (the rest is dropped, to bound memory). */
+  #watch(name: string, child: ChildProcess, output?: string[]): void {
+    const tail: string[] = [];
+    this.#tails.set(child, tail);
+    const keeper = () => {
+      let partial = '';
+      return (chunk: Buffer) => {
+        const lines = (partial + chunk.toString()).split('\n');
+        partial = lines.pop() ?? '';
+        this.#noteErrors(name, lines);
+        tail.push(...lines.filter(Boolean));
+        if (tail.length > 200) tail.splice(0, tail.length - 200);
+        // spawnService collects every line; only the tail is of use here.
+        if (output && output.length > 500) output.splice(0, output.length);
+      };
+    };
+    child.stdout?.on('data', keeper());
+    child.stderr?.on('data', keeper());
+    child.once('exit', (code, signal) => {
+      if (!this.#expectedExit.has(child)) this.crashes.push({ process: name, code, signal, lastLines: tail.slice(-30) });
+    });
+  }
+
+  /** The last lines a running service wrote (its log), for diagnosing a failure. */
+  logTail(dir: ServiceDir): string[] {
+    const running = this.processes.get(dir);
+    return running ? [...(this.#tails.get(running.child) ?? [])] : [];
+  }
+
+  /** kill -9, and wait until it is gone. */
+  async kill(dir: ServiceDir): Promise<void> {
+    const running = this.processes.get(dir);
+    if (!running) return;
+    this.#expectedExit.add(running.child);
+    running.child.kill('SIGKILL');
+    await running.exited;
+    this.processes.delete(dir);
+  }
+
+  /** SIGTERM: the graceful stop. */
+  async stopService(dir: ServiceDir): Promise<void> {
+    const running = this.processes.get(dir);
+    if (!running) return;
+    this.#expectedExit.add(running.child);
+    await running.stop();
+    this.processes.delete(dir);
+  }
+
+  /** Stops nats-server (SIGTERM, or SIGKILL for a crash) and starts it again on the same store and port. */
+  async restartNats(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    const { storeDir, port, process: server } = this.nats;
+    const exited = new Promise<void>((resolve) => (server.exitCode !== null ? resolve() : server.once('exit', () => resolve())));
+    server.kill(signal);
+    await exited;
+    this.nats = await startNats({ storeDir, port, users: this.#options.natsUsers ?? false });
+  }
+
+  /** Ends every PostgreSQL connection to the shop's databases (pg_terminate_backend); returns how many. */
+  async dropConnections(): Promise<number> {
+    const names = Object.values(this.databases).map((url) => decodeURIComponent(new URL(url).pathname.slice(1)));
+    const admin = new URL(this.databases.customer);
+    admin.pathname = '/postgres';
+    return this.#withClient(admin.toString(), async (db) => {
+      const { rows } = await db.query<{ ended: boolean }>(
+        'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()',
+        [names],
+      );
+      return rows.filter((row) => row.ended).length;
+    });
+  }
+
+  /**
+   * A query on one service's database, on a connection of its own. Connecting
+   * is tried again for a while: PostgreSQL here may be shared with other test
+   * runs, and out of connections for a moment (53300 too_many_connections).
+   */
+  async query<T extends pg.QueryResultRow>(dir: ServiceDir, sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.#withClient(this.databases[dir], async (db) => (await db.query<T>(sql, params)).rows);
+  }
+
+  async #withClient<T>(url: string, work: (db: pg.Client) => Promise<T>): Promise<T> {
+    const db = await waitFor(
+      async () => {
+        const client = new pg.Client({ connectionString: url });
+        client.on('error', () => {});
+        try {
+          await client.connect();
+          return client;
+        } catch (error) {
+          await client.end().catch(() => {});
+          throw error; // waitFor tries again until its bound, then reports it
+        }
+      },
+      { timeoutMs: 60_000, intervalMs: 250, what: 'a PostgreSQL connection' },
+    );
+    try {
+      return await work(db);
+    } finally {
+      await db.end().catch(() => {});
+    }
+  }
+
+  /** A fingerprint of every table of every service database: equal fingerprints, no state changed. */
+  async fingerprint(): Promise<Record<string, string>> {
+    const prints: Record<string, string> = {};
+    for (const dir of SERVICE_DIRS) {
+      const tables = await this.query<{ name: string }>(
+        dir,
+        `SELECT quote_ident(table_name) AS name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1`,
+      );
+      for (const { name } of tables) {
+        const [row] = await this.query<{ print: string }>(
+          dir,
+          `SELECT count(*) || ':' || coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '') AS print FROM ${name} t`,
+        );
+        prints[`${dir}.${name}`] = row!.print;
+      }
+    }
+    return prints;
+  }
+
+  /** Every service process still running (and the BFF, when started). */
+  alive(): string[] {
+    const up: string[] = [...this.processes].filter(([, p]) => p.child.exitCode === null && p.child.signalCode === null).map(([dir]) => dir);
+    if (this.bff && this.bff.child.exitCode === null) up.push('bff');
+    return up;
+  }
+
+  /**
+   * The saga has come to rest: no durable consumer of the domain streams has
+   * anything pending or unacknowledged, every outbox is empty and no email
+   * waits, twice in a row with the same stream positions.
+   */
+  async quiescent(timeoutMs = 120_000): Promise<void> {
+    let previous = '';
+    let busy: string[] = [];
+    const domainStreams = [streams.CUSTOMERS.name, streams.ORDERS.name, streams.INVENTORY.name, streams.PAYMENTS.name];
+    try {
+      await waitFor(
+        async () => {
+          busy = [];
+          const positions: string[] = [];
+          for (const stream of domainStreams) {
+            positions.push(`${stream}:${(await this.jsm.streams.info(stream)).state.last_seq}`);
+            for await (const consumer of this.jsm.consumers.list(stream)) {
+              // The services' durable consumers; not a reader's ephemeral one (a test's or an operator's).
+              if (!consumer.config.durable_name) continue;
+              if (consumer.num_pending > 0 || consumer.num_ack_pending > 0) {
+                busy.push(`${consumer.name}: ${consumer.num_pending} pending, ${consumer.num_ack_pending} unacknowledged, ${consumer.num_waiting} pulls waiting`);
+              }
+              positions.push(`${consumer.name}:${consumer.delivered.stream_seq}`);
+            }
+          }
+          for (const dir of SERVICE_DIRS) {
+            const [{ count }] = (await this.query<{ count: number }>(dir, 'SELECT count(*)::int AS count FROM outbox')) as [{ count: number }];
+            if (count > 0) busy.push(`${dir} outbox: ${count} event(s)`);
+          }
+          const [{ pending }] = (await this.query<{ pending: number }>(
+            'notification',
+            `SELECT count(*)::int AS pending FROM notifications WHERE status = 'PENDING'`,
+          )) as [{ pending: number }];
+          if (pending > 0) busy.push(`${pending} email(s) waiting`);
+          if (busy.length > 0) return undefined;
+          const now = positions.join(',');
+          const stable = now === previous;
+          previous = now;
+          return stable;
+        },
+        { timeoutMs, intervalMs: 250, what: 'the shop to come to rest' },
+      );
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; still busy: ${busy.join('; ') || '(positions still moving)'}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client?.close();
+    await this.nc?.drain().catch(() => {});
+    for (const child of [...this.processes.values()].map((p) => p.child)) this.#expectedExit.add(child);
+    for (const bff of this.#bffs) {
+      this.#expectedExit.add(bff.child);
+      await bff.stop();
+    }
+    await Promise.all([...this.processes.values()].map((p) => p.stop()));
+    this.processes.clear();
+    await this.smtp?.close();
+    await this.nats?.cleanup();
+    await dropTestDatabases();
+  }
+
+  /** Marks a BFF started with startBff(extra) as stopped on purpose. */
+  async stopBff(bff: BffProcess): Promise<void> {
+    this.#expectedExit.add(bff.child);
+    await bff.stop();
+  }
+}
+
+function userOption(user: NatsUser): { user: string; pass: string } {
+  const { NATS_USER, NATS_PASSWORD } = natsCredentials(user);
+  return { user: NATS_USER, pass: NATS_PASSWORD };
+}
+
+/** A unique email for a test customer. */
+export function email(name: string): string {
+  return `${name}-${randomUUID().slice(0, 8)}@chaos.test`;
+}
