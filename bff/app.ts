@@ -20,6 +20,7 @@ import {
   type RpcClientOptions,
 } from '../services/kit/index.ts';
 import { settings as live, type Order } from '../subjects/index.ts';
+import { maxFieldsRule } from './limits.ts';
 import { TTL_PATTERN, rateLimitKey, readBearer, registerAuth } from './auth.ts';
 import { formatErrors } from './errors.ts';
 import { OrderFeed } from './feed.ts';
@@ -39,6 +40,7 @@ export const BffSettings = {
   RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, default: 60_000 }),
   GRAPHQL_DEV: Type.Boolean({ default: false, description: 'Serve GraphiQL at /graphiql and allow introspection.' }),
   GRAPHQL_DEPTH_LIMIT: Type.Integer({ minimum: 2, maximum: 50, default: 8, description: 'Deepest query accepted.' }),
+  GRAPHQL_MAX_FIELDS: Type.Integer({ minimum: 10, maximum: 10_000, default: 300, description: 'Most fields (aliases and fragments counted) one operation may select.' }),
 };
 export type BffConfig = Static<TObject<typeof BffSettings>>;
 
@@ -97,7 +99,10 @@ export async function build({ nc, log, settings, client: clientOptions }: BffDep
     jit: 1,
     queryDepth: settings.GRAPHQL_DEPTH_LIMIT,
     graphiql: settings.GRAPHQL_DEV,
-    validationRules: settings.GRAPHQL_DEV ? [] : [NoSchemaIntrospectionCustomRule],
+    validationRules: [
+      maxFieldsRule(settings.GRAPHQL_MAX_FIELDS),
+      ...(settings.GRAPHQL_DEV ? [] : [NoSchemaIntrospectionCustomRule]),
+    ],
     context: (request) => ({ auth: request.auth }),
     subscription: {
       // Browsers cannot set headers on a WebSocket: the token rides in connection_init.

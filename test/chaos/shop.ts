@@ -167,7 +167,7 @@ export async function spawnBff(env: Record<string, string>): Promise<BffProcess>
       if (child.exitCode !== null) throw new Error(`bff exited with ${child.exitCode}: ${stderr}`);
       return started && url;
     },
-    { timeoutMs: 20_000, what: 'the BFF to listen' },
+    { timeoutMs: 60_000, what: 'the BFF to listen' },
   );
   return {
     url: url!,
