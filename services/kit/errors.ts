@@ -27,10 +27,13 @@ export class ServiceError extends Error {
 // comes from the caller's input; the transaction rolled back, nothing changed.
 const UNSTORABLE_TEXT = new Set(['22021', '22P05']);
 
-// The database could not be reached at all (no connection to be had: too many
-// clients, refused, starting up, the pool's connect timeout): nothing was
-// done, so it is an outage to retry later, not a bug of ours.
-const NO_CONNECTION = new Set(['53300', '57P03', '08001', '08004', 'ECONNREFUSED']);
+// The database could not be reached (no connection to be had: too many
+// clients, refused, starting up, the pool's connect timeout), or it ended our
+// session (57P01/57P02: the statement was cancelled, its transaction rolled
+// back): nothing was done, so it is an outage to retry later, not a bug of
+// ours. A connection that merely vanishes (no code) stays INTERNAL: a COMMIT
+// may have gone through.
+const NO_CONNECTION = new Set(['53300', '57P01', '57P02', '57P03', '08001', '08004', 'ECONNREFUSED']);
 const POOL_CONNECT_TIMEOUT = 'timeout exceeded when trying to connect';
 
 /** Maps anything thrown to a ServiceError; unknown failures become INTERNAL without internals. */

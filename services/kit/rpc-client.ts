@@ -200,7 +200,7 @@ export class RpcClient {
     const pending = this.#pending.get(token);
     if (!pending) return; // already timed out
     this.#pending.delete(token);
-    const failure = remoteFailure(msg);
+    const failure = remoteFailure(msg, pending.subject);
     if (failure) return this.#fail(pending, failure);
     pending.trace.end();
     if (pending.breaker) countSuccess(pending.breaker);
@@ -264,11 +264,11 @@ function isRetryable(error: unknown): boolean {
 }
 
 /** A reply that is an error: no responders (503 status) or a NATS micro error. */
-function remoteFailure(msg: Msg): ServiceError | undefined {
+function remoteFailure(msg: Msg, subject: string): ServiceError | undefined {
   const headers = msg.headers;
   if (!headers) return undefined;
   if (headers.hasError && headers.code === 503 && msg.data.length === 0) {
-    return new ServiceError('SERVICE_UNAVAILABLE', `no instance answers ${msg.subject}`);
+    return new ServiceError('SERVICE_UNAVAILABLE', `no instance answers ${subject}`);
   }
   const status = headers.get('Nats-Service-Error-Code');
   if (!status) return undefined;

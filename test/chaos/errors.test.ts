@@ -1,8 +1,9 @@
 // How database failures reach a caller (services/kit/errors.ts), as the
-// fault and fuzz runs found them: a database that cannot be reached is an
-// outage (SERVICE_UNAVAILABLE, which callers retry), text PostgreSQL cannot
-// store is the caller's bad input (VALIDATION_FAILED), anything else stays
-// INTERNAL. The errors are built the way pg and pg-pool raise them.
+// fault and fuzz runs found them: a database that cannot be reached, or that
+// ends the session, is an outage (SERVICE_UNAVAILABLE, which callers retry);
+// text PostgreSQL cannot store is the caller's bad input (VALIDATION_FAILED);
+// anything else stays INTERNAL. The errors are built the way pg and pg-pool
+// raise them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
@@ -12,10 +13,11 @@ function databaseError(code: string, message: string): Error {
   return Object.assign(new pg.DatabaseError(message, message.length, 'error'), { code });
 }
 
-test('no connection to be had is SERVICE_UNAVAILABLE, a transient failure', () => {
+test('no connection to be had, or the session ended by the server, is SERVICE_UNAVAILABLE, a transient failure', () => {
   for (const error of [
     databaseError('53300', 'sorry, too many clients already'),
     databaseError('57P03', 'the database system is starting up'),
+    databaseError('57P01', 'terminating connection due to administrator command'),
     Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' }),
     new Error('timeout exceeded when trying to connect'),
   ]) {

@@ -273,6 +273,8 @@ test('no responders fails with SERVICE_UNAVAILABLE, not a timeout', { timeout: 1
     price: { amount: 100, currency: 'EUR' },
   }));
   assert.equal(notIdempotent.code, 'SERVICE_UNAVAILABLE');
+  // The message names the operation called, not the reply inbox.
+  assert.match(notIdempotent.message, /no instance answers products\.create/);
 });
 
 test('a silent endpoint fails with TIMEOUT; an idempotent call tried each time', async () => {
