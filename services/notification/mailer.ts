@@ -3,18 +3,21 @@
 // this loop sends it, so a slow or failing SMTP server never holds up the
 // consumers, and one failing email never holds up the others.
 //
-// Delivery is at-least-once. A row is locked (FOR UPDATE SKIP LOCKED) while
-// its email is sent and marked SENT in the same transaction; if the process
-// dies after the SMTP server accepted the email but before that commit, the
-// row is still PENDING and the email goes out again. The resend carries the
-// same Message-ID (<notification-id@shop>), so mail systems and people can
-// recognise it as the same message.
+// Delivery is at-least-once, and a resend needs a crash at the worst moment.
+// A row is claimed with a lease (its next attempt moved ahead, committed at
+// once); the email is sent outside any transaction; the outcome is then
+// recorded with retries on fresh connections. So a database connection lost
+// after the SMTP server accepted the email does not send it again: only a
+// process dying between that acceptance and the record does, once the lease
+// runs out. The resend carries the same Message-ID (<notification-id@shop>),
+// so mail systems and people can recognise it as the same message.
 import nodemailer, { type Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import pg from 'pg';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
-import { withTransaction, type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
-import { CLAIM_DUE, markFailed, markRetry, markSent, nextDueAt, type DueNotification } from './store.ts';
+import pRetry from 'p-retry';
+import { type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
+import { claimDue, markFailed, markRetry, markSent, nextDueAt, type DueNotification } from './store.ts';
 
 /** Channel a consumer notifies (on commit) when it stored something to send and has no sender of its own to wake. */
 export const SEND_CHANNEL = 'shop_notifications';
@@ -99,12 +102,14 @@ export interface SenderOptions {
   /** Delay after the first failed attempt; doubles after each further one. */
   retryBaseMs: number;
   maxRetryDelayMs?: number;
-  /** Emails sent at once by one instance (each holds a database connection while it is sent). */
+  /** Emails sent at once by one instance. */
   concurrency?: number;
   /** Longest sleep between looks at the queue, in case a wake-up was lost. */
   sweepMs?: number;
   /** Bound on waiting for emails in flight at stop. */
   stopTimeoutMs?: number;
+  /** How long a claimed email stays with its sender before another may take it (a sender that died). */
+  leaseMs?: number;
 }
 
 /** The sender loop as a background task of the service. */
@@ -131,6 +136,7 @@ export class NotificationSender implements BackgroundTask {
       concurrency: 4,
       sweepMs: 5000,
       stopTimeoutMs: 10_000,
+      leaseMs: 5 * 60_000,
       ...options,
     };
   }
@@ -187,30 +193,29 @@ export class NotificationSender implements BackgroundTask {
     }
   }
 
-  /** Claims, sends and records one due email in one transaction; false when none is due. */
+  /** Claims, sends and records one due email; false when none is due. */
   async #sendOne(): Promise<boolean> {
-    return withTransaction(
-      this.#pool,
-      async (tx, claimed) => {
-        const due = claimed?.rows[0] as DueNotification | undefined;
-        if (!due) return false;
-        await this.#attempt(tx, due);
-        return true;
-      },
-      // The claim rides with BEGIN: one round trip fewer per email.
-      { startWith: CLAIM_DUE },
-    );
+    // Longer than any send can take (nodemailer's own timeouts bound it), so a lease ends only when its sender died.
+    const due = await claimDue(this.#pool, this.#options.leaseMs);
+    if (!due) return false;
+    await this.#attempt(due);
+    return true;
+  }
+
+  /** Records an outcome; the email has gone (or not), so a lost connection is retried, not taken for a failure. */
+  #record(what: (pool: Pool) => Promise<void>): Promise<void> {
+    return pRetry(() => what(this.#pool), { retries: 8, minTimeout: 100, maxTimeout: 5000 });
   }
 
   /** One attempt inside an `smtp send` span that continues the trace of the event behind the email. */
-  #attempt(tx: pg.PoolClient, due: DueNotification): Promise<void> {
+  #attempt(due: DueNotification): Promise<void> {
     const parent = propagation.extract(ROOT_CONTEXT, due.trace ?? {});
     const attributes = { 'notification.id': due.id, 'notification.attempt': due.attempts + 1 };
     return trace
       .getTracer('shop-notification')
       .startActiveSpan('smtp send', { kind: SpanKind.CLIENT, attributes }, parent, async (span) => {
         try {
-          const sent = await this.#attemptTraced(tx, due);
+          const sent = await this.#attemptTraced(due);
           if (!sent) span.setStatus({ code: SpanStatusCode.ERROR, message: 'not sent' });
         } catch (error) {
           span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
@@ -222,7 +227,7 @@ export class NotificationSender implements BackgroundTask {
   }
 
   /** True when the email went out. */
-  async #attemptTraced(tx: pg.PoolClient, due: DueNotification): Promise<boolean> {
+  async #attemptTraced(due: DueNotification): Promise<boolean> {
     const attempt = due.attempts + 1;
     const log = this.#log.child({ notificationId: due.id, attempt });
     try {
@@ -231,15 +236,15 @@ export class NotificationSender implements BackgroundTask {
       const reason = describe(error);
       if (isPermanentFailure(error) || attempt >= this.#options.maxAttempts) {
         log.error({ err: error }, 'email failed for good');
-        await markFailed(tx, due.id, reason);
+        await this.#record((db) => markFailed(db, due.id, reason));
       } else {
         const delayMs = retryDelayMs(attempt, this.#options.retryBaseMs, this.#options.maxRetryDelayMs);
         log.warn({ err: error, retryInMs: delayMs }, 'email failed; will retry');
-        await markRetry(tx, due.id, reason, delayMs);
+        await this.#record((db) => markRetry(db, due.id, reason, delayMs));
       }
       return false;
     }
-    await markSent(tx, due.id);
+    await this.#record((db) => markSent(db, due.id));
     log.info('email sent');
     return true;
   }

@@ -127,15 +127,24 @@ export interface DueNotification {
 }
 
 /**
- * Locks one due PENDING notification (a DueNotification row) for the
- * transaction it runs in. SKIP LOCKED: senders of several instances share the
- * queue, never the same row. No parameters, so it can ride with BEGIN
- * (withTransaction's startWith).
+ * Claims one due PENDING notification (a DueNotification row) by leasing it:
+ * its next attempt moves `leaseMs` ahead, in a statement that commits on its
+ * own, so the email is sent outside any transaction. SKIP LOCKED: senders of
+ * several instances share the queue, never the same row. A sender that dies
+ * mid-send leaves the row PENDING; it is due again when the lease runs out.
  */
-export const CLAIM_DUE = `SELECT id, email, subject, body, attempts, trace FROM notifications
-     WHERE status = 'PENDING' AND next_attempt_at <= now()
-     ORDER BY next_attempt_at, created_at
-     LIMIT 1 FOR UPDATE SKIP LOCKED`;
+export async function claimDue(db: Queryable, leaseMs: number): Promise<DueNotification | undefined> {
+  const { rows } = await db.query<DueNotification>(
+    `UPDATE notifications SET next_attempt_at = clock_timestamp() + $1 * interval '1 millisecond'
+      WHERE id = (SELECT id FROM notifications
+                   WHERE status = 'PENDING' AND next_attempt_at <= now()
+                   ORDER BY next_attempt_at, created_at
+                   LIMIT 1 FOR UPDATE SKIP LOCKED)
+      RETURNING id, email, subject, body, attempts, trace`,
+    [leaseMs],
+  );
+  return rows[0];
+}
 
 export async function markSent(tx: Queryable, id: string): Promise<void> {
   await tx.query(
