@@ -9,6 +9,8 @@ export interface Checker<T extends TSchema> {
   /** Throws a ContractViolation listing the first problems when `value` does not fit. */
   assert(value: unknown, what: string): asserts value is Static<T>;
   check(value: unknown): value is Static<T>;
+  /** The ContractViolation `assert` would throw, or undefined when `value` fits. */
+  explain(value: unknown, what: string): ContractViolation | undefined;
 }
 
 export interface ViolationIssue {
@@ -29,17 +31,22 @@ export class ContractViolation extends Error {
 
 export function checker<T extends TSchema>(schema: T): Checker<T> {
   const compiled: TypeCheck<T> = TypeCompiler.Compile(schema);
+  const explain = (value: unknown, what: string): ContractViolation | undefined => {
+    if (compiled.Check(value)) return undefined;
+    const issues: ViolationIssue[] = [];
+    for (const error of compiled.Errors(value)) {
+      issues.push({ path: error.path, message: error.message });
+      if (issues.length === 5) break;
+    }
+    return new ContractViolation(what, issues);
+  };
   return {
     schema,
     check: (value): value is Static<T> => compiled.Check(value),
+    explain,
     assert(value, what): asserts value is Static<T> {
-      if (compiled.Check(value)) return;
-      const issues: ViolationIssue[] = [];
-      for (const error of compiled.Errors(value)) {
-        issues.push({ path: error.path, message: error.message });
-        if (issues.length === 5) break;
-      }
-      throw new ContractViolation(what, issues);
+      const violation = explain(value, what);
+      if (violation) throw violation;
     },
   };
 }

@@ -99,7 +99,7 @@ export class RpcClient {
   async call<C extends RpcContract>(contract: C, input: RequestOf<C>, options: CallOptions = {}): Promise<ReplyOf<C>> {
     if (this.#closed) throw new ServiceError('SERVICE_UNAVAILABLE', 'client closed');
     // A request that breaks the contract never leaves the process.
-    if (!contract.request.check(input)) throw toServiceError(violation(contract, input));
+    if (!contract.request.check(input)) throw toServiceError(contract.request.explain(input, `${contract.subject} request`));
     const payload = Buffer.from(JSON.stringify(input));
     const timeoutMs = options.timeoutMs ?? this.#options.timeoutMs;
     const breaker = this.#breakerFor(contract);
@@ -321,13 +321,4 @@ function rethrowOpenCircuit(contract: RpcContract) {
 
 function isOpenCircuit(error: ServiceError): boolean {
   return (error.details as { circuit?: string } | undefined)?.circuit === 'open';
-}
-
-function violation(contract: RpcContract, input: unknown): unknown {
-  try {
-    contract.request.assert(input, `${contract.subject} request`);
-  } catch (error) {
-    return error;
-  }
-  return undefined;
 }
