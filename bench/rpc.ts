@@ -22,14 +22,15 @@
 // BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b").
 // Profiling: BENCH_CPU_PROF=<dir> makes both server processes write CPU
 // profiles there; profile the caller with `npx node --cpu-prof bench/rpc.ts`.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
+import { cpuSeconds } from './common.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
@@ -88,27 +89,6 @@ interface Sample {
   /** CPU time per completed call, in microseconds, of the caller, the server and nats-server. */
   cpuUsPerOp: { client: number; server: number; nats: number };
 }
-
-/** CPU seconds (user + system, all threads) a process has used so far; Linux /proc only. */
-async function cpuSeconds(pid: number | undefined): Promise<number> {
-  if (pid === undefined) return Number.NaN;
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name: utime is the 14th field, stime the 15th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
-  } catch {
-    return Number.NaN;
-  }
-}
-
-const CLOCK_TICKS = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  } catch {
-    return 100;
-  }
-})();
 
 /** Keeps `concurrency` calls in flight for `ms`, then lets them finish; returns calls per second and CPU per call. */
 async function measure(op: () => Promise<void>, ms: number, concurrency: number, serverPid?: number): Promise<Sample> {
