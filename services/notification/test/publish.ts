@@ -1,8 +1,9 @@
 // Publishes events straight into JetStream the way a service's outbox relay
-// does: the one envelope {id, type, occurredAt, data}, `Nats-Msg-Id` = id.
+// does (test/messaging.ts), in the shape these tests read: {envelope, ack}.
 import { randomUUID } from 'node:crypto';
 import type { JetStreamClient, PubAck } from 'nats';
 import type { DataOf, Envelope, EventContract } from '../../../subjects/index.ts';
+import { publishEvent as publishShared } from '../../../test/messaging.ts';
 
 export async function publishEvent<C extends EventContract>(
   js: JetStreamClient,
@@ -10,8 +11,7 @@ export async function publishEvent<C extends EventContract>(
   data: DataOf<C>,
   options: { id?: string; msgID?: string } = {},
 ): Promise<{ envelope: Envelope<DataOf<C>>; ack: PubAck }> {
-  const envelope = { id: options.id ?? randomUUID(), type: contract.subject, occurredAt: new Date().toISOString(), data };
-  const ack = await publishRaw(js, contract.subject, envelope, options.msgID ?? envelope.id);
+  const { envelope, ...ack } = await publishShared(js, contract, data, { id: options.id, msgId: options.msgID });
   return { envelope, ack };
 }
 

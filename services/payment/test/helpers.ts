@@ -6,19 +6,19 @@ import pg from 'pg';
 import type { JetStreamClient, JetStreamManager, PubAck } from 'nats';
 import { inventory, orders, type DataOf, type Envelope, type EventContract } from '../../../subjects/index.ts';
 import { waitFor } from '../../../test/harness.ts';
+import { publishEvent as publishShared } from '../../../test/messaging.ts';
 
 export const CHARGE_CONSUMER = 'payments-charge-reserved';
 export const REFUND_CONSUMER = 'payments-refund-cancelled';
 
-/** Publishes `data` as an event of `contract`; `envelopeId` repeats an event, `msgId` overrides the Nats-Msg-Id. */
+/** Publishes `data` as an event of `contract` (test/messaging.ts); `envelopeId` repeats an event, `msgId` overrides the Nats-Msg-Id. */
 export async function publishEvent<C extends EventContract>(
   js: JetStreamClient,
   contract: C,
   data: DataOf<C>,
   options: { envelopeId?: string; msgId?: string } = {},
 ): Promise<{ envelope: Envelope<DataOf<C>>; ack: PubAck }> {
-  const envelope = { id: options.envelopeId ?? randomUUID(), type: contract.subject, occurredAt: new Date().toISOString(), data };
-  const ack = await js.publish(contract.subject, JSON.stringify(envelope), { msgID: options.msgId ?? envelope.id });
+  const { envelope, ...ack } = await publishShared(js, contract, data, { id: options.envelopeId, msgId: options.msgId });
   return { envelope, ack };
 }
 
