@@ -1,13 +1,12 @@
-// An RpcClient that follows the live `kit.*` settings. The timeout is read
-// per call. Retries and breaker settings are fixed inside an RpcClient, so a
-// change of them starts a fresh inner client (its circuits start closed);
-// calls already running finish on the one they started on, which closes once
-// they are done. Options given in code (tests pin a timeout or a breaker
-// window) win over the live values.
+// An RpcClient that follows the live `kit.*` settings: a change of any of
+// them reconfigures the client (RpcClient.configure), so calls from then on
+// use the new timeout and retries, and a breaker change starts fresh, closed
+// circuits. Options given in code (tests pin a timeout or a breaker window)
+// win over the live values.
 import type { NatsConnection } from 'nats';
-import { settings, type ReplyOf, type RequestOf, type RpcContract } from '../../subjects/index.ts';
+import { settings } from '../../subjects/index.ts';
 import type { LiveSettings } from './live-config.ts';
-import { RpcClient, type CallOptions, type RpcClientOptions } from './rpc-client.ts';
+import { RpcClient, type RpcClientOptions } from './rpc-client.ts';
 
 const kit = settings.kit;
 
@@ -25,79 +24,22 @@ function optionsFrom(live: LiveSettings, fixed: Partial<RpcClientOptions>): RpcC
 }
 
 export class LiveRpcClient extends RpcClient {
-  readonly #nc: NatsConnection;
-  readonly #live: LiveSettings;
-  readonly #fixed: Partial<RpcClientOptions>;
-  /** The client new calls go to; undefined: this instance's own (the first one). */
-  #current: RpcClient | undefined;
-  /** Calls in flight per client; a replaced client closes when its count reaches zero. */
-  readonly #inFlight = new Map<RpcClient, number>();
-  readonly #retired = new Set<RpcClient>();
   readonly #unsubscribe: (() => void)[];
-  #closed = false;
-  #baseClosed = false;
 
   constructor(nc: NatsConnection, live: LiveSettings, fixed: Partial<RpcClientOptions> = {}) {
     super(nc, optionsFrom(live, fixed));
-    this.#nc = nc;
-    this.#live = live;
-    this.#fixed = fixed;
-    this.#unsubscribe = [kit.rpcRetries, kit.breakerErrorPercentage, kit.breakerVolumeThreshold, kit.breakerResetMs].map(
-      (contract) => live.onChange(contract, () => this.#replace()),
-    );
-  }
-
-  /** The options new calls use now. */
-  get options(): RpcClientOptions {
-    return optionsFrom(this.#live, this.#fixed);
-  }
-
-  override async call<C extends RpcContract>(contract: C, input: RequestOf<C>, options: CallOptions = {}): Promise<ReplyOf<C>> {
-    const timeoutMs = options.timeoutMs ?? this.#fixed.timeoutMs ?? this.#live.get(kit.rpcTimeoutMs);
-    const target = this.#current ?? this;
-    this.#inFlight.set(target, (this.#inFlight.get(target) ?? 0) + 1);
-    try {
-      return target === this
-        ? await super.call(contract, input, { ...options, timeoutMs })
-        : await target.call(contract, input, { ...options, timeoutMs });
-    } finally {
-      const left = (this.#inFlight.get(target) ?? 1) - 1;
-      this.#inFlight.set(target, left);
-      if (left === 0 && this.#retired.has(target)) this.#retire(target);
-    }
-  }
-
-  override breakerState(subject: string): 'closed' | 'open' | 'halfOpen' {
-    return this.#current ? this.#current.breakerState(subject) : super.breakerState(subject);
+    const follow = () => this.configure(optionsFrom(live, fixed));
+    this.#unsubscribe = [
+      kit.rpcTimeoutMs,
+      kit.rpcRetries,
+      kit.breakerErrorPercentage,
+      kit.breakerVolumeThreshold,
+      kit.breakerResetMs,
+    ].map((contract) => live.onChange(contract, follow));
   }
 
   override close(): void {
-    this.#closed = true;
     for (const unsubscribe of this.#unsubscribe) unsubscribe();
-    for (const client of this.#retired) this.#closeOne(client);
-    this.#retired.clear();
-    if (this.#current) this.#current.close();
-    this.#closeOne(this);
-  }
-
-  #replace(): void {
-    if (this.#closed) return;
-    const previous = this.#current ?? this;
-    this.#current = new RpcClient(this.#nc, optionsFrom(this.#live, this.#fixed));
-    this.#retired.add(previous);
-    if ((this.#inFlight.get(previous) ?? 0) === 0) this.#retire(previous);
-  }
-
-  #retire(client: RpcClient): void {
-    this.#retired.delete(client);
-    this.#inFlight.delete(client);
-    this.#closeOne(client);
-  }
-
-  #closeOne(client: RpcClient): void {
-    if (client !== this) return client.close();
-    if (this.#baseClosed) return;
-    this.#baseClosed = true;
     super.close();
   }
 }

@@ -71,7 +71,7 @@ const runAttempt = (attempt: Attempt) => attempt();
 
 export class RpcClient {
   readonly #nc: NatsConnection;
-  readonly #options: Required<Omit<RpcClientOptions, 'breaker'>> & { breaker: RpcClientOptions['breaker'] };
+  #options: Required<Omit<RpcClientOptions, 'breaker'>> & { breaker: RpcClientOptions['breaker'] };
   /** `<inbox>.`: a reply's subject is this plus the call's token. */
   readonly #replyPrefix: string;
   readonly #replies: Subscription;
@@ -136,6 +136,24 @@ export class RpcClient {
       pending.reject(error);
     }
     for (const breaker of this.#breakers.values()) breaker.shutdown();
+  }
+
+  /** The options calls use now. */
+  get options(): RpcClientOptions {
+    return this.#options;
+  }
+
+  /**
+   * New options for calls from now on (live settings). Breakers are built
+   * with their settings, so a breaker change starts fresh, closed circuits;
+   * calls in flight finish on the ones they started with.
+   */
+  configure(options: RpcClientOptions): void {
+    const breakerChanged = JSON.stringify(options.breaker ?? {}) !== JSON.stringify(this.#options.breaker ?? {});
+    this.#options = { retries: 2, ...options, breaker: options.breaker };
+    if (!breakerChanged) return;
+    for (const breaker of this.#breakers.values()) breaker.shutdown();
+    this.#breakers.clear();
   }
 
   /** The state of the breaker of one remote operation, for health and metrics. */
