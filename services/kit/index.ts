@@ -8,8 +8,8 @@ export { createPool, databaseUrl, ensureDatabase, migrate, withTransaction, afte
 export { endpoint, serveEndpoints, type Endpoint, type RequestContext, type RpcServer } from './rpc-server.ts';
 export { RpcClient, type RpcClientOptions, type CallOptions } from './rpc-client.ts';
 export { ensureStreams, toStreamConfig } from './streams.ts';
-export { writeEvent, OutboxRelay } from './outbox.ts';
-export { on, startConsumer, defaultConsumerSettings, DeadLetterHeaders, type EventHandler, type EventContext, type ConsumerSettings } from './consumer.ts';
+export { writeEvent, writeEvents, OutboxRelay, type EventToWrite } from './outbox.ts';
+export { on, onBatch, startConsumer, defaultConsumerSettings, DeadLetterHeaders, type EventHandler, type EventContext, type Delivered, type HandlerOptions, type ConsumerSettings } from './consumer.ts';
 export { startService, stopOnSignals, type ServiceDefinition, type BackgroundTask, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';
 export { LiveSettings, openConfigBucket, putSetting, followLogLevel, type SettingSource, type SettingState } from './live-config.ts';
 export { LiveRpcClient } from './live-rpc-client.ts';

@@ -4,27 +4,54 @@
 // capture arriving after the deadline cancelled the order leaves it CANCELLED
 // (the payment service refunds, since it hears the cancellation too).
 import { inventory, orders, payments, type CancelReason } from '../../subjects/index.ts';
-import { on, writeEvent, type EventContext, type EventHandler, type Tx } from '../kit/index.ts';
-import { transition } from './store.ts';
+import { context as traceContext } from '@opentelemetry/api';
+import { on, onBatch, writeEvent, writeEvents, type EventContext, type EventHandler, type EventToWrite, type Tx } from '../kit/index.ts';
+import { transition, transitionMany } from './store.ts';
+
+// Several events per transaction (the kit's consumer runner): each moves its
+// own orders, so batches seldom wait on each other. Cancellations are taken
+// one after another in a batch; captures, the common case, all at once.
+const BATCH = 8;
+const CAPTURE_BATCH = 32;
 
 export function orderConsumers(): EventHandler[] {
   return [
     on(inventory.rejected, 'inventory-rejected', async ({ data }, tx, context) => {
       await cancelPending(tx, context, data.orderId, 'OUT_OF_STOCK', data.reason);
-    }),
+    }, { batch: BATCH }),
 
     on(payments.declined, 'payments-declined', async ({ data }, tx, context) => {
       await cancelPending(tx, context, data.orderId, 'PAYMENT_DECLINED', data.reason);
-    }),
+    }, { batch: BATCH }),
 
-    on(payments.captured, 'payments-captured', async ({ data }, tx, context) => {
-      const moved = await transition(tx, { id: data.orderId, from: ['PENDING'], to: 'CONFIRMED', reason: 'payment captured' });
-      if (!moved) {
-        context.log.info({ orderId: data.orderId }, 'capture for an order no longer pending; nothing to do');
-        return;
-      }
-      await writeEvent(tx, orders.confirmed, { orderId: moved.id, customerId: moved.customerId, total: moved.total });
-    }),
+    // The saga's usual end: a batch of captures confirms its orders in one statement.
+    onBatch(
+      payments.captured,
+      'payments-captured',
+      async (captured, tx, log) => {
+        const ids = captured.map(({ event }) => event.data.orderId);
+        const moved = await transitionMany(tx, { ids, from: ['PENDING'], to: 'CONFIRMED', reason: 'payment captured' });
+        const confirmations: EventToWrite[] = [];
+        for (const { event, trace } of captured) {
+          const order = moved.get(event.data.orderId);
+          // Taken once: the same order captured twice in a batch is confirmed once.
+          moved.delete(event.data.orderId);
+          if (order) {
+            confirmations.push({
+              contract: orders.confirmed,
+              data: { orderId: order.id, customerId: order.customerId, total: order.total },
+              trace,
+            });
+          } else {
+            traceContext.with(trace, () =>
+              log.info({ orderId: event.data.orderId }, 'capture for an order no longer pending; nothing to do'),
+            );
+          }
+        }
+        await writeEvents(tx, confirmations);
+      },
+      { batch: CAPTURE_BATCH },
+    ),
   ];
 }
 

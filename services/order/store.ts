@@ -217,6 +217,37 @@ export async function transition(
 }
 
 /**
+ * transition for several orders at once (a batch of events), all moving to
+ * `to` for the same reason: one statement, locking the orders in id order.
+ * Returns the orders that moved, by id.
+ */
+export async function transitionMany(
+  tx: Tx,
+  change: { ids: readonly string[]; from: readonly OrderStatus[]; to: OrderStatus; reason: string | null },
+): Promise<Map<string, Transitioned>> {
+  const { rows } = await tx.query<{ id: string; customer_id: string; currency: string; total_amount: number; previous_status: OrderStatus }>(
+    `WITH current AS (
+       SELECT id, status FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+     ), moved AS (
+       UPDATE orders SET status = $2, cancel_reason = NULL, updated_at = now()
+       FROM current
+       WHERE orders.id = current.id AND current.status = ANY($3::text[])
+       RETURNING orders.id, orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status
+     ), history AS (
+       INSERT INTO order_status_history (order_id, status, reason) SELECT id, $2, $4 FROM moved
+     )
+     SELECT * FROM moved`,
+    [[...new Set(change.ids)], change.to, change.from, change.reason],
+  );
+  return new Map(
+    rows.map((row) => [
+      row.id,
+      { id: row.id, customerId: row.customer_id, previousStatus: row.previous_status, total: { amount: row.total_amount, currency: row.currency } },
+    ]),
+  );
+}
+
+/**
  * Locks up to `limit` PENDING orders past their deadline. SKIP LOCKED lets
  * several instances sweep at once, each taking different orders, and skips an
  * order an event handler is moving right now.

@@ -186,14 +186,6 @@ async function claimOrder(tx: Tx, orderId: string, status: StockOrderStatus): Pr
   return rows[0]!.status;
 }
 
-async function setOrderStatus(tx: Tx, orderId: string, status: StockOrderStatus, reason: string | null = null) {
-  await tx.query('UPDATE stock_orders SET status = $2, reason = $3, updated_at = now() WHERE order_id = $1', [
-    orderId,
-    status,
-    reason,
-  ]);
-}
-
 /** Locks the product rows of `ids` in id order; returns what each has available. */
 async function lockProducts(tx: Tx, ids: readonly string[]): Promise<Map<string, { sku: string; available: number }>> {
   const { rows } = await tx.query<{ id: string; sku: string; available: number }>(
@@ -203,55 +195,115 @@ async function lockProducts(tx: Tx, ids: readonly string[]): Promise<Map<string,
   return new Map(rows.map((row) => [row.id, { sku: row.sku, available: row.available }]));
 }
 
+/** An order whose stock is to be reserved. */
+export interface OrderLines {
+  orderId: string;
+  lines: readonly StockLine[];
+}
+
 /**
  * Reserves every line of an order, or none: within the caller's transaction.
  * An unknown product counts as a shortage with nothing available.
  */
 export async function reserveStock(tx: Tx, orderId: string, requested: readonly StockLine[]): Promise<ReserveResult> {
-  const lines = mergeLines(requested);
+  return (await reserveStockForOrders(tx, [{ orderId, lines: requested }]))[0]!;
+}
+
+/**
+ * reserveStock for several orders at once (a batch of placed events), each
+ * all or none, in the order given: an earlier order takes units first. Four
+ * statements whatever the number of orders: claim the new orders, lock the
+ * ones seen before, lock the products in id order, then write stock,
+ * reservations and statuses together.
+ */
+export async function reserveStockForOrders(tx: Tx, orders: readonly OrderLines[]): Promise<ReserveResult[]> {
+  // Ids sorted: concurrent batches sharing an order (a redelivery) take its row in the same order.
+  const orderIds = [...new Set(orders.map((order) => order.orderId))].sort();
   // Claimed as REJECTED and turned into RESERVED below: inside this
   // transaction, so nobody ever sees the first value of a reserved order.
-  const existing = await claimOrder(tx, orderId, 'REJECTED');
-  if (existing === 'TOMBSTONE') {
-    await setOrderStatus(tx, orderId, 'REJECTED', CANCELLED_BEFORE_RESERVED);
-    return { outcome: 'rejected', reason: CANCELLED_BEFORE_RESERVED, shortages: [] };
+  const claimed = new Set(
+    (
+      await tx.query<{ order_id: string }>(
+        `INSERT INTO stock_orders (order_id, status) SELECT id, 'REJECTED' FROM unnest($1::uuid[]) AS id
+         ON CONFLICT (order_id) DO NOTHING RETURNING order_id`,
+        [orderIds],
+      )
+    ).rows.map((row) => row.order_id),
+  );
+  const seen = orderIds.filter((id) => !claimed.has(id));
+  const earlier = new Map<string, StockOrderStatus>();
+  if (seen.length > 0) {
+    const { rows } = await tx.query<{ order_id: string; status: StockOrderStatus }>(
+      'SELECT order_id, status FROM stock_orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE',
+      [seen],
+    );
+    for (const row of rows) earlier.set(row.order_id, row.status);
   }
-  if (existing) return { outcome: 'duplicate', status: existing };
 
-  const ids = lines.map((line) => line.productId);
-  const stock = await lockProducts(tx, ids);
-  const shortages: Shortage[] = [];
-  const problems: string[] = [];
-  for (const { productId, quantity } of lines) {
-    const found = stock.get(productId);
-    const available = found?.available ?? 0;
-    if (quantity <= available) continue;
-    shortages.push({ productId, requested: quantity, available });
-    problems.push(
-      found
-        ? `${found.sku}: ${quantity} requested, ${available} available`
-        : `product ${productId} does not exist`,
+  const merged = new Map(orders.map((order) => [order.orderId, mergeLines(order.lines)]));
+  const productIds = [...new Set(orders.filter((order) => claimed.has(order.orderId)).flatMap((order) => merged.get(order.orderId)!.map((line) => line.productId)))];
+  const stock = productIds.length > 0 ? await lockProducts(tx, productIds) : new Map<string, { sku: string; available: number }>();
+
+  // Decided here in order, written below in one statement.
+  const held = { orders: [] as string[], products: [] as string[], quantities: [] as number[] };
+  const statuses = { orders: [] as string[], statuses: [] as StockOrderStatus[], reasons: [] as (string | null)[] };
+  const decided = new Map<string, StockOrderStatus>();
+  const results = orders.map(({ orderId }): ReserveResult => {
+    const before = decided.get(orderId) ?? earlier.get(orderId);
+    if (before !== undefined && before !== 'TOMBSTONE') return { outcome: 'duplicate', status: before };
+    const decide = (status: StockOrderStatus, reason: string | null) => {
+      decided.set(orderId, status);
+      statuses.orders.push(orderId);
+      statuses.statuses.push(status);
+      statuses.reasons.push(reason);
+    };
+    if (before === 'TOMBSTONE') {
+      decide('REJECTED', CANCELLED_BEFORE_RESERVED);
+      return { outcome: 'rejected', reason: CANCELLED_BEFORE_RESERVED, shortages: [] };
+    }
+    const lines = merged.get(orderId)!;
+    const shortages: Shortage[] = [];
+    const problems: string[] = [];
+    for (const { productId, quantity } of lines) {
+      const found = stock.get(productId);
+      const available = found?.available ?? 0;
+      if (quantity <= available) continue;
+      shortages.push({ productId, requested: quantity, available });
+      problems.push(found ? `${found.sku}: ${quantity} requested, ${available} available` : `product ${productId} does not exist`);
+    }
+    if (shortages.length > 0) {
+      const reason = `not enough stock for ${shortages.length} of ${lines.length} product(s): ${problems.join('; ')}`;
+      decide('REJECTED', reason);
+      return { outcome: 'rejected', reason, shortages };
+    }
+    for (const { productId, quantity } of lines) {
+      stock.get(productId)!.available -= quantity;
+      held.orders.push(orderId);
+      held.products.push(productId);
+      held.quantities.push(quantity);
+    }
+    decide('RESERVED', null);
+    return { outcome: 'reserved', lines };
+  });
+
+  if (statuses.orders.length > 0) {
+    // The stock (one row per product, summed over the orders), the reservation rows and the statuses in one statement.
+    await tx.query(
+      `WITH held AS (
+         UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
+           FROM (SELECT id, sum(quantity) AS quantity FROM unnest($2::uuid[], $3::bigint[]) AS r(id, quantity) GROUP BY id) l
+          WHERE p.id = l.id
+       ), kept AS (
+         INSERT INTO reservations (order_id, product_id, quantity, status)
+         SELECT o, p, q, 'RESERVED' FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS r(o, p, q)
+       )
+       UPDATE stock_orders s SET status = u.status, reason = u.reason, updated_at = now()
+         FROM unnest($4::uuid[], $5::text[], $6::text[]) AS u(id, status, reason)
+        WHERE s.order_id = u.id`,
+      [held.orders, held.products, held.quantities, statuses.orders, statuses.statuses, statuses.reasons],
     );
   }
-  if (shortages.length > 0) {
-    const reason = `not enough stock for ${shortages.length} of ${lines.length} product(s): ${problems.join('; ')}`;
-    await setOrderStatus(tx, orderId, 'REJECTED', reason);
-    return { outcome: 'rejected', reason, shortages };
-  }
-
-  // The stock, the reservation rows and the order's status in one statement (one round trip).
-  await tx.query(
-    `WITH held AS (
-       UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
-       FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity) WHERE p.id = l.id
-     ), kept AS (
-       INSERT INTO reservations (order_id, product_id, quantity, status)
-       SELECT $1, l.id, l.quantity, 'RESERVED' FROM unnest($2::uuid[], $3::bigint[]) AS l(id, quantity)
-     )
-     UPDATE stock_orders SET status = 'RESERVED', reason = NULL, updated_at = now() WHERE order_id = $1`,
-    [orderId, ids, lines.map((line) => line.quantity)],
-  );
-  return { outcome: 'reserved', lines };
+  return results;
 }
 
 interface HeldLine {
@@ -306,26 +358,53 @@ export async function releaseStock(tx: Tx, orderId: string): Promise<ReleaseResu
 
 /** A confirmed order's units leave the stock: on hand and reserved both go down. */
 export async function commitStock(tx: Tx, orderId: string): Promise<CommitResult> {
-  const { rows } = await tx.query<{ status: StockOrderStatus }>(
-    'SELECT status FROM stock_orders WHERE order_id = $1 FOR UPDATE',
-    [orderId],
-  );
-  const status = rows[0]?.status ?? null;
-  if (status !== 'RESERVED') return { outcome: 'not-reserved', status };
+  return (await commitStockForOrders(tx, [orderId]))[0]!;
+}
 
-  const lines = await lockHeldLines(tx, orderId, ['RESERVED']);
-  // The products locked above, then stock, reservation rows and status in one statement.
-  await tx.query(
-    `WITH shipped AS (
-       UPDATE products p
-          SET on_hand = p.on_hand - r.quantity, reserved = p.reserved - r.quantity, updated_at = now()
-         FROM reservations r
-        WHERE r.order_id = $1 AND r.product_id = p.id AND r.status = 'RESERVED'
-     ), committed AS (
-       UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1 AND status = 'RESERVED'
-     )
-     UPDATE stock_orders SET status = 'COMMITTED', reason = NULL, updated_at = now() WHERE order_id = $1`,
-    [orderId],
+/**
+ * commitStock for several orders at once (a batch of confirmations), in
+ * three statements: lock the orders, lock their products in id order while
+ * reading what they hold, then write stock, reservations and statuses.
+ */
+export async function commitStockForOrders(tx: Tx, orderIds: readonly string[]): Promise<CommitResult[]> {
+  const ids = [...new Set(orderIds)].sort();
+  const { rows } = await tx.query<{ order_id: string; status: StockOrderStatus }>(
+    'SELECT order_id, status FROM stock_orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE',
+    [ids],
   );
-  return { outcome: 'committed', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
+  const status = new Map(rows.map((row) => [row.order_id, row.status]));
+  const reserved = ids.filter((id) => status.get(id) === 'RESERVED');
+  const lines = new Map<string, StockLine[]>(reserved.map((id) => [id, []]));
+  if (reserved.length > 0) {
+    const { rows: held } = await tx.query<{ order_id: string; product_id: string; quantity: number }>(
+      `SELECT r.order_id, r.product_id, r.quantity FROM reservations r JOIN products p ON p.id = r.product_id
+        WHERE r.order_id = ANY($1::uuid[]) AND r.status = 'RESERVED'
+        ORDER BY p.id FOR UPDATE OF p`,
+      [reserved],
+    );
+    for (const line of held) lines.get(line.order_id)!.push({ productId: line.product_id, quantity: line.quantity });
+    // The products locked above (one row each, summed over the orders), then reservation rows and statuses.
+    await tx.query(
+      `WITH shipped AS (
+         UPDATE products p
+            SET on_hand = p.on_hand - s.quantity, reserved = p.reserved - s.quantity, updated_at = now()
+           FROM (SELECT product_id, sum(quantity) AS quantity FROM reservations
+                  WHERE order_id = ANY($1::uuid[]) AND status = 'RESERVED' GROUP BY product_id) s
+          WHERE p.id = s.product_id
+       ), committed AS (
+         UPDATE reservations SET status = 'COMMITTED', updated_at = now()
+          WHERE order_id = ANY($1::uuid[]) AND status = 'RESERVED'
+       )
+       UPDATE stock_orders SET status = 'COMMITTED', reason = NULL, updated_at = now() WHERE order_id = ANY($1::uuid[])`,
+      [reserved],
+    );
+  }
+  const done = new Set<string>();
+  return orderIds.map((id): CommitResult => {
+    if (lines.has(id) && !done.has(id)) {
+      done.add(id);
+      return { outcome: 'committed', lines: lines.get(id)! };
+    }
+    return { outcome: 'not-reserved', status: done.has(id) ? 'COMMITTED' : (status.get(id) ?? null) };
+  });
 }

@@ -1,6 +1,7 @@
 // The consumer runner against a real nats-server and PostgreSQL: inbox
 // idempotency, nak and retry, and dead letters for poison and for events that
-// keep failing, while the service goes on answering requests.
+// keep failing, while the service goes on answering requests; events taken
+// in batches (several per transaction) keep every one of those rules.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -24,6 +25,10 @@ let running: Awaited<ReturnType<typeof startTestService>>;
 
 /** Handler invocations per event id, committed or not. */
 const invocations = new Map<string, number>();
+/** While set, events named `hold` wait for it: they keep the consumer's transactions busy. */
+let holdGate: Promise<void> | undefined;
+const BATCH = 4;
+const CONCURRENCY = 8;
 
 // The handler's behaviour is chosen by the event's `name`.
 const consumerService: ServiceDefinition = {
@@ -49,7 +54,8 @@ const consumerService: ServiceDefinition = {
         // Written before a possible failure: a failed attempt must leave no trace.
         await tx.query('INSERT INTO applied (event_id, delivery) VALUES ($1, $2)', [event.id, delivery]);
         if (event.data.name === 'fail-once' && delivery === 1) throw new Error('database hiccup');
-      }),
+        if (event.data.name === 'hold') await holdGate;
+      }, { batch: BATCH }),
     ],
   }),
 };
@@ -111,8 +117,8 @@ before(async () => {
   migrations = await mkdtemp(join(tmpdir(), 'shop-kit-migrations-'));
   await writeFile(
     join(migrations, '001_applied.sql'),
-    // No key on purpose: an event applied twice shows as two rows.
-    'CREATE TABLE applied (event_id text NOT NULL, delivery int NOT NULL);',
+    // No key on purpose: an event applied twice shows as two rows. `tx` tells which events shared a transaction.
+    'CREATE TABLE applied (event_id text NOT NULL, delivery int NOT NULL, tx bigint NOT NULL DEFAULT txid_current());',
   );
   nats = await startNats();
   nc = await connect({ servers: nats.url, noAsyncTraces: true });
@@ -121,7 +127,7 @@ before(async () => {
   client = new RpcClient(nc, { timeoutMs: 2000 });
   running = await startTestService({ ...consumerService, migrations }, nats, {
     // ack_wait far beyond every wait below: a redelivery in time can only come from a nak.
-    consumer: { maxDeliver: MAX_DELIVER, ackWaitMs: 60_000, concurrency: 8, backoffMs: 50, maxBackoffMs: 200 },
+    consumer: { maxDeliver: MAX_DELIVER, ackWaitMs: 60_000, concurrency: CONCURRENCY, backoffMs: 50, maxBackoffMs: 200 },
   });
 });
 
@@ -224,4 +230,42 @@ test('a handler failing every time ends in DLQ after maxDeliver, with its error'
 
   const reply = await client.call(customers.get, { id: '00000000-0000-4000-8000-000000000002' });
   assert.equal(reply.id, '00000000-0000-4000-8000-000000000002');
+});
+
+test('events arriving together are handled several per transaction, each applied once, a failing one alone', async () => {
+  let release!: () => void;
+  holdGate = new Promise<void>((resolve) => (release = resolve));
+  try {
+    // Both transactions the runner may run at once (concurrency / batch) wait on the gate...
+    const holds = [envelope('hold'), envelope('hold')];
+    for (const hold of holds) {
+      await publish(hold, hold.id);
+      await waitFor(() => invocations.has(hold.id), { what: 'the held event to be taken' });
+    }
+    // ...so that these queue up and are taken together once it opens.
+    const burst = Array.from({ length: 14 }, () => envelope('ok'));
+    const failing = envelope('fail-once');
+    const repeated = burst[3]!;
+    let last = 0;
+    for (const event of [...burst.slice(0, 7), failing, ...burst.slice(7)]) last = await publish(event, event.id);
+    last = await publish(repeated, `${repeated.id}-again`);
+    await waitFor(
+      async () => (await jsm.consumers.info('CUSTOMERS', DURABLE)).num_ack_pending >= holds.length + CONCURRENCY,
+      { what: 'the burst to be delivered while the consumer is busy' },
+    );
+    release();
+    await settledUpTo(last);
+
+    for (const event of [...holds, ...burst]) assert.equal((await applied(event.id)).length, 1, `${event.id} applied once`);
+    assert.deepEqual((await applied(failing.id)).map((row) => row.delivery), [2]);
+    const { rows } = await running.context.pool.query<{ size: number }>(
+      'SELECT count(*)::int AS size FROM applied WHERE event_id = ANY($1) GROUP BY tx',
+      [burst.map((event) => event.id)],
+    );
+    assert.ok(rows.some((row) => row.size > 1), `some transaction applied several events: ${JSON.stringify(rows)}`);
+    assert.ok(rows.every((row) => row.size <= BATCH), `no transaction applied more than ${BATCH}`);
+  } finally {
+    release();
+    holdGate = undefined;
+  }
 });

@@ -5,7 +5,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { inventory, orders, payments, type Customer, type Order, type Product } from '../../../subjects/index.ts';
+import { headers as natsHeaders } from 'nats';
 import { withCode } from '../../../test/messaging.ts';
+import { waitFor } from '../../../test/harness.ts';
+import { startTracing, stopTracing } from '../../kit/index.ts';
 import {
   createProduct,
   envelopeOf,
@@ -27,6 +30,8 @@ let ada: Customer;
 let pen: Product;
 
 before(async () => {
+  // Trace context is carried (not exported), as in a service's process.
+  startTracing('orders-test');
   world = await startWorld();
   ada = await registerCustomer(world.client);
   pen = await createProduct(world.client, { amount: 1250, currency: 'EUR' }, 1_000_000);
@@ -34,6 +39,7 @@ before(async () => {
 
 after(async () => {
   await world?.stop();
+  await stopTracing();
 });
 
 function paymentOf(order: Order) {
@@ -172,4 +178,53 @@ test('an event for an order this service never stored is acknowledged and change
   const order = await placeOrder(world, ada.id, [pen.id]);
   await publishAndSettle(world, payments.captured, envelopeOf(payments.captured, paymentOf(order)), CAPTURED);
   await waitForStatus(world, order.id, 'CONFIRMED');
+});
+
+test('captures arriving together confirm each order once, each confirmation in the trace of its capture', async () => {
+  const placed = await Promise.all(Array.from({ length: 12 }, () => placeOrder(world, ada.id, [pen.id])));
+  const cancelled = await placeOrder(world, ada.id, [pen.id]);
+  await publishAndSettle(world, inventory.rejected, envelopeOf(inventory.rejected, {
+    orderId: cancelled.id,
+    customerId: ada.id,
+    reason: 'test',
+    shortages: [],
+  }), REJECTED);
+  // Published without waiting between them, so the consumer takes them in batches.
+  const traceIds = new Map<string, string[]>();
+  const acks = await Promise.all(
+    [...placed, placed[0]!, cancelled].map((order) => {
+      const traceId = randomUUID().replaceAll('-', '');
+      traceIds.set(order.id, [...(traceIds.get(order.id) ?? []), traceId]);
+      const headers = natsHeaders();
+      headers.set('traceparent', `00-${traceId}-${'ab'.repeat(8)}-01`);
+      const envelope = envelopeOf(payments.captured, paymentOf(order));
+      return world.js.publish(payments.captured.subject, JSON.stringify(envelope), { msgID: envelope.id, headers });
+    }),
+  );
+  const last = Math.max(...acks.map((ack) => ack.seq));
+  await waitFor(
+    async () => (await world.jsm.consumers.info('PAYMENTS', CAPTURED)).ack_floor.stream_seq >= last,
+    { what: 'the captures to be handled' },
+  );
+
+  for (const order of placed) assert.equal((await world.client.call(orders.get, { id: order.id })).status, 'CONFIRMED');
+  assert.equal((await world.client.call(orders.get, { id: cancelled.id })).status, 'CANCELLED');
+  const ids = new Set(placed.map((order) => order.id));
+  const confirmations = await streamEvents(world, orders.confirmed, (data) => ids.has(data.orderId));
+  assert.equal(confirmations.length, placed.length);
+  assert.equal((await eventsOf(cancelled.id)).confirmed.length, 0);
+
+  // Each confirmation carries the trace of the capture that confirmed it.
+  const info = await world.jsm.streams.info('ORDERS');
+  let checked = 0;
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+    const message = await world.jsm.streams.getMessage('ORDERS', { seq });
+    if (message.subject !== orders.confirmed.subject) continue;
+    const { orderId } = message.json<{ data: { orderId: string } }>().data;
+    if (!ids.has(orderId)) continue;
+    const traceId = message.header.get('traceparent').split('-')[1];
+    assert.ok(traceIds.get(orderId)!.includes(traceId!), `confirmation of ${orderId} in trace ${traceId}`);
+    checked++;
+  }
+  assert.equal(checked, placed.length);
 });

@@ -10,9 +10,12 @@ import { dropTestDatabases, testDatabaseUrl } from '../../../test/harness.ts';
 import {
   CANCELLED_BEFORE_RESERVED,
   commitStock,
+  commitStockForOrders,
   insertProduct,
   releaseStock,
   reserveStock,
+  reserveStockForOrders,
+  type OrderLines,
   type ReserveResult,
   type StockLine,
 } from '../store.ts';
@@ -49,6 +52,8 @@ async function product(onHand: number): Promise<string> {
 const reserve = (orderId: string, lines: StockLine[]) => withTransaction(pool, (tx) => reserveStock(tx, orderId, lines));
 const release = (orderId: string) => withTransaction(pool, (tx) => releaseStock(tx, orderId));
 const commit = (orderId: string) => withTransaction(pool, (tx) => commitStock(tx, orderId));
+const reserveAll = (orders: OrderLines[]) => withTransaction(pool, (tx) => reserveStockForOrders(tx, orders));
+const commitAll = (orderIds: string[]) => withTransaction(pool, (tx) => commitStockForOrders(tx, orderIds));
 
 test('100 concurrent one-unit orders against a stock of 10 sell exactly 10', async () => {
   const productId = await product(10);
@@ -220,4 +225,81 @@ test('the table itself refuses stock below zero and reservations beyond what is 
   });
   await assert.rejects(pool.query('UPDATE products SET reserved = -1 WHERE id = $1', [productId]), { code: '23514' });
   assert.deepEqual(await stockOf(pool, productId), { onHand: 2, reserved: 0, available: 2 });
+});
+
+// Batches: what the reserve-stock and commit-stock consumers do with several events per transaction.
+
+test('a batch reserves its orders in turn, each whole or not at all, an order twice counting once', async () => {
+  const scarce = await product(3);
+  const plenty = await product(100);
+  const [first, second, third, fourth] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+  const results = await reserveAll([
+    { orderId: first, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] },
+    // Only one unit of `scarce` is left for it: nothing of it is reserved, not even `plenty`.
+    { orderId: second, lines: [{ productId: plenty, quantity: 5 }, { productId: scarce, quantity: 2 }] },
+    { orderId: first, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] },
+    { orderId: third, lines: [{ productId: scarce, quantity: 1 }, { productId: scarce, quantity: 0 }] },
+    { orderId: fourth, lines: [{ productId: plenty, quantity: 1 }, { productId: randomUUID(), quantity: 1 }] },
+  ]);
+  assert.deepEqual(
+    results.map((result) => result.outcome),
+    ['reserved', 'rejected', 'duplicate', 'reserved', 'rejected'],
+  );
+  assert.deepEqual(results[1]!.outcome === 'rejected' && results[1]!.shortages, [{ productId: scarce, requested: 2, available: 1 }]);
+  assert.deepEqual(results[2], { outcome: 'duplicate', status: 'RESERVED' });
+  assert.deepEqual(await stockOf(pool, scarce), { onHand: 3, reserved: 3, available: 0 });
+  assert.deepEqual(await stockOf(pool, plenty), { onHand: 100, reserved: 1, available: 99 });
+  const { rows } = await pool.query<{ order_id: string; status: string; reason: string | null }>(
+    'SELECT order_id, status, reason FROM stock_orders WHERE order_id = ANY($1::uuid[])',
+    [[first, second, third, fourth]],
+  );
+  const status = new Map(rows.map((row) => [row.order_id, row]));
+  assert.equal(status.get(first)!.status, 'RESERVED');
+  assert.equal(status.get(second)!.status, 'REJECTED');
+  assert.match(status.get(second)!.reason!, /not enough stock for 1 of 2/);
+  assert.equal(status.get(third)!.status, 'RESERVED');
+  assert.match(status.get(fourth)!.reason!, /does not exist/);
+
+  // The same orders again (a redelivered batch): nothing changes.
+  const before = await tableFingerprint(pool, 'products');
+  const again = await reserveAll([{ orderId: second, lines: [] }, { orderId: first, lines: [] }]);
+  assert.deepEqual(again, [{ outcome: 'duplicate', status: 'REJECTED' }, { outcome: 'duplicate', status: 'RESERVED' }]);
+  assert.equal(await tableFingerprint(pool, 'products'), before);
+});
+
+test('a batch meeting a tombstone rejects that order and reserves the others', async () => {
+  const productId = await product(10);
+  const cancelled = randomUUID();
+  const other = randomUUID();
+  await release(cancelled);
+  const results = await reserveAll([
+    { orderId: cancelled, lines: [{ productId, quantity: 1 }] },
+    { orderId: other, lines: [{ productId, quantity: 1 }] },
+  ]);
+  assert.deepEqual(results[0], { outcome: 'rejected', reason: CANCELLED_BEFORE_RESERVED, shortages: [] });
+  assert.equal(results[1]!.outcome, 'reserved');
+  assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 1, available: 9 });
+});
+
+test('concurrent batches over the same products neither deadlock nor oversell, and commit together', async () => {
+  const products = await Promise.all([product(20), product(20), product(20)]);
+  // 12 batches of 8 orders, each order two of the products in varying order: 96 orders for 30 pairs' worth.
+  const batches = Array.from({ length: 12 }, (_, b) =>
+    Array.from({ length: 8 }, (_, i): OrderLines => {
+      const [x, y] = [products[(b + i) % 3]!, products[(b + i + 1) % 3]!];
+      return { orderId: randomUUID(), lines: [{ productId: x, quantity: 1 }, { productId: y, quantity: 1 }] };
+    }),
+  );
+  const results = (await Promise.all(batches.map(reserveAll))).flat();
+  const reserved = batches.flat().filter((_, index) => results[index]!.outcome === 'reserved');
+  assert.equal(reserved.length, 30);
+  for (const id of products) assert.deepEqual(await stockOf(pool, id), { onHand: 20, reserved: 20, available: 0 });
+
+  const committed = await Promise.all([commitAll(reserved.slice(0, 15).map((o) => o.orderId)), commitAll(reserved.slice(15).map((o) => o.orderId))]);
+  assert.ok(committed.flat().every((result) => result.outcome === 'committed'));
+  assert.deepEqual(committed.flat()[0], { outcome: 'committed', lines: [...reserved[0]!.lines].sort((a, b) => a.productId.localeCompare(b.productId)) });
+  for (const id of products) assert.deepEqual(await stockOf(pool, id), { onHand: 0, reserved: 0, available: 0 });
+  // Committed once: a repeat, and an order never reserved, change nothing.
+  const repeat = await commitAll([reserved[0]!.orderId, randomUUID()]);
+  assert.deepEqual(repeat.map((result) => result.outcome === 'not-reserved' && result.status), ['COMMITTED', null]);
 });
