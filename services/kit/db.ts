@@ -145,6 +145,24 @@ export function afterCommit(tx: Queryable, hook: (pool: Pool) => void): boolean 
   return true;
 }
 
+/** Statements to send in the round trip of COMMIT, by the client of a transaction of withTransaction. */
+const commitStatements = new WeakMap<object, string[]>();
+
+/**
+ * Sends `statement` together with the COMMIT of `tx`'s transaction, in one
+ * round trip: for a write nothing in the transaction reads back (the
+ * outbox). The simple query protocol, so no parameters: its values must be
+ * literals escaped with pg.escapeLiteral. If it fails, the transaction rolls
+ * back and withTransaction throws. Returns false, keeping nothing, when `tx`
+ * is not inside withTransaction; then the caller runs it itself.
+ */
+export function sendWithCommit(tx: Queryable, statement: string): boolean {
+  const statements = commitStatements.get(tx);
+  if (!statements) return false;
+  statements.push(statement);
+  return true;
+}
+
 export interface TransactionOptions {
   /**
    * A statement sent together with BEGIN, in one round trip: the simple query
@@ -176,8 +194,11 @@ export async function withTransaction<T>(
       await tx.query('BEGIN');
     }
     commitHooks.set(tx, hooks);
+    const withCommit: string[] = [];
+    commitStatements.set(tx, withCommit);
     const result = await work(tx, first);
-    await tx.query('COMMIT');
+    commitStatements.delete(tx);
+    await tx.query(withCommit.length > 0 ? `${withCommit.join('; ')}; COMMIT` : 'COMMIT');
     commitHooks.delete(tx);
     for (const hook of hooks) {
       try {
@@ -189,6 +210,7 @@ export async function withTransaction<T>(
     return result;
   } catch (error) {
     commitHooks.delete(tx);
+    commitStatements.delete(tx);
     await tx.query('ROLLBACK').catch(() => {});
     throw error;
   } finally {

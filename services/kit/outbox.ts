@@ -13,9 +13,11 @@ import pg from 'pg';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import type { DataOf, Envelope, EventContract } from '../../subjects/index.ts';
-import { afterCommit, withTransaction, type Pool, type Queryable } from './db.ts';
+import { afterCommit, sendWithCommit, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
+
+const { escapeLiteral } = pg;
 
 const CHANNEL = 'shop_outbox';
 
@@ -37,17 +39,7 @@ export async function writeEvent<C extends EventContract>(
   data: DataOf<C>,
   id: string = randomUUID(),
 ): Promise<Envelope<DataOf<C>>> {
-  contract.data.assert(data, `${contract.subject} event`);
-  const envelope: Envelope<DataOf<C>> = { id, type: contract.subject, occurredAt: new Date().toISOString(), data };
-  // Named: each connection parses and plans it once.
-  await tx.query({
-    name: 'shop-outbox-insert',
-    text: 'INSERT INTO outbox (id, subject, payload, trace) VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING',
-    values: [id, contract.subject, envelope, currentTraceCarrier()],
-  });
-  // The relay wakes when (and only if) the transaction commits.
-  if (!afterCommit(tx, wakeRelays)) await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
-  return envelope;
+  return (await writeEvents(tx, [{ contract, data, id }]))[0] as Envelope<DataOf<C>>;
 }
 
 /** One event for writeEvents. */
@@ -61,26 +53,34 @@ export interface EventToWrite<C extends EventContract = EventContract> {
 }
 
 /**
- * writeEvent for several events in one statement: for a batch handler
- * applying many events at once, so the outbox costs one round trip, not one
- * per event.
+ * writeEvent for several events (a batch handler applying many at once).
+ * Inside withTransaction the rows go in with COMMIT, in the same round trip
+ * (sendWithCommit): the outbox then costs a transaction nothing but bytes.
  */
 export async function writeEvents(tx: Queryable, events: readonly EventToWrite[]): Promise<Envelope[]> {
   if (events.length === 0) return [];
   const occurredAt = new Date().toISOString();
-  const envelopes = events.map(({ contract: c, data, id = randomUUID() }) => {
+  const rows = events.map(({ contract: c, data, id = randomUUID(), trace }) => {
     const contract: EventContract = c;
     contract.data.assert(data, `${contract.subject} event`);
-    return { id, type: contract.subject, occurredAt, data };
+    const envelope: Envelope = { id, type: contract.subject, occurredAt, data };
+    const carrier = trace ? context.with(trace, currentTraceCarrier) : currentTraceCarrier();
+    return { envelope, carrier };
   });
-  const traces = events.map(({ trace }) => JSON.stringify(trace ? context.with(trace, currentTraceCarrier) : currentTraceCarrier()));
-  await tx.query(
-    `INSERT INTO outbox (id, subject, payload, trace)
-     SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING`,
-    [envelopes.map((e) => e.id), envelopes.map((e) => e.type), envelopes.map((e) => JSON.stringify(e)), traces],
+  const values = rows.map(
+    ({ envelope, carrier }) =>
+      `(${escapeLiteral(envelope.id)}, ${escapeLiteral(envelope.type)}, ${escapeLiteral(JSON.stringify(envelope))}, ${escapeLiteral(JSON.stringify(carrier))})`,
   );
-  if (!afterCommit(tx, wakeRelays)) await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
-  return envelopes;
+  const insert = `INSERT INTO outbox (id, subject, payload, trace) VALUES ${values.join(', ')} ON CONFLICT (id) DO NOTHING`;
+  if (sendWithCommit(tx, insert)) {
+    // The relay wakes when (and only if) the transaction commits.
+    afterCommit(tx, wakeRelays);
+  } else {
+    // A transaction of the caller's own making: written now, relays woken through PostgreSQL.
+    await tx.query(insert);
+    await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
+  }
+  return rows.map(({ envelope }) => envelope);
 }
 
 interface OutboxRow {

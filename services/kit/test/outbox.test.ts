@@ -132,6 +132,37 @@ test('an event outside its contract is refused and the transaction writes nothin
   assert.equal((await streamMessages('CUSTOMERS')).length, before + 1);
 });
 
+test('an event row that cannot be stored fails the commit it rides with, and the whole transaction rolls back', async () => {
+  const pool = sweeping.context.pool;
+  await pool.query('CREATE TABLE IF NOT EXISTS outbox_test_marks (mark text NOT NULL)');
+  const mark = crypto.randomUUID();
+  // Written with COMMIT: an id the uuid column refuses fails there, not at writeEvent.
+  await assert.rejects(
+    withTransaction(pool, async (tx) => {
+      await tx.query('INSERT INTO outbox_test_marks (mark) VALUES ($1)', [mark]);
+      await writeEvent(tx, customers.registered, registered(), 'not-a-uuid');
+    }),
+    /uuid/,
+  );
+  const { rows } = await pool.query('SELECT count(*)::int AS n FROM outbox_test_marks WHERE mark = $1', [mark]);
+  assert.equal(rows[0].n, 0);
+  assert.equal(await sweeping.outbox.backlog(), 0);
+});
+
+test('an event written in a transaction of the caller’s own making is stored at once and published after its commit', async () => {
+  const client = await sweeping.context.pool.connect();
+  try {
+    await client.query('BEGIN');
+    const event = await writeEvent(client, customers.registered, registered());
+    const { rows } = await client.query('SELECT count(*)::int AS n FROM outbox WHERE id = $1', [event.id]);
+    assert.equal(rows[0].n, 1);
+    await client.query('COMMIT');
+    await waitFor(async () => (await published(event.id)).length === 1, { what: 'the event' });
+  } finally {
+    client.release();
+  }
+});
+
 test('writing the same event id twice publishes it once', async () => {
   const id = crypto.randomUUID();
   await withTransaction(sweeping.context.pool, async (tx) => {
