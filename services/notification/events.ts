@@ -65,7 +65,8 @@ async function record(
     error = `customer ${ref.customerId} does not exist`;
   }
   const email = compose(recipient?.name ?? null);
-  const stored = await insertNotification(tx, {
+  // Goes in with the COMMIT. A repeat of the event stops at the inbox (and event_id is unique).
+  await insertNotification(tx, {
     id: randomUUID(),
     eventId: event.id,
     eventType: event.type,
@@ -78,10 +79,6 @@ async function record(
     ...(error ? { error } : {}),
     trace: currentTraceCarrier(),
   });
-  if (!stored) {
-    log.debug({ eventId: event.id }, 'notification for this event exists');
-    return;
-  }
   if (recipient) await wake(tx);
   else log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer');
 }

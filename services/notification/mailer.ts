@@ -17,7 +17,7 @@ import pg from 'pg';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
 import pRetry from 'p-retry';
 import { type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
-import { claimDue, markFailed, markRetry, markSent, nextDueAt, type DueNotification } from './store.ts';
+import { claimDue, markFailed, markRetry, markSent, type DueNotification } from './store.ts';
 
 /** Channel a consumer notifies (on commit) when it stored something to send and has no sender of its own to wake. */
 export const SEND_CHANNEL = 'shop_notifications';
@@ -122,10 +122,17 @@ export class NotificationSender implements BackgroundTask {
   #listener: pg.Client | undefined;
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
+  /** A wake-up came during the pass: look at the queue once more before it ends. */
   #again = false;
+  /** Ends the pass's wait for its sends early when a wake-up comes (set while it waits). */
+  #woken: (() => void) | undefined;
   #stopped = false;
-  /** Counts passes, so a schedule computed before a newer pass does not overwrite the newer one's. */
-  #passes = 0;
+  /** When to look again, as learnt during the pass: the next due time the last claim saw, and the retries recorded. */
+  #claimedDueAt = Number.POSITIVE_INFINITY;
+  #retryDueAt = Number.POSITIVE_INFINITY;
+  /** Sent emails waiting for their record, and whether a record is being written (#recordSent). */
+  #unrecorded: { id: string; recorded: PromiseWithResolvers<void> }[] = [];
+  #recording = false;
 
   constructor(pool: Pool, mailer: Mailer, log: Logger, options: SenderOptions) {
     this.#pool = pool;
@@ -146,22 +153,24 @@ export class NotificationSender implements BackgroundTask {
     this.wake(); // whatever a previous run left pending or due
   }
 
-  /** Sends everything due; wake-ups during a pass fold into one more pass. */
+  /** Sends everything due; wake-ups during a pass fold into one more claim of that pass. */
   wake(): void {
     if (this.#stopped) return;
     if (this.#running) {
       this.#again = true;
+      this.#woken?.();
       return;
     }
     clearTimeout(this.#timer);
-    this.#passes++;
-    this.#running = this.#drain().finally(() => {
-      this.#running = undefined;
-      this.#schedule().catch((error) => {
-        this.#log.warn({ err: error }, 'cannot schedule the next pass; sweeping');
-        this.#arm(this.#options.sweepMs);
-      });
-    });
+    this.#running = this.#drain().then(
+      (ok) => {
+        this.#running = undefined;
+        // Asleep until the earliest due time the pass learnt of, or at most sweepMs (a lost wake-up, another instance's rows).
+        const dueAt = Math.min(this.#claimedDueAt, this.#retryDueAt);
+        this.#arm(ok ? Math.min(this.#options.sweepMs, Math.max(0, dueAt - Date.now())) : this.#options.sweepMs);
+      },
+      () => {},
+    );
   }
 
   async stop(): Promise<void> {
@@ -173,38 +182,98 @@ export class NotificationSender implements BackgroundTask {
     this.#mailer.close();
   }
 
-  async #drain(): Promise<void> {
-    do {
-      this.#again = false;
-      // Several workers, each sending one email at a time: one slow email holds up only its worker.
-      const results = await Promise.allSettled(Array.from({ length: this.#options.concurrency }, () => this.#work()));
-      const failure = results.find((result) => result.status === 'rejected');
-      if (failure) {
-        // The database is away: rows stay as they are; the timer brings us back.
-        this.#log.warn({ err: failure.reason }, 'sender pass failed; will retry');
-        return;
+  /**
+   * One pass, until nothing is due: claims due emails in one statement for the
+   * free workers and one more round of them, starts a send for each free
+   * worker and keeps the rest in hand for the next worker to come free (a slow
+   * email holds up only its own worker). It claims again when those in hand
+   * run out and the last claim took all it could, or a wake-up came. False
+   * when the database failed us.
+   *
+   * A lease must outlast the time from claim to sent; nodemailer's timeouts
+   * bound a send, and an email in hand waits for one send (and its record) at
+   * most, as no more are in hand than there are workers; so a lease of
+   * minutes runs out only when its sender died.
+   */
+  async #drain(): Promise<boolean> {
+    const { concurrency, leaseMs } = this.#options;
+    const sending = new Set<Promise<void>>();
+    const inHand: DueNotification[] = [];
+    let more = true; // more may be due than the last claim took (none yet)
+    let failure: unknown;
+    this.#retryDueAt = Number.POSITIVE_INFINITY;
+    const send = (due: DueNotification) => {
+      const task: Promise<void> = this.#attempt(due)
+        .catch((error: unknown) => {
+          failure ??= error;
+        })
+        .finally(() => sending.delete(task));
+      sending.add(task);
+    };
+    try {
+      // Stopping ends the claims; what is in hand is still sent.
+      while (failure === undefined) {
+        while (inHand.length > 0 && sending.size < concurrency) send(inHand.shift()!);
+        if (inHand.length === 0 && (more || this.#again) && !this.#stopped) {
+          this.#again = false; // the claim sees every email recorded before it
+          const limit = 2 * concurrency - sending.size;
+          const claim = await claimDue(this.#pool, leaseMs, limit);
+          this.#claimedDueAt = claim.nextDueAt?.getTime() ?? Number.POSITIVE_INFINITY;
+          inHand.push(...claim.rows);
+          more = claim.rows.length === limit;
+          continue;
+        }
+        if (sending.size === 0) break; // nothing in flight, in hand or due
+        // A worker coming free, or (with nothing in hand) a wake-up: something new to claim.
+        const woken = new Promise<void>((resolve) => (this.#woken = resolve));
+        await Promise.race([...sending, woken]);
+        this.#woken = undefined;
       }
-    } while (this.#again && !this.#stopped);
-  }
-
-  async #work(): Promise<void> {
-    while (!this.#stopped && (await this.#sendOne())) {
-      // sent (or failed) one; look for the next
+    } catch (error) {
+      failure ??= error;
+    } finally {
+      await Promise.all(sending);
     }
-  }
-
-  /** Claims, sends and records one due email; false when none is due. */
-  async #sendOne(): Promise<boolean> {
-    // Longer than any send can take (nodemailer's own timeouts bound it), so a lease ends only when its sender died.
-    const due = await claimDue(this.#pool, this.#options.leaseMs);
-    if (!due) return false;
-    await this.#attempt(due);
+    if (failure !== undefined) {
+      // The database is away: rows stay as they are (claimed ones, also those in hand, until
+      // their lease ends); the timer brings us back.
+      this.#log.warn({ err: failure, leftInHand: inHand.length }, 'sender pass failed; will retry');
+      return false;
+    }
     return true;
   }
 
   /** Records an outcome; the email has gone (or not), so a lost connection is retried, not taken for a failure. */
   #record(what: (pool: Pool) => Promise<void>): Promise<void> {
     return pRetry(() => what(this.#pool), { retries: 8, minTimeout: 100, maxTimeout: 5000 });
+  }
+
+  /**
+   * Records a sent email at once, or, while a record of sent emails is being
+   * written, with the next one: emails whose sends end together share one
+   * UPDATE, and none waits longer than the record ahead of it (the window in
+   * which a crash resends an email grows by at most that).
+   */
+  #recordSent(id: string): Promise<void> {
+    const recorded = Promise.withResolvers<void>();
+    this.#unrecorded.push({ id, recorded });
+    this.#flushSent();
+    return recorded.promise;
+  }
+
+  #flushSent(): void {
+    if (this.#recording || this.#unrecorded.length === 0) return;
+    const batch = this.#unrecorded.splice(0);
+    this.#recording = true;
+    this.#record((db) => markSent(db, batch.map((entry) => entry.id)))
+      .then(
+        () => batch.forEach((entry) => entry.recorded.resolve()),
+        (error: unknown) => batch.forEach((entry) => entry.recorded.reject(error)),
+      )
+      .finally(() => {
+        this.#recording = false;
+        this.#flushSent();
+      });
   }
 
   /** One attempt inside an `smtp send` span that continues the trace of the event behind the email. */
@@ -241,22 +310,13 @@ export class NotificationSender implements BackgroundTask {
         const delayMs = retryDelayMs(attempt, this.#options.retryBaseMs, this.#options.maxRetryDelayMs);
         log.warn({ err: error, retryInMs: delayMs }, 'email failed; will retry');
         await this.#record((db) => markRetry(db, due.id, reason, delayMs));
+        this.#retryDueAt = Math.min(this.#retryDueAt, Date.now() + delayMs);
       }
       return false;
     }
-    await this.#record((db) => markSent(db, due.id));
+    await this.#recordSent(due.id);
     log.info('email sent');
     return true;
-  }
-
-  /** Sleeps until the earliest retry falls due, or at most `sweepMs`. */
-  async #schedule(): Promise<void> {
-    if (this.#stopped || this.#running) return;
-    const pass = this.#passes;
-    const at = await nextDueAt(this.#pool);
-    if (pass !== this.#passes) return; // a newer pass has scheduled its own
-    const untilDue = at ? at.getTime() - Date.now() : Number.POSITIVE_INFINITY;
-    this.#arm(Math.min(this.#options.sweepMs, Math.max(0, untilDue)));
   }
 
   #arm(ms: number): void {

@@ -1,6 +1,9 @@
 // All SQL of the notification service.
+import pg from 'pg';
 import type { Notification } from '../../subjects/index.ts';
-import { ServiceError, type Queryable } from '../kit/index.ts';
+import { ServiceError, sendWithCommit, type Queryable } from '../kit/index.ts';
+
+const { escapeLiteral } = pg;
 
 export type NotificationStatus = Notification['status'];
 
@@ -57,15 +60,29 @@ export interface NewNotification {
   trace?: Record<string, string>;
 }
 
-/** Stores a notification unless one exists for the same event; true when stored. */
-export async function insertNotification(db: Queryable, n: NewNotification): Promise<boolean> {
-  const { rowCount } = await db.query(
-    `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-     ON CONFLICT (event_id) DO NOTHING`,
-    [n.id, n.eventId, n.eventType, n.customerId, n.orderId, n.email, n.subject, n.body, n.status, n.error ?? null, n.trace ?? {}],
-  );
-  return rowCount === 1;
+/**
+ * Stores a notification unless one exists for the same event. Inside
+ * withTransaction it goes in with the COMMIT, in the same round trip (nothing
+ * in the transaction reads it back); elsewhere it is written at once.
+ */
+export async function insertNotification(tx: Queryable, n: NewNotification): Promise<void> {
+  // The simple protocol carries no parameters: every value is an escaped literal.
+  const values = [
+    n.id,
+    n.eventId,
+    n.eventType,
+    n.customerId,
+    n.orderId,
+    n.email,
+    n.subject,
+    n.body,
+    n.status,
+    n.error ?? null,
+    JSON.stringify(n.trace ?? {}),
+  ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
+  const statement = `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
+    VALUES (${values.join(', ')}) ON CONFLICT (event_id) DO NOTHING`;
+  if (!sendWithCommit(tx, statement)) await tx.query(statement);
 }
 
 /** Wakes every sender (of every instance) listening on `channel`, once the caller's transaction commits. */
@@ -126,30 +143,56 @@ export interface DueNotification {
   trace: Record<string, string>;
 }
 
-/**
- * Claims one due PENDING notification (a DueNotification row) by leasing it:
- * its next attempt moves `leaseMs` ahead, in a statement that commits on its
- * own, so the email is sent outside any transaction. SKIP LOCKED: senders of
- * several instances share the queue, never the same row. A sender that dies
- * mid-send leaves the row PENDING; it is due again when the lease runs out.
- */
-export async function claimDue(db: Queryable, leaseMs: number): Promise<DueNotification | undefined> {
-  const { rows } = await db.query<DueNotification>(
-    `UPDATE notifications SET next_attempt_at = clock_timestamp() + $1 * interval '1 millisecond'
-      WHERE id = (SELECT id FROM notifications
-                   WHERE status = 'PENDING' AND next_attempt_at <= now()
-                   ORDER BY next_attempt_at, created_at
-                   LIMIT 1 FOR UPDATE SKIP LOCKED)
-      RETURNING id, email, subject, body, attempts, trace`,
-    [leaseMs],
-  );
-  return rows[0];
+/** What a claim took, and when the sender should look again. */
+export interface Claim {
+  rows: DueNotification[];
+  /**
+   * When the earliest PENDING notification not yet due falls due (a retry's
+   * back-off, another sender's lease), as the claim saw it; undefined if none.
+   */
+  nextDueAt: Date | undefined;
 }
 
-export async function markSent(tx: Queryable, id: string): Promise<void> {
+/**
+ * Claims up to `limit` due PENDING notifications (DueNotification rows) by
+ * leasing them: their next attempt moves `leaseMs` ahead, in a statement that
+ * commits on its own, so the emails are sent outside any transaction. SKIP
+ * LOCKED: senders of several instances share the queue, never the same row. A
+ * sender that dies mid-send leaves its rows PENDING; they are due again when
+ * the lease runs out.
+ *
+ * The same statement reads when the next notification falls due, so the
+ * sender can sleep until then without asking again.
+ */
+export async function claimDue(db: Queryable, leaseMs: number, limit: number): Promise<Claim> {
+  const { rows } = await db.query<{ [K in keyof DueNotification]: DueNotification[K] | null } & { next_due_at: Date | null }>(
+    `WITH claimed AS (
+       UPDATE notifications SET next_attempt_at = clock_timestamp() + $1 * interval '1 millisecond'
+        WHERE id IN (SELECT id FROM notifications
+                      WHERE status = 'PENDING' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at, created_at
+                      LIMIT $2 FOR UPDATE SKIP LOCKED)
+        RETURNING id, email, subject, body, attempts, trace
+     ), next AS (
+       -- Not due yet, as of this statement's snapshot (the rows claimed here are not among them).
+       -- Due rows that were skipped because they are locked are another sender's, which leases them.
+       SELECT min(next_attempt_at) AS next_due_at FROM notifications WHERE status = 'PENDING' AND next_attempt_at > now()
+     )
+     -- Always one row at least: the claimed columns are null when nothing was due.
+     SELECT claimed.*, next.next_due_at FROM next LEFT JOIN claimed ON true`,
+    [leaseMs, limit],
+  );
+  return {
+    rows: rows.filter((row) => row.id !== null).map(({ next_due_at: _, ...row }) => row as DueNotification),
+    nextDueAt: rows[0]?.next_due_at ?? undefined,
+  };
+}
+
+/** Records emails the SMTP server accepted (several at once: one round trip for all). */
+export async function markSent(tx: Queryable, ids: readonly string[]): Promise<void> {
   await tx.query(
-    `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = $1`,
-    [id],
+    `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = ANY($1::uuid[])`,
+    [ids],
   );
 }
 
@@ -169,12 +212,4 @@ export async function markFailed(tx: Queryable, id: string, error: string): Prom
     id,
     error,
   ]);
-}
-
-/** When the earliest PENDING notification falls due, if any. */
-export async function nextDueAt(db: Queryable): Promise<Date | undefined> {
-  const { rows } = await db.query<{ at: Date | null }>(
-    `SELECT min(next_attempt_at) AS at FROM notifications WHERE status = 'PENDING'`,
-  );
-  return rows[0]?.at ?? undefined;
 }

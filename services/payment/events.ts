@@ -11,17 +11,16 @@
 // money to give back. Both consumers therefore ask the provider, by the order
 // id, before they settle on "never charged" (refundOrphanedCharge below).
 import { randomUUID } from 'node:crypto';
-import { inventory, orders, payments, type Payment } from '../../subjects/index.ts';
+import { inventory, orders, payments } from '../../subjects/index.ts';
 import { on, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
 import type { PaymentProvider } from './provider.ts';
-import { chargeState, findPaymentByOrder, insertCancellation, insertPayment, lockOrder, markRefunded } from './store.ts';
+import { insertCancellation, insertPayment, lockOrder, markRefunded } from './store.ts';
 
 export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
   return [
     on(inventory.reserved, 'charge-reserved', async ({ data }, tx, { log }) => {
       const { orderId, customerId, payment: request } = data;
-      await lockOrder(tx, orderId);
-      const { payment: existing, cancelled } = await chargeState(tx, orderId);
+      const { payment: existing, cancelled } = await lockOrder(tx, orderId);
       if (existing) {
         log.info({ orderId }, 'order already has a payment; not charging again');
         return;
@@ -31,7 +30,7 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
         // before committing, after the cancellation had looked (a request still in flight then).
         const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
         if (recovered) {
-          log.warn({ orderId, paymentId: recovered.id }, 'cancelled order had an unrecorded charge; refunded it');
+          log.warn({ orderId, paymentId: recovered }, 'cancelled order had an unrecorded charge; refunded it');
         } else {
           log.info({ orderId }, 'order was cancelled before its reservation arrived; not charging');
         }
@@ -39,8 +38,10 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
       }
       // A ProviderUnavailableError propagates: the consumer naks and retries with the same key.
       const outcome = await provider.charge({ idempotencyKey: orderId, token: request.token, amount: request.amount });
-      const payment = await insertPayment(tx, {
-        id: randomUUID(),
+      // The payment row and the event both go in with the COMMIT (one round trip).
+      const paymentId = randomUUID();
+      await insertPayment(tx, {
+        id: paymentId,
         orderId,
         customerId,
         amount: request.amount,
@@ -48,26 +49,25 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
         declineReason: outcome.status === 'declined' ? outcome.reason : null,
         providerReference: outcome.status === 'captured' ? outcome.reference : null,
       });
-      const ref = { paymentId: payment.id, orderId, customerId, amount: payment.amount };
+      const ref = { paymentId, orderId, customerId, amount: request.amount };
       if (outcome.status === 'captured') {
         await writeEvent(tx, payments.captured, ref);
-        log.info({ orderId, paymentId: payment.id }, 'payment captured');
+        log.info({ orderId, paymentId }, 'payment captured');
       } else {
         await writeEvent(tx, payments.declined, { ...ref, reason: outcome.reason });
-        log.info({ orderId, paymentId: payment.id, reason: outcome.reason }, 'payment declined');
+        log.info({ orderId, paymentId, reason: outcome.reason }, 'payment declined');
       }
     }),
 
     on(orders.cancelled, 'refund-cancelled', async ({ data }, tx, { log }) => {
       const { orderId, customerId, reasonCode } = data;
-      await lockOrder(tx, orderId);
-      const payment = await findPaymentByOrder(tx, orderId);
+      const { payment } = await lockOrder(tx, orderId);
       if (!payment) {
         // No payment recorded; yet a reservation may have been charged by a process that died
         // before committing. The provider's books settle it.
         const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
         if (recovered) {
-          log.warn({ orderId, paymentId: recovered.id }, 'cancelled order had an unrecorded charge; refunded it');
+          log.warn({ orderId, paymentId: recovered }, 'cancelled order had an unrecorded charge; refunded it');
           return;
         }
         // The reservation may still be on its way (or this service was down past the deadline).
@@ -103,7 +103,8 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
  * it back (key `refund:<orderId>`, idempotent like every refund), records the
  * payment as REFUNDED (so payments.getByOrder tells the truth and any later
  * delivery for the order sees it settled) and emits payments.events.refunded.
- * Undefined when the provider captured nothing for the order.
+ * Returns the payment's id; undefined when the provider captured nothing for
+ * the order.
  *
  * Why no durable "charge attempted" marker of our own: it would have to be
  * committed before the provider call, in a transaction of its own, and even
@@ -119,7 +120,7 @@ async function refundOrphanedCharge(
   provider: PaymentProvider,
   orderId: string,
   customerId: string,
-): Promise<Payment | undefined> {
+): Promise<string | undefined> {
   // A ProviderUnavailableError propagates: the consumer naks and asks again later.
   const charge = await provider.findCharge(orderId);
   if (charge?.status !== 'captured') return undefined;
@@ -128,8 +129,9 @@ async function refundOrphanedCharge(
     chargeReference: charge.reference,
     amount: charge.amount,
   });
-  const payment = await insertPayment(tx, {
-    id: randomUUID(),
+  const paymentId = randomUUID();
+  await insertPayment(tx, {
+    id: paymentId,
     orderId,
     customerId,
     amount: charge.amount,
@@ -138,6 +140,6 @@ async function refundOrphanedCharge(
     providerReference: charge.reference,
     refundReference: refund.reference,
   });
-  await writeEvent(tx, payments.refunded, { paymentId: payment.id, orderId, customerId, amount: payment.amount });
-  return payment;
+  await writeEvent(tx, payments.refunded, { paymentId, orderId, customerId, amount: charge.amount });
+  return paymentId;
 }

@@ -124,7 +124,7 @@ export class PaymentSimulator implements PaymentProvider {
   }
 
   async charge({ idempotencyKey, token, amount }: ChargeRequest): Promise<ChargeOutcome> {
-    await this.#call(idempotencyKey);
+    await this.#latency();
     const declining = this.#settings.PAYMENT_DECLINE_TOKENS ?? DEFAULT_DECLINE_TOKENS;
     // Own keys only: a token such as `constructor` is just a token.
     const reason = Object.hasOwn(declining, token)
@@ -132,14 +132,45 @@ export class PaymentSimulator implements PaymentProvider {
       : amount.amount > this.#settings.PAYMENT_AMOUNT_LIMIT
         ? 'amount over limit'
         : null;
-    const row = await this.#record(idempotencyKey, {
-      operation: 'charge',
-      amount: amount.amount,
-      currency: amount.currency,
-      outcome: reason === null ? 'captured' : 'declined',
-      reason,
-      reference: reason === null ? `sim_ch_${randomUUID()}` : null,
-    });
+    // The faults are decided before the statement that counts the call and records the charge
+    // (one round trip), so that it records nothing when the call is to fail.
+    const failFirst = this.#settings.PAYMENT_FAIL_FIRST_ATTEMPTS;
+    const outage = this.#random() < this.#settings.PAYMENT_FAILURE_RATE;
+    const { rows } = await this.#db.query<{ calls: number } & { [K in keyof LedgerRow]: LedgerRow[K] | null }>(
+      `WITH call AS (
+         INSERT INTO simulator_calls (idempotency_key, calls) VALUES ($1, 1)
+         ON CONFLICT (idempotency_key) DO UPDATE SET calls = simulator_calls.calls + 1, last_call_at = now()
+         RETURNING calls
+       ), recorded AS (
+         INSERT INTO simulator_ledger (idempotency_key, operation, amount, currency, outcome, reason, reference)
+         SELECT $1, 'charge', $2::bigint, $3::text, $4::text, $5::text, $6::text FROM call
+          WHERE call.calls > $7::int AND NOT $8::boolean
+         ON CONFLICT DO NOTHING
+         RETURNING operation, amount, currency, outcome, reason, reference
+       )
+       -- What the insert recorded, or else what the ledger held for the key already.
+       SELECT call.calls, entry.* FROM call LEFT JOIN (
+         SELECT * FROM recorded
+         UNION ALL
+         SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger WHERE idempotency_key = $1
+       ) AS entry ON true`,
+      [
+        idempotencyKey,
+        amount.amount,
+        amount.currency,
+        reason === null ? 'captured' : 'declined',
+        reason,
+        reason === null ? `sim_ch_${randomUUID()}` : null,
+        failFirst,
+        outage,
+      ],
+    );
+    const { calls, ...entry } = rows[0]!;
+    if (calls <= failFirst) throw new ProviderUnavailableError(`simulated outage: call ${calls} with key ${idempotencyKey}`);
+    if (outage) throw new ProviderUnavailableError('simulated transient provider failure');
+    // Neither recorded nor found: a call with the same key committed its entry while this
+    // statement waited on it (too late for the statement's snapshot). Read it now.
+    const row = entry.operation === null ? await this.#entry(idempotencyKey) : (entry as LedgerRow);
     if (!row || row.operation !== 'charge') {
       throw new ProviderRejectedError(`idempotency key ${idempotencyKey} was used for a refund`);
     }
@@ -197,7 +228,10 @@ export class PaymentSimulator implements PaymentProvider {
     await this.#db.end();
   }
 
-  /** Latency and injected faults, before anything is recorded: a failed call moves no money. */
+  /**
+   * Latency and injected faults of a refund, before anything is recorded: a
+   * failed call moves no money. (A charge does the same inside its one statement.)
+   */
   async #call(idempotencyKey: string): Promise<void> {
     await this.#latency();
     const { rows } = await this.#db.query<{ calls: number }>(
@@ -236,7 +270,10 @@ export class PaymentSimulator implements PaymentProvider {
       [idempotencyKey, entry.operation, entry.amount, entry.currency, entry.outcome, entry.reason, entry.reference, chargeReference],
     );
     // A new key (the usual case) is answered by the insert; a known one by what the ledger holds.
-    if (inserted.rows[0]) return inserted.rows[0];
+    return inserted.rows[0] ?? this.#entry(idempotencyKey);
+  }
+
+  async #entry(idempotencyKey: string): Promise<LedgerRow | undefined> {
     const { rows } = await this.#db.query<LedgerRow>(
       'SELECT operation, amount, currency, outcome, reason, reference FROM simulator_ledger WHERE idempotency_key = $1',
       [idempotencyKey],

@@ -1,6 +1,9 @@
 // All SQL of the payment service (the simulator's own tables are its business: simulator.ts).
+import pg from 'pg';
 import type { CancelReason, Payment } from '../../subjects/index.ts';
-import type { Queryable } from '../kit/index.ts';
+import { sendWithCommit, type Queryable } from '../kit/index.ts';
+
+const { escapeLiteral } = pg;
 
 type PaymentStatus = Payment['status'];
 
@@ -37,13 +40,23 @@ const ORDER_LOCK_CLASS = 7_370_001;
 
 /**
  * Serialises everything this service does about one order until the end of
- * the transaction. The reservation and the cancellation of an order arrive on
- * different consumers, possibly at the same moment; without this, each could
- * miss the other's uncommitted row (a charge nobody refunds).
+ * the transaction, and reads what is recorded about it once the lock is
+ * held: its payment (if any) and whether it was cancelled before any
+ * payment. The reservation and the cancellation of an order arrive on
+ * different consumers, possibly at the same moment; without the lock, each
+ * could miss the other's uncommitted row (a charge nobody refunds).
+ *
+ * One round trip: the function of migration 003 takes the lock, then reads
+ * with a snapshot taken after it (a read in the same plain statement as the
+ * lock would not see what the previous holder committed; see there).
  */
-export async function lockOrder(tx: Queryable, orderId: string): Promise<void> {
-  // The two-key form keeps these locks apart from single-key advisory locks (migrations).
-  await tx.query(`SELECT pg_advisory_xact_lock(${ORDER_LOCK_CLASS}, hashtext($1))`, [orderId]);
+export async function lockOrder(tx: Queryable, orderId: string): Promise<{ payment: Payment | undefined; cancelled: boolean }> {
+  const { rows } = await tx.query<{ [K in keyof PaymentRow]: PaymentRow[K] | null } & { cancelled: boolean }>(
+    'SELECT * FROM lock_order($1, $2)',
+    [ORDER_LOCK_CLASS, orderId],
+  );
+  const row = rows[0]!;
+  return { payment: row.id === null ? undefined : toPayment(row as PaymentRow), cancelled: row.cancelled };
 }
 
 export async function findPaymentByOrder(db: Queryable, orderId: string): Promise<Payment | undefined> {
@@ -51,29 +64,35 @@ export async function findPaymentByOrder(db: Queryable, orderId: string): Promis
   return rows[0] && toPayment(rows[0]);
 }
 
-/** `refundReference` only for a payment recorded as REFUNDED straight away (a recovered orphaned charge). */
+/**
+ * Records a new payment. Inside withTransaction it goes in with the COMMIT,
+ * in the same round trip (nothing in the transaction reads it back); a second
+ * payment for the order (order_id is unique) then fails the commit, and the
+ * whole transaction rolls back. Elsewhere it is written at once.
+ * `refundReference` only for a payment recorded as REFUNDED straight away (a
+ * recovered orphaned charge).
+ */
 export async function insertPayment(
-  db: Queryable,
+  tx: Queryable,
   payment: Pick<Payment, 'id' | 'orderId' | 'customerId' | 'amount' | 'status' | 'declineReason' | 'providerReference'> & {
     refundReference?: string | null;
   },
-): Promise<Payment> {
-  const { rows } = await db.query<PaymentRow>(
-    `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ${COLUMNS}`,
-    [
-      payment.id,
-      payment.orderId,
-      payment.customerId,
-      payment.amount.amount,
-      payment.amount.currency,
-      payment.status,
-      payment.declineReason,
-      payment.providerReference,
-      payment.refundReference ?? null,
-    ],
-  );
-  return toPayment(rows[0]!);
+): Promise<void> {
+  // The simple protocol carries no parameters: every value is an escaped literal (the amount too; PostgreSQL casts it).
+  const values = [
+    payment.id,
+    payment.orderId,
+    payment.customerId,
+    String(payment.amount.amount),
+    payment.amount.currency,
+    payment.status,
+    payment.declineReason,
+    payment.providerReference,
+    payment.refundReference ?? null,
+  ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
+  const statement = `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
+    VALUES (${values.join(', ')})`;
+  if (!sendWithCommit(tx, statement)) await tx.query(statement);
 }
 
 /** CAPTURED -> REFUNDED; undefined when the payment is not (or no longer) captured. */
@@ -92,19 +111,4 @@ export async function insertCancellation(db: Queryable, orderId: string, reasonC
     orderId,
     reasonCode,
   ]);
-}
-
-/**
- * What the charge of an order must know, read in one round trip: its payment
- * (if any) and whether it was cancelled before any payment.
- */
-export async function chargeState(db: Queryable, orderId: string): Promise<{ payment: Payment | undefined; cancelled: boolean }> {
-  const { rows } = await db.query<{ [K in keyof PaymentRow]: PaymentRow[K] | null } & { cancelled: boolean }>(
-    `SELECT ${COLUMNS.split(', ').map((column) => `p.${column}`).join(', ')},
-            EXISTS (SELECT 1 FROM cancelled_orders WHERE order_id = $1) AS cancelled
-       FROM (SELECT 1) AS one LEFT JOIN payments p ON p.order_id = $1`,
-    [orderId],
-  );
-  const row = rows[0]!;
-  return { payment: row.id === null ? undefined : toPayment(row as PaymentRow), cancelled: row.cancelled };
 }

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { ConfigError, createLogger, createPool, ensureDatabase, loadConfig, migrate, type Pool } from '../../kit/index.ts';
-import { dropTestDatabases, testDatabaseUrl } from '../../../test/harness.ts';
+import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
 import { PaymentSettings } from '../app.ts';
 import { ProviderRejectedError, ProviderUnavailableError } from '../provider.ts';
 import { PaymentSimulator, type SimulatorSettings } from '../simulator.ts';
@@ -83,6 +83,34 @@ test('concurrent charges with one key: one ledger entry, one reference for all',
   );
   assert.equal(new Set(outcomes.map((outcome) => JSON.stringify(outcome))).size, 1);
   assert.equal((await books.entries(key)).length, 1);
+});
+
+test('a charge that waits on another call with its key answers with what that call recorded', async () => {
+  const sim = simulator();
+  const key = randomUUID();
+  const other = await pool.connect();
+  try {
+    // The other call: its ledger entry written, not yet committed.
+    await other.query('BEGIN');
+    await other.query(
+      `INSERT INTO simulator_ledger (idempotency_key, operation, amount, currency, outcome, reason, reference)
+       VALUES ($1, 'charge', 700, 'EUR', 'captured', NULL, 'sim_ch_first')`,
+      [key],
+    );
+    const charging = sim.charge({ idempotencyKey: key, token: 'tok_decline', amount: EUR(999) });
+    await waitFor(
+      async () =>
+        (await pool.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)).rowCount,
+      { what: 'the charge to wait for the other call' },
+    );
+    await other.query('COMMIT');
+    // Committed after the waiting statement began: the first answer still wins.
+    assert.deepEqual(await charging, { status: 'captured', reference: 'sim_ch_first' });
+  } finally {
+    other.release();
+  }
+  assert.equal((await books.entries(key)).length, 1);
+  assert.equal(await books.calls(key), 1);
 });
 
 test('refunds: once per charge, idempotent by key, never for unknown or declined charges', async () => {

@@ -1,0 +1,206 @@
+// The sender loop on its own, against the real PostgreSQL and a real SMTP
+// server: batch claims never send an email twice, a crashed sender's claims
+// are picked up once their lease runs out, and the queue costs about one
+// claim per batch of emails, not one per worker per email.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createLogger, createPool, ensureDatabase, migrate, type Pool } from '../../kit/index.ts';
+import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
+import { Mailer, NotificationSender, type SenderOptions } from '../mailer.ts';
+import { claimDue, insertNotification } from '../store.ts';
+import { startSmtpServer, type TestSmtpServer } from './smtp.ts';
+
+const log = createLogger('notifications-test', 'silent');
+let pool: Pool;
+let smtp: TestSmtpServer;
+const running: NotificationSender[] = [];
+
+before(async () => {
+  const databaseUrl = testDatabaseUrl('notifications');
+  await ensureDatabase(databaseUrl, log);
+  pool = createPool(databaseUrl);
+  await migrate(pool, 'notifications', join(import.meta.dirname, '..', 'migrations'), log);
+  smtp = await startSmtpServer();
+});
+
+after(async () => {
+  await Promise.all(running.map((sender) => sender.stop()));
+  await pool?.end();
+  await smtp?.close();
+  await dropTestDatabases();
+});
+
+/** A started sender on `db` (the test's pool unless given). */
+async function startSender(options: Partial<SenderOptions> = {}, db: Pool = pool): Promise<NotificationSender> {
+  const mailer = new Mailer({
+    SMTP_HOST: '127.0.0.1',
+    SMTP_PORT: smtp.port,
+    SMTP_FROM: 'The Shop <shop@example.com>',
+    SMTP_SECURE: false,
+    SMTP_TIMEOUT_MS: 5000,
+  });
+  const sender = new NotificationSender(db, mailer, log, { maxAttempts: 5, retryBaseMs: 100, ...options });
+  running.push(sender);
+  await sender.start();
+  return sender;
+}
+
+async function stopSender(sender: NotificationSender): Promise<void> {
+  running.splice(running.indexOf(sender), 1);
+  await sender.stop();
+}
+
+/** Records `count` PENDING emails to one new address; their ids. */
+async function pending(count: number): Promise<{ to: string; ids: string[] }> {
+  const to = `batch-${randomUUID().slice(0, 8)}@example.com`;
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = randomUUID();
+    await insertNotification(pool, {
+      id,
+      eventId: randomUUID(),
+      eventType: 'orders.events.confirmed',
+      customerId: randomUUID(),
+      orderId: randomUUID(),
+      email: to,
+      subject: `email ${i}`,
+      body: 'hello',
+      status: 'PENDING',
+    });
+    ids.push(id);
+  }
+  return { to, ids };
+}
+
+async function rows(ids: string[]) {
+  const { rows } = await pool.query<{ id: string; status: string; attempts: number; sent_at: Date | null }>(
+    'SELECT id, status, attempts, sent_at FROM notifications WHERE id = ANY($1::uuid[])',
+    [ids],
+  );
+  return rows;
+}
+
+function allSent(ids: string[]) {
+  return waitFor(
+    async () => {
+      const found = await rows(ids);
+      return found.length === ids.length && found.every((row) => row.status === 'SENT') && found;
+    },
+    { what: `${ids.length} emails sent` },
+  );
+}
+
+/** The test's pool, counting the statements that start with each of `prefixes`. */
+function counting(prefixes: Record<string, string>): { db: Pool; counts: Record<string, number> } {
+  const counts = Object.fromEntries(Object.keys(prefixes).map((name) => [name, 0]));
+  const db = Object.create(pool) as Pool;
+  db.query = ((...args: Parameters<Pool['query']>) => {
+    const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text: string }).text;
+    for (const [name, prefix] of Object.entries(prefixes)) if (text.trimStart().startsWith(prefix)) counts[name]!++;
+    return (pool.query as (...a: unknown[]) => unknown)(...args);
+  }) as Pool['query'];
+  return { db, counts };
+}
+
+test('claimDue takes at most its limit, leases what it takes, and tells when the next email falls due', async () => {
+  const { ids } = await pending(3);
+  const later = (await pending(1)).ids[0]!;
+  await pool.query(`UPDATE notifications SET next_attempt_at = now() + interval '1 hour' WHERE id = $1`, [later]);
+  // Other tests' rows may be due too: claim until ours are taken (the queue is shared).
+  const taken: string[] = [];
+  let last;
+  do {
+    last = await claimDue(pool, 60_000, 2);
+    assert.ok(last.rows.length <= 2);
+    taken.push(...last.rows.map((row) => row.id));
+  } while (last.rows.length > 0);
+  assert.ok(ids.every((id) => taken.includes(id)), 'every due email claimed');
+  assert.ok(!taken.includes(later), 'not one that is not due');
+  assert.equal(new Set(taken).size, taken.length, 'none twice');
+  // Due next: the claimed ones when their lease ends (a minute), before the one due in an hour.
+  const untilNext = last.nextDueAt!.getTime() - Date.now();
+  assert.ok(untilNext > 50_000 && untilNext <= 60_000, `next due in ${untilNext} ms`);
+  // Leased: not claimable again.
+  assert.deepEqual((await claimDue(pool, 60_000, 10)).rows, []);
+  await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = ANY($1::uuid[])`, [[...ids, later]]);
+});
+
+test('two senders working through a backlog with batch claims send every email exactly once', async () => {
+  const { to, ids } = await pending(40);
+  const first = await startSender({ concurrency: 4 });
+  const second = await startSender({ concurrency: 3 });
+  try {
+    const sent = await allSent(ids);
+    assert.ok(sent.every((row) => row.attempts === 1), 'one attempt each');
+    const mails = smtp.mailsTo(to);
+    assert.equal(mails.length, 40);
+    assert.deepEqual(new Set(mails.map((mail) => mail.messageId)), new Set(ids.map((id) => `<${id}@shop>`)));
+  } finally {
+    await stopSender(first);
+    await stopSender(second);
+  }
+});
+
+test("a crashed sender's claimed emails are sent once its lease runs out, and only then", async () => {
+  const { to, ids } = await pending(3);
+  // The crashed sender: claimed them with a short lease, sent nothing, recorded nothing.
+  const leaseMs = 600;
+  const claimedAt = Date.now();
+  const crashed = await claimDue(pool, leaseMs, 10);
+  assert.deepEqual(new Set(crashed.rows.map((row) => row.id)), new Set(ids));
+  // A sweep far away: only the due time its claims saw can bring the sender back in time.
+  const sender = await startSender({ sweepMs: 60_000 });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, leaseMs / 2));
+    assert.equal(smtp.mailsTo(to).length, 0, 'not while the lease holds');
+    const sent = await allSent(ids);
+    for (const row of sent) assert.ok(row.sent_at!.getTime() >= claimedAt + leaseMs - 5, 'sent after the lease');
+    assert.equal(smtp.mailsTo(to).length, 3, 'each once');
+    assert.ok(sent.every((row) => row.attempts === 1));
+  } finally {
+    await stopSender(sender);
+  }
+});
+
+test('a refused email is retried after its back-off without waiting for a sweep', async () => {
+  const { to, ids } = await pending(1);
+  smtp.failNext(to, 2);
+  const sender = await startSender({ sweepMs: 60_000, retryBaseMs: 100 });
+  try {
+    const [row] = await allSent(ids);
+    assert.equal(row!.attempts, 3);
+    assert.deepEqual(smtp.attemptsTo(to).map((attempt) => attempt.code), [451, 451, 250]);
+  } finally {
+    await stopSender(sender);
+  }
+});
+
+test('the queue costs a claim per batch: a lone email one claim and one record, a backlog of 12 a few claims', async () => {
+  const { db, counts } = counting({ claims: 'WITH claimed AS', sent: "UPDATE notifications SET status = 'SENT'" });
+  // Nothing due: the first pass looks once.
+  const sender = await startSender({ concurrency: 4, sweepMs: 60_000 }, db);
+  try {
+    await waitFor(() => counts.claims === 1, { what: 'the first look' });
+
+    const lone = await pending(1);
+    sender.wake();
+    await allSent(lone.ids);
+    await waitFor(() => counts.claims === 2, { what: 'the pass to end' });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.deepEqual(counts, { claims: 2, sent: 1 }, 'a lone email: one claim, one record');
+
+    // A backlog of 12 for 4 workers: a claim for each round or two of workers, not one per email.
+    const backlog = await pending(12);
+    counts.claims = 0;
+    counts.sent = 0;
+    sender.wake();
+    await allSent(backlog.ids);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.ok(counts.claims <= 4, `${counts.claims} claims for 12 emails`);
+    assert.ok(counts.sent <= 12, `${counts.sent} records for 12 emails`);
+  } finally {
+    await stopSender(sender);
+  }
+});
