@@ -3,13 +3,17 @@
 // kit's inbox transaction, so a redelivered event records nothing) and wakes
 // the sender on commit (in-process, see wakeSender); sending happens in the
 // sender loop (mailer.ts).
+//
+// Events come in batches (the kit's onBatch): one customers.getMany for the
+// recipients of the whole batch, and the rows go in with the COMMIT.
 import { randomUUID } from 'node:crypto';
-import { customers, orders, payments, type EnvelopeOf, type EventContract, type Money } from '../../subjects/index.ts';
+import { context } from '@opentelemetry/api';
+import { customers, orders, payments, type Customer, type Money } from '../../subjects/index.ts';
 import {
-  ServiceError,
   afterCommit,
   currentTraceCarrier,
-  on,
+  onBatch,
+  type Delivered,
   type EventHandler,
   type Logger,
   type Pool,
@@ -19,6 +23,9 @@ import {
 import { SEND_CHANNEL } from './mailer.ts';
 import { insertNotification, notifySenders } from './store.ts';
 
+/** Events per transaction: each costs a row; the batch, one lookup of its recipients. */
+const BATCH = 32;
+
 /**
  * `wakeSender` wakes this process's sender once the recording transaction
  * commits. Without it, the transaction wakes every sender through
@@ -27,16 +34,14 @@ import { insertNotification, notifySenders } from './store.ts';
  */
 export function notificationConsumers(client: RpcClient, wakeSender?: (pool: Pool) => void): EventHandler[] {
   const wake = (tx: Tx) => (wakeSender && afterCommit(tx, wakeSender) ? Promise.resolve() : notifySenders(tx, SEND_CHANNEL));
+  const recorder = <C extends EmailEvent>(compose: (event: Delivered<C>['event'], name: string | null) => Email) =>
+    (events: Delivered<C>[], tx: Tx, log: Logger) => record(tx, client, log, wake, events, compose);
   return [
-    on(orders.confirmed, 'order-confirmed', (event, tx, { log }) =>
-      record(tx, client, log, wake, event, event.data, (name) => orderConfirmedEmail(event.data, name)),
-    ),
-    on(orders.cancelled, 'order-cancelled', (event, tx, { log }) =>
-      record(tx, client, log, wake, event, event.data, (name) => orderCancelledEmail(event.data, name)),
-    ),
-    on(payments.refunded, 'payment-refunded', (event, tx, { log }) =>
-      record(tx, client, log, wake, event, event.data, (name) => paymentRefundedEmail(event.data, name)),
-    ),
+    onBatch(orders.confirmed, 'order-confirmed', recorder((event, name) => orderConfirmedEmail(event.data, name)), { batch: BATCH }),
+    onBatch(orders.cancelled, 'order-cancelled', recorder((event, name) => orderCancelledEmail(event.data, name)), { batch: BATCH }),
+    onBatch(payments.refunded, 'payment-refunded', recorder((event, name) => paymentRefundedEmail(event.data, name)), {
+      batch: BATCH,
+    }),
   ];
 }
 
@@ -45,42 +50,49 @@ export interface Email {
   body: string;
 }
 
-async function record(
+/** The events that become emails: each names its customer and order. */
+type EmailEvent = typeof orders.confirmed | typeof orders.cancelled | typeof payments.refunded;
+
+async function record<C extends EmailEvent>(
   tx: Tx,
   client: RpcClient,
   log: Logger,
   wake: (tx: Tx) => Promise<void>,
-  event: EnvelopeOf<EventContract>,
-  ref: { customerId: string; orderId: string },
-  compose: (name: string | null) => Email,
+  events: Delivered<C>[],
+  compose: (event: Delivered<C>['event'], name: string | null) => Email,
 ): Promise<void> {
-  let recipient: { email: string; name: string } | undefined;
-  let error: string | undefined;
-  try {
-    recipient = await client.call(customers.get, { id: ref.customerId });
-  } catch (failure) {
-    // Anything else (the customer service away, slow) is worth another delivery of the event.
-    if (!(failure instanceof ServiceError && failure.code === 'CUSTOMER_NOT_FOUND')) throw failure;
-    // Retrying cannot make the customer exist: keep the record, never send it.
-    error = `customer ${ref.customerId} does not exist`;
+  const refOf = (event: Delivered<C>['event']): { customerId: string; orderId: string } => event.data;
+  // Any failure (the customer service away, slow) is worth another delivery of the events.
+  const ids = [...new Set(events.map(({ event }) => refOf(event).customerId))];
+  const { customers: found } = await client.call(customers.getMany, { ids });
+  const recipients = new Map<string, Customer>();
+  for (const customer of found) if (customer) recipients.set(customer.id, customer);
+
+  let sendable = false;
+  for (const { event, trace } of events) {
+    const ref = refOf(event);
+    const recipient = recipients.get(ref.customerId);
+    const email = compose(event, recipient?.name ?? null);
+    // Goes in with the COMMIT. A repeat of the event stops at the inbox (and event_id is unique).
+    await insertNotification(tx, {
+      id: randomUUID(),
+      eventId: event.id,
+      eventType: event.type,
+      customerId: ref.customerId,
+      orderId: ref.orderId,
+      email: recipient?.email ?? '',
+      subject: email.subject,
+      body: email.body,
+      // Retrying cannot make the customer exist: keep the record, never send it.
+      status: recipient ? 'PENDING' : 'FAILED',
+      ...(recipient ? {} : { error: `customer ${ref.customerId} does not exist` }),
+      // The sender's span continues the event's trace.
+      trace: context.with(trace, currentTraceCarrier),
+    });
+    if (recipient) sendable = true;
+    else context.with(trace, () => log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer'));
   }
-  const email = compose(recipient?.name ?? null);
-  // Goes in with the COMMIT. A repeat of the event stops at the inbox (and event_id is unique).
-  await insertNotification(tx, {
-    id: randomUUID(),
-    eventId: event.id,
-    eventType: event.type,
-    customerId: ref.customerId,
-    orderId: ref.orderId,
-    email: recipient?.email ?? '',
-    subject: email.subject,
-    body: email.body,
-    status: recipient ? 'PENDING' : 'FAILED',
-    ...(error ? { error } : {}),
-    trace: currentTraceCarrier(),
-  });
-  if (recipient) await wake(tx);
-  else log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer');
+  if (sendable) await wake(tx);
 }
 
 // --- Content -------------------------------------------------------------------
@@ -94,12 +106,20 @@ export function formatMoney({ amount, currency }: Money): string {
   return `${currency} ${whole}${fraction}`;
 }
 
+/** Digits by currency: building an Intl.NumberFormat per email showed in the sender's profile. */
+const digitsByCurrency = new Map<string, number>();
+
 function minorUnitDigits(currency: string): number {
-  try {
-    return new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
-  } catch {
-    return 2; // a well-formed code Intl does not know
+  let digits = digitsByCurrency.get(currency);
+  if (digits === undefined) {
+    try {
+      digits = new Intl.NumberFormat('en', { style: 'currency', currency }).resolvedOptions().maximumFractionDigits ?? 2;
+    } catch {
+      digits = 2; // a well-formed code Intl does not know
+    }
+    digitsByCurrency.set(currency, digits);
   }
+  return digits;
 }
 
 /** The short reference customers see in subjects; the full id is in the body. */

@@ -194,6 +194,33 @@ test('an event for a customer that does not exist is recorded as FAILED and send
   assert.equal(smtp.mails.filter((mail) => mail.subject.includes(ref(data.orderId))).length, 0);
 });
 
+test('events arriving together are recorded each for its own customer, with one lookup per batch', async () => {
+  const [ann, bob] = await Promise.all([register('Ann Batch'), register('Bob Batch')]);
+  const ghost = randomUUID();
+  // Every customers.getMany the notification service sends, seen beside the customer service's queue group.
+  let lookups = 0;
+  const watch = nc.subscribe(customers.getMany.subject, { callback: () => lookups++ });
+  await nc.flush();
+  try {
+    const sent = [ann, bob, ann, bob, ann, bob, ann, bob].map((customer) => confirmed(customer));
+    const lost = { orderId: randomUUID(), customerId: ghost, total: eur(100) };
+    // Published without waiting between them, so the consumer takes them in batches.
+    await Promise.all([...sent, lost].map((data) => publishEvent(js, orders.confirmed, data)));
+    for (const data of sent) {
+      const customer = data.customerId === ann.id ? ann : bob;
+      const n = await settled(customer.id, data.orderId, 'SENT');
+      assert.equal(n.email, customer.email);
+      const mails = smtp.mails.filter((mail) => mail.subject.includes(ref(data.orderId)));
+      assert.equal(mails.length, 1);
+      assert.match(mails[0]!.text, new RegExp(`Hello ${customer.name},`));
+    }
+    assert.match((await settled(ghost, lost.orderId, 'FAILED')).lastError ?? '', /does not exist/);
+    assert.ok(lookups >= 1 && lookups < sent.length + 1, `${lookups} lookups for ${sent.length + 1} events`);
+  } finally {
+    watch.unsubscribe();
+  }
+});
+
 test('a refused delivery is retried with back-off and arrives once; other emails are not held up', async () => {
   const erin = await register('Erin');
   const frank = await register('Frank');
