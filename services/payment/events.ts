@@ -12,52 +12,76 @@
 // id, before they settle on "never charged" (refundOrphanedCharge below).
 import { randomUUID } from 'node:crypto';
 import { inventory, orders, payments } from '../../subjects/index.ts';
-import { on, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
+import { context } from '@opentelemetry/api';
+import { on, onBatch, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
 import type { PaymentProvider } from './provider.ts';
-import { insertCancellation, insertPayment, lockOrder, markRefunded } from './store.ts';
+import { insertCancellation, insertPayment, lockOrder, lockOrders, markRefunded } from './store.ts';
+
+/** Reservations per transaction. */
+const BATCH = 32;
 
 export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
   return [
-    on(inventory.reserved, 'charge-reserved', async ({ data }, tx, { log }) => {
-      const { orderId, customerId, payment: request } = data;
-      const { payment: existing, cancelled } = await lockOrder(tx, orderId);
-      if (existing) {
-        log.info({ orderId }, 'order already has a payment; not charging again');
-        return;
-      }
-      if (cancelled) {
-        // Not charged now; but an earlier delivery may have been charged by a process that died
-        // before committing, after the cancellation had looked (a request still in flight then).
-        const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
-        if (recovered) {
-          log.warn({ orderId, paymentId: recovered }, 'cancelled order had an unrecorded charge; refunded it');
-        } else {
-          log.info({ orderId }, 'order was cancelled before its reservation arrived; not charging');
-        }
-        return;
-      }
-      // A ProviderUnavailableError propagates: the consumer naks and retries with the same key.
-      const outcome = await provider.charge({ idempotencyKey: orderId, token: request.token, amount: request.amount });
-      // The payment row and the event both go in with the COMMIT (one round trip).
-      const paymentId = randomUUID();
-      await insertPayment(tx, {
-        id: paymentId,
-        orderId,
-        customerId,
-        amount: request.amount,
-        status: outcome.status === 'captured' ? 'CAPTURED' : 'DECLINED',
-        declineReason: outcome.status === 'declined' ? outcome.reason : null,
-        providerReference: outcome.status === 'captured' ? outcome.reference : null,
-      });
-      const ref = { paymentId, orderId, customerId, amount: request.amount };
-      if (outcome.status === 'captured') {
-        await writeEvent(tx, payments.captured, ref);
-        log.info({ orderId, paymentId }, 'payment captured');
-      } else {
-        await writeEvent(tx, payments.declined, { ...ref, reason: outcome.reason });
-        log.info({ orderId, paymentId, reason: outcome.reason }, 'payment declined');
-      }
-    }),
+    // Reservations in batches: the orders of a batch locked in one round
+    // trip, their charges sent to the provider side by side (each under its
+    // own idempotency key), the payments and events written with the COMMIT.
+    // If any charge fails, the batch rolls back and each reservation is taken
+    // again on its own; charges that went through answer the same the second
+    // time (the idempotency key), so nothing is charged twice.
+    onBatch(
+      inventory.reserved,
+      'charge-reserved',
+      async (reserved, tx, log) => {
+        const locked = await lockOrders(tx, reserved.map(({ event }) => event.data.orderId));
+        const seen = new Set<string>();
+        await Promise.all(
+          reserved.map(({ event: { data }, trace }) =>
+            context.with(trace, async () => {
+              const { orderId, customerId, payment: request } = data;
+              const { payment: existing, cancelled } = locked.get(orderId)!;
+              if (existing || seen.has(orderId)) {
+                log.info({ orderId }, 'order already has a payment; not charging again');
+                return;
+              }
+              seen.add(orderId);
+              if (cancelled) {
+                // Not charged now; but an earlier delivery may have been charged by a process that died
+                // before committing, after the cancellation had looked (a request still in flight then).
+                const recovered = await refundOrphanedCharge(tx, provider, orderId, customerId);
+                if (recovered) {
+                  log.warn({ orderId, paymentId: recovered }, 'cancelled order had an unrecorded charge; refunded it');
+                } else {
+                  log.info({ orderId }, 'order was cancelled before its reservation arrived; not charging');
+                }
+                return;
+              }
+              // A ProviderUnavailableError propagates: the consumer naks and retries with the same key.
+              const outcome = await provider.charge({ idempotencyKey: orderId, token: request.token, amount: request.amount });
+              // The payment row and the event both go in with the COMMIT (one round trip).
+              const paymentId = randomUUID();
+              await insertPayment(tx, {
+                id: paymentId,
+                orderId,
+                customerId,
+                amount: request.amount,
+                status: outcome.status === 'captured' ? 'CAPTURED' : 'DECLINED',
+                declineReason: outcome.status === 'declined' ? outcome.reason : null,
+                providerReference: outcome.status === 'captured' ? outcome.reference : null,
+              });
+              const ref = { paymentId, orderId, customerId, amount: request.amount };
+              if (outcome.status === 'captured') {
+                await writeEvent(tx, payments.captured, ref);
+                log.info({ orderId, paymentId }, 'payment captured');
+              } else {
+                await writeEvent(tx, payments.declined, { ...ref, reason: outcome.reason });
+                log.info({ orderId, paymentId, reason: outcome.reason }, 'payment declined');
+              }
+            }),
+          ),
+        );
+      },
+      { batch: BATCH },
+    ),
 
     on(orders.cancelled, 'refund-cancelled', async ({ data }, tx, { log }) => {
       const { orderId, customerId, reasonCode } = data;

@@ -59,6 +59,25 @@ export async function lockOrder(tx: Queryable, orderId: string): Promise<{ payme
   return { payment: row.id === null ? undefined : toPayment(row as PaymentRow), cancelled: row.cancelled };
 }
 
+/**
+ * lockOrder for several orders (a batch of reservations), in one round trip:
+ * the function runs once per order, in order id order, so batches sharing an
+ * order take its lock in the same order and never deadlock.
+ */
+export async function lockOrders(
+  tx: Queryable,
+  orderIds: readonly string[],
+): Promise<Map<string, { payment: Payment | undefined; cancelled: boolean }>> {
+  const { rows } = await tx.query<{ [K in keyof PaymentRow]: PaymentRow[K] | null } & { order_key: string; cancelled: boolean }>(
+    `SELECT k.order_key, l.* FROM unnest($2::text[]) WITH ORDINALITY AS k(order_key, n)
+       CROSS JOIN LATERAL lock_order($1, k.order_key) AS l ORDER BY k.n`,
+    [ORDER_LOCK_CLASS, [...new Set(orderIds)].sort()],
+  );
+  return new Map(
+    rows.map((row) => [row.order_key, { payment: row.id === null ? undefined : toPayment(row as PaymentRow), cancelled: row.cancelled }]),
+  );
+}
+
 export async function findPaymentByOrder(db: Queryable, orderId: string): Promise<Payment | undefined> {
   const { rows } = await db.query<PaymentRow>(`SELECT ${COLUMNS} FROM payments WHERE order_id = $1`, [orderId]);
   return rows[0] && toPayment(rows[0]);

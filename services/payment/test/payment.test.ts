@@ -171,6 +171,40 @@ test('a redelivered reservation and a second one for the same order charge once'
   assert.deepEqual(events.map((event) => event.subject), [payments.captured.subject], 'one captured event');
 });
 
+test('reservations arriving together are each charged once, declines and cancelled orders as when alone', async () => {
+  const captured = Array.from({ length: 10 }, () => randomUUID());
+  const declined = [randomUUID(), randomUUID()];
+  const twice = randomUUID();
+  const cancelled = randomUUID();
+  const cancellation = await publishEvent(js, orders.cancelled, cancelledData(cancelled, randomUUID(), 'PENDING'));
+  await waitSettled(jsm, 'ORDERS', REFUND_CONSUMER, cancellation.ack.seq);
+
+  // Published without waiting between them, so the consumer takes them in batches.
+  const acks = await Promise.all([
+    ...captured.map((orderId) => publishEvent(js, inventory.reserved, reservedData(orderId, 'tok_visa', 1_000))),
+    ...declined.map((orderId) => publishEvent(js, inventory.reserved, reservedData(orderId, 'tok_decline', 1_000))),
+    // Two reservation events for one order (different event ids).
+    publishEvent(js, inventory.reserved, reservedData(twice, 'tok_visa', 1_000)),
+    publishEvent(js, inventory.reserved, reservedData(twice, 'tok_visa', 1_000)),
+    publishEvent(js, inventory.reserved, reservedData(cancelled, 'tok_visa', 1_000)),
+  ]);
+  await waitSettled(jsm, 'INVENTORY', CHARGE_CONSUMER, Math.max(...acks.map(({ ack }) => ack.seq)));
+  await outboxDrained();
+
+  for (const orderId of [...captured, twice]) {
+    assert.equal((await getPayment(orderId))?.status, 'CAPTURED');
+    assert.equal((await books.entries(orderId)).length, 1, 'one ledger entry');
+    assert.deepEqual((await paymentEventsFor(jsm, orderId)).map((event) => event.subject), [payments.captured.subject]);
+  }
+  assert.equal(await books.calls(twice), 1, 'the provider was asked once for the order reserved twice');
+  for (const orderId of declined) {
+    assert.equal((await getPayment(orderId))?.status, 'DECLINED');
+    assert.deepEqual((await paymentEventsFor(jsm, orderId)).map((event) => event.subject), [payments.declined.subject]);
+  }
+  assert.equal(await getPayment(cancelled), undefined);
+  assert.equal(await books.calls(cancelled), 0, 'a cancelled order is never charged');
+});
+
 test('a cancellation after capture refunds once, even when it comes twice', async () => {
   const orderId = randomUUID();
   const customerId = randomUUID();
