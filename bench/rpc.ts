@@ -4,17 +4,22 @@
 //
 // (a) `customers.get` against the real customer service (a child process,
 //     PostgreSQL behind it): the kit client (RpcClient.call) versus plain
-//     nc.request() on the same endpoint.
+//     nc.request() on the same endpoint. Beneath it, a derived bound: the
+//     ratio a kit client costing no CPU at all could reach.
 // (b) a no-I/O endpoint (bench/no-io-server.ts, a child process): customers.get
 //     served and called through the kit versus a raw responder
 //     (nc.subscribe + msg.respond) called with plain nc.request(); beside
 //     them, for reference, the raw responder called by the least a requester
-//     can do (bareRequester: no timeout, no checks, no trace context).
+//     can do (bareRequester: no timeout, no checks, no trace context), and by
+//     plain nc.request() on a connection with nats.js's defaults (async
+//     traces on, which the kit's connectNats turns off).
 //
 // Servers run in child processes so that client and server do not share one
-// event loop. The plain callers do what any caller must (encode the request,
-// parse the reply) and nothing more. Each part warms up, then alternates its
-// two variants in several short rounds (the machine is shared and noisy) and
+// event loop. CPU per call is measured for the caller, the server, nats-server
+// and, in part (a), the PostgreSQL backends of the service's database. The
+// plain callers do what any caller must (encode the request, parse the reply)
+// and nothing more. Each part warms up, then alternates its variants in
+// several short rounds (the machine is shared and noisy) and
 // reports the median. Results go to stdout as a table and to
 // bench-results/rpc.json.
 //
@@ -27,10 +32,10 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { createInbox, type Msg, type NatsConnection } from 'nats';
+import { connect, createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
-import { cpuSeconds } from './common.ts';
+import { cpuSnapshot, cpuUsed } from './common.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
@@ -55,12 +60,18 @@ interface Variant {
   op: () => Promise<void>;
 }
 
-interface Part {
+/** Where a part's CPU is spent besides the caller and nats-server. */
+interface CpuSources {
+  serverPid: number | undefined;
+  /** The server's database, whose PostgreSQL backends are counted (cpuSnapshot). */
+  postgres?: { url: string; databases: string[] };
+}
+
+interface Part extends CpuSources {
   key: 'a' | 'b';
   title: string;
   /** The kit/plain ratio the kit is meant to reach. */
   target: number;
-  serverPid: number | undefined;
   kit: Variant;
   plain: Variant;
   /** Measured beside the two for reference, not part of the ratio's target. */
@@ -75,26 +86,40 @@ interface PartResult {
     name: string;
     samples: number[];
     median: number;
-    /** Medians over the rounds of CPU microseconds per call. */
-    cpuUsPerOp: { client: number; server: number; nats: number };
+    /** Medians over the rounds of CPU microseconds per call; postgres is null without a database, total sums the others. */
+    cpuUsPerOp: CpuPerOp;
     /** Median ops/s relative to the plain variant. */
     ratio: number;
   }[];
   /** Kit over plain, by median ops/s. */
   ratio: number;
+  /**
+   * Derived, not measured (part a): the ratio a kit client costing no CPU at
+   * all could reach, taking throughput as proportional to 1 / (CPU per call in
+   * all processes): plain total / (plain total - plain client).
+   */
+  zeroCostClientBound?: number;
 }
+
+type CpuPerOp = { client: number; server: number; nats: number; postgres: number | null; total: number };
 
 interface Sample {
   opsPerSecond: number;
-  /** CPU time per completed call, in microseconds, of the caller, the server and nats-server. */
-  cpuUsPerOp: { client: number; server: number; nats: number };
+  /** CPU time per completed call, in microseconds, of each process (NaN where it was not measured). */
+  cpuUsPerOp: { client: number; server: number; nats: number; postgres: number; total: number };
 }
 
 /** Keeps `concurrency` calls in flight for `ms`, then lets them finish; returns calls per second and CPU per call. */
-async function measure(op: () => Promise<void>, ms: number, concurrency: number, serverPid?: number): Promise<Sample> {
+async function measure(op: () => Promise<void>, ms: number, concurrency: number, sources: CpuSources): Promise<Sample> {
   let done = 0;
   let stop = false;
-  const before = { client: process.cpuUsage(), server: await cpuSeconds(serverPid), nats: await cpuSeconds(natsPid) };
+  const processes = new Map([
+    ['server', sources.serverPid],
+    ['nats', natsPid],
+  ]);
+  const before = await cpuSnapshot(processes, sources.postgres);
+  // The caller's CPU is read around the calls alone: a snapshot's query for the backends is not its work.
+  const clientBefore = process.cpuUsage();
   const timer = setTimeout(() => (stop = true), ms);
   const started = performance.now();
   const worker = async () => {
@@ -109,16 +134,17 @@ async function measure(op: () => Promise<void>, ms: number, concurrency: number,
     clearTimeout(timer);
   }
   const seconds = (performance.now() - started) / 1000;
-  const client = process.cpuUsage(before.client);
-  const perOp = (cpu: number) => (cpu * 1e6) / done;
-  return {
-    opsPerSecond: done / seconds,
-    cpuUsPerOp: {
-      client: perOp((client.user + client.system) / 1e6),
-      server: perOp((await cpuSeconds(serverPid)) - before.server),
-      nats: perOp((await cpuSeconds(natsPid)) - before.nats),
-    },
+  const client = process.cpuUsage(clientBefore);
+  const used = cpuUsed(before, await cpuSnapshot(processes, sources.postgres));
+  const perOp = (cpu: number | undefined) => (cpu === undefined ? Number.NaN : (cpu * 1e6) / done);
+  const cpuUsPerOp = {
+    client: perOp((client.user + client.system) / 1e6),
+    server: perOp(used.server),
+    nats: perOp(used.nats),
+    postgres: sources.postgres ? perOp(used.postgres ?? 0) : Number.NaN,
   };
+  const total = cpuUsPerOp.client + cpuUsPerOp.server + cpuUsPerOp.nats + (sources.postgres ? cpuUsPerOp.postgres : 0);
+  return { opsPerSecond: done / seconds, cpuUsPerOp: { ...cpuUsPerOp, total } };
 }
 
 function median(values: number[]): number {
@@ -131,14 +157,14 @@ async function runPart(part: Part): Promise<PartResult> {
   const all = [part.kit, part.plain, ...(part.references ?? [])];
   progress(`\n(${part.key}) ${part.title}`);
   progress(`  warm-up ${WARMUP_MS} ms per variant`);
-  for (const variant of all) await measure(variant.op, WARMUP_MS, CONCURRENCY, part.serverPid);
+  for (const variant of all) await measure(variant.op, WARMUP_MS, CONCURRENCY, part);
   const samples = new Map<Variant, Sample[]>(all.map((variant) => [variant, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     // Rotate which variant goes first, so a slow spell of the machine does not always hit the same one.
     const order = all.map((_, index) => all[(index + round - 1) % all.length]!);
     const line: string[] = [];
     for (const variant of order) {
-      const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, part.serverPid);
+      const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, part);
       samples.get(variant)!.push(sample);
       line.push(`${variant.name} ${fmt(sample.opsPerSecond)}/s`);
     }
@@ -153,16 +179,29 @@ async function runPart(part: Part): Promise<PartResult> {
       name: variant.name,
       samples: taken.map((sample) => Math.round(sample.opsPerSecond)),
       median: Math.round(medianOf(variant)),
-      cpuUsPerOp: { client: cpu('client'), server: cpu('server'), nats: cpu('nats') },
+      cpuUsPerOp: {
+        client: cpu('client'),
+        server: cpu('server'),
+        nats: cpu('nats'),
+        postgres: part.postgres ? cpu('postgres') : null,
+        total: cpu('total'),
+      },
       ratio: Math.round((medianOf(variant) / plain) * 100) / 100,
     };
   });
-  return { key: part.key, title: part.title, target: part.target, variants, ratio: medianOf(part.kit) / plain };
+  const result: PartResult = { key: part.key, title: part.title, target: part.target, variants, ratio: medianOf(part.kit) / plain };
+  if (part.postgres) {
+    // Only in part (a): there the caller is a small share of a call's CPU, which bounds what any client can gain.
+    const { total, client } = variants[1]!.cpuUsPerOp;
+    result.zeroCostClientBound = Math.round((total / (total - client)) * 100) / 100;
+  }
+  return result;
 }
 
 const round1 = (value: number) => Math.round(value * 10) / 10;
 
-function cpuCell(value: number): string {
+function cpuCell(value: number | null): string {
+  if (value === null) return '-';
   return Number.isFinite(value) ? `${value.toFixed(1)} us` : 'n/a';
 }
 
@@ -252,6 +291,8 @@ const log = createLogger('bench', 'warn');
 const nc = await connectNats('bench', { NATS_URL: nats.url }, log);
 const client = new RpcClient(nc, { timeoutMs: TIMEOUT_MS });
 const bare = bareRequester(nc);
+// A second connection as nats.js makes it by default (a reference row of part b).
+const defaultNc = await connect({ servers: nats.url });
 
 try {
   const machine = {
@@ -268,9 +309,10 @@ try {
   if (PARTS.has('a')) {
     progress('\nstarting the customer service (child process) on a fresh database');
     // The service's own main.ts, as deployed (tracing registered, pool, micro service).
+    const databaseUrl = testDatabaseUrl('customers');
     const service = await spawnChild(
       'services/customer/main.ts',
-      { NATS_URL: nats.url, DATABASE_URL: testDatabaseUrl('customers'), LOG_LEVEL: 'info' },
+      { NATS_URL: nats.url, DATABASE_URL: databaseUrl, LOG_LEVEL: 'info' },
       '"service started"',
     );
     children.push(service);
@@ -291,6 +333,7 @@ try {
         title: 'customers.get, customer service + PostgreSQL',
         target: 1.2,
         serverPid: service.child.pid,
+        postgres: { url: databaseUrl, databases: [new URL(databaseUrl).pathname.slice(1)] },
         kit: {
           name: 'kit RpcClient.call',
           op: async () => {
@@ -346,6 +389,14 @@ try {
               expectCustomer(JSON.parse(msg.string()) as Customer, id);
             },
           },
+          {
+            // What the kit's connection setting (noAsyncTraces) saves nc.request().
+            name: 'plain nc.request, nats.js default connection',
+            op: async () => {
+              const msg = await defaultNc.request(RAW_SUBJECT, Buffer.from(JSON.stringify({ id })), { timeout: TIMEOUT_MS });
+              expectCustomer(JSON.parse(msg.string()) as Customer, id);
+            },
+          },
         ],
       }),
     );
@@ -360,15 +411,29 @@ try {
       cpuCell(variant.cpuUsPerOp.client),
       cpuCell(variant.cpuUsPerOp.server),
       cpuCell(variant.cpuUsPerOp.nats),
+      cpuCell(variant.cpuUsPerOp.postgres),
+      cpuCell(variant.cpuUsPerOp.total),
     ]),
   );
-  const header = ['variant', 'ops/s (median)', 'range', 'ratio', 'client cpu', 'server cpu', 'nats cpu'];
+  const header = ['variant', 'ops/s (median)', 'range', 'ratio', 'client cpu', 'server cpu', 'nats cpu', 'pg cpu', 'total cpu'];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(
     `\nmachine: ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, nats-server ${machine.natsServer}\n` +
       `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n\n` +
-      `${[line(header), ...rows.map(line)].join('\n')}\n`,
+      `${[line(header), ...rows.map(line)].join('\n')}\n` +
+      results
+        .filter((part) => part.zeroCostClientBound !== undefined)
+        .map((part) => {
+          const plain = part.variants[1]!;
+          const { total, client } = plain.cpuUsPerOp;
+          return (
+            `\n(${part.key}) derived bound, not measured: a kit client costing no CPU at all would reach at most ` +
+            `${part.zeroCostClientBound!.toFixed(2)}x\n    (${plain.name}: ${total.toFixed(1)} us of CPU per call in all processes, ` +
+            `${(total - client).toFixed(1)} us without its caller's ${client.toFixed(1)} us; throughput taken as proportional to 1 / total)\n`
+          );
+        })
+        .join(''),
   );
 
   const outDir = join(ROOT, 'bench-results');
@@ -391,6 +456,7 @@ try {
 } finally {
   client.close();
   await nc.drain().catch(() => {});
+  await defaultNc.drain().catch(() => {});
   for (const child of children) await child.stop();
   await stopTracing();
   await nats.cleanup();

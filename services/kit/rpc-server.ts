@@ -12,8 +12,8 @@ import {
 } from '../../subjects/index.ts';
 import { ServiceError, toServiceError } from './errors.ts';
 import type { Logger } from './log.ts';
-import { SpanKind, extractTraceContext, withMessagingSpan } from './tracing.ts';
-import { countInMicroStats, type AnswerFailure, type RequestObserver } from './metrics.ts';
+import { SpanKind, withIncomingSpan } from './tracing.ts';
+import { microStatsCounter, type AnswerFailure, type RequestObserver } from './metrics.ts';
 
 export interface RequestContext {
   /** Child logger carrying the subject (and, through the mixin, the trace ids). */
@@ -48,18 +48,8 @@ export async function serveEndpoints(
   observe?: RequestObserver,
 ): Promise<RpcServer> {
   const service = await nc.services.add({ ...info, queue: info.name });
-  // Every answer counts in `nats micro stats` with its async time, and in the metrics.
-  const answered = (subject: string, started: number, failure: AnswerFailure | undefined) => {
-    const seconds = (performance.now() - started) / 1000;
-    countInMicroStats(service, subject, seconds, failure);
-    observe?.(subject, seconds, failure);
-  };
   let inFlight = 0;
   let idle: (() => void) | undefined;
-  const done = () => {
-    inFlight--;
-    if (inFlight === 0) idle?.();
-  };
   // Replies wait for the end of the current turn of the event loop and leave
   // together: answers completing in one turn (database results arriving on
   // several pool connections) then cost one socket write, not one each.
@@ -81,62 +71,71 @@ export async function serveEndpoints(
 
   for (const { contract: c, handle } of endpoints) {
     const contract: RpcContract = c;
+    const subject = contract.subject;
     if (contract.service !== info.name) {
-      throw new Error(`endpoint ${contract.subject} does not belong to service ${info.name}`);
+      throw new Error(`endpoint ${subject} does not belong to service ${info.name}`);
     }
-    const requestLog = log.child({ subject: contract.subject });
+    const requestLog = log.child({ subject });
     const context: RequestContext = { log: requestLog };
 
-    const answer = async (msg: ServiceMsg): Promise<AnswerFailure | undefined> => {
-      let reply: unknown;
+    /** One request from arrival to answer: checked, handled, answered, then counted. */
+    const serve = async (msg: ServiceMsg): Promise<void> => {
+      const started = performance.now();
+      let failure: AnswerFailure | undefined;
       try {
-        let input: unknown;
+        let reply: unknown;
         try {
-          input = JSON.parse(msg.string());
-        } catch {
-          throw new ServiceError('VALIDATION_FAILED', `${contract.subject} request is not valid JSON`);
+          let input: unknown;
+          try {
+            input = JSON.parse(msg.string());
+          } catch {
+            throw new ServiceError('VALIDATION_FAILED', `${subject} request is not valid JSON`);
+          }
+          contract.request.assert(input, `${subject} request`);
+          reply = await handle(input as RequestOf<RpcContract>, context);
+        } catch (error) {
+          failure = respondWithError(msg, error, requestLog);
+          return;
         }
-        contract.request.assert(input, `${contract.subject} request`);
-        reply = await handle(input as RequestOf<RpcContract>, context);
-      } catch (error) {
-        return respondWithError(msg, error, requestLog);
+        if (contract.reply.check(reply)) {
+          sendReply(msg, Buffer.from(JSON.stringify(reply)));
+        } else {
+          // Our own bug, not the caller's: log it whole, send nothing internal.
+          const violation = toServiceError(contract.reply.explain(reply, `${subject} reply`));
+          requestLog.error({ details: violation.details }, 'reply does not match its contract');
+          failure = respondWithError(msg, new ServiceError('INTERNAL', 'internal error'), requestLog);
+        }
+      } catch (unexpected) {
+        // The last guard, so that no request goes unanswered while an answer can still be sent.
+        try {
+          failure = respondWithError(msg, unexpected, requestLog);
+        } catch {
+          // The connection is gone; the caller's timeout ends its wait.
+        }
+      } finally {
+        // Every answer counts in `nats micro stats` with its async time, and in the metrics.
+        const seconds = (performance.now() - started) / 1000;
+        countInStats(seconds, failure);
+        observe?.(subject, seconds, failure);
+        inFlight--;
+        if (inFlight === 0) idle?.();
       }
-      if (!contract.reply.check(reply)) {
-        // Our own bug, not the caller's: log it whole, send nothing internal.
-        const violation = toServiceError(contract.reply.explain(reply, `${contract.subject} reply`));
-        requestLog.error({ details: violation.details }, 'reply does not match its contract');
-        return respondWithError(msg, new ServiceError('INTERNAL', 'internal error'), requestLog);
-      }
-      sendReply(msg, Buffer.from(JSON.stringify(reply)));
-      return undefined;
     };
 
     service.addEndpoint(contract.endpoint, {
-      subject: contract.subject,
+      subject,
       metadata: { description: contract.description, idempotent: String(contract.idempotent) },
       handler: (error, msg) => {
         if (error) {
-          log.error({ err: error, subject: contract.subject }, 'endpoint subscription failed');
+          log.error({ err: error, subject }, 'endpoint subscription failed');
           return;
         }
         inFlight++;
-        const started = performance.now();
-        const parent = extractTraceContext(msg.headers);
-        withMessagingSpan(contract.subject, 'process', SpanKind.SERVER, parent, () => answer(msg)).then((failure) => {
-          answered(contract.subject, started, failure);
-          done();
-        }, (unexpected) => {
-          // `answer` catches everything; this is the last guard so no request goes unanswered.
-          try {
-            answered(contract.subject, started, respondWithError(msg, unexpected, requestLog));
-          } catch {
-            // The connection is gone; the caller's timeout ends its wait.
-          } finally {
-            done();
-          }
-        });
+        void withIncomingSpan(subject, SpanKind.SERVER, msg, serve, msg);
       },
     });
+    // The endpoint's stats exist once it is added; no request can arrive before this line runs.
+    const countInStats = microStatsCounter(service, subject);
   }
 
   // The server has the subscriptions once this returns: a started service is reachable at once.

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect, type Msg, type NatsConnection, type QueuedIterator } from 'nats';
+import { connect, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type QueuedIterator } from 'nats';
 import { trace, type SpanContext } from '@opentelemetry/api';
 import { customers, products, type Customer, type Product } from '../../../subjects/index.ts';
 import {
@@ -385,6 +385,39 @@ test('traceparent reaches the server, whose span continues the caller trace', as
   } finally {
     sub.unsubscribe();
   }
+});
+
+/** The span of the last TRACE_ID request handled (read through a function: the handler sets it meanwhile). */
+const handledSpan = () => serverSpan;
+
+test('a traceparent among other headers continues the trace too', async () => {
+  // The server reads a header block holding only a traceparent from its bytes; any other block is decoded.
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const parentSpanId = '00f067aa0ba902b7';
+  const headers = natsHeaders();
+  headers.set('X-Request-Note', 'beside the trace context');
+  headers.set('traceparent', `00-${traceId}-${parentSpanId}-01`);
+  serverSpan = undefined;
+  const reply = await nc.request('customers.get', JSON.stringify({ id: TRACE_ID }), { headers, timeout: 2000 });
+  assert.equal(reply.json<Customer>().id, TRACE_ID);
+  const span = handledSpan();
+  assert.ok(span, 'the handler ran');
+  assert.equal(span.traceId, traceId);
+  assert.equal(span.parentSpanId, parentSpanId);
+});
+
+test('a request whose header block nats.js cannot decode is answered, in a trace of its own', async () => {
+  // A key with a space: nats.js throws when it decodes these headers.
+  const block = Buffer.from('NATS/1.0\r\nbad key: x\r\n\r\n');
+  serverSpan = undefined;
+  const reply = await nc.request('customers.get', JSON.stringify({ id: TRACE_ID }), {
+    headers: { encode: () => block } as unknown as MsgHdrs,
+    timeout: 2000,
+  });
+  assert.equal(reply.json<Customer>().id, TRACE_ID);
+  const span = handledSpan();
+  assert.ok(span, 'the handler ran');
+  assert.equal(span.parentSpanId, undefined);
 });
 
 test('nats micro discovery lists the service and its endpoints', async () => {
