@@ -13,5 +13,5 @@ export { on, onBatch, startConsumer, defaultConsumerSettings, DeadLetterHeaders,
 export { startService, stopOnSignals, type ServiceDefinition, type BackgroundTask, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';
 export { LiveSettings, openConfigBucket, putSetting, followLogLevel, type SettingSource, type SettingState } from './live-config.ts';
 export { LiveRpcClient } from './live-rpc-client.ts';
-export { ProcessMetrics, observeHttp, countInMicroStats, type EventOutcome, type RequestObserver, type AnswerFailure } from './metrics.ts';
+export { ProcessMetrics, observeHttp, type EventOutcome, type RequestObserver, type AnswerFailure } from './metrics.ts';
 export { startOpsServer, startServiceOps, startProcessOps, natsCheck, databaseCheck, consumersCheck, type OpsServer, type ReadinessCheck } from './ops.ts';

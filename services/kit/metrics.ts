@@ -187,15 +187,10 @@ interface MicroEndpointStats {
  * Makes `nats micro stats` tell the truth about async handlers: nats.js 2.29
  * times only the synchronous call of a handler and counts only a thrown
  * error, so an endpoint that answers later shows ~0 processing time and no
- * errors. This adds the whole time of an answer and counts error answers on
- * the endpoint's own stats (reached through the service object, as nats.js
- * keeps them there).
+ * errors. The returned function adds the whole time of an answer and counts
+ * error answers on the endpoint's own stats (reached through the service
+ * object, as nats.js keeps them there), looked up once per endpoint.
  */
-export function countInMicroStats(service: Service, subject: string, seconds: number, failure?: AnswerFailure): void {
-  microStatsCounter(service, subject)(seconds, failure);
-}
-
-/** countInMicroStats for one endpoint, its stats looked up once (the RPC server counts every request). */
 export function microStatsCounter(service: Service, subject: string): (seconds: number, failure?: AnswerFailure) => void {
   const handlers = (service as unknown as { handlers?: { subject: string; stats?: MicroEndpointStats }[] }).handlers;
   const stats = handlers?.find((handler) => handler.subject === subject)?.stats;
