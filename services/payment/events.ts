@@ -34,7 +34,10 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
       async (reserved, tx, log) => {
         const locked = await lockOrders(tx, reserved.map(({ event }) => event.data.orderId));
         const seen = new Set<string>();
-        await Promise.all(
+        // Settled, not Promise.all: when one charge fails, the others must still
+        // finish before the transaction ends, or a late one would write through
+        // a connection already rolled back and handed to someone else.
+        const charges = await Promise.allSettled(
           reserved.map(({ event: { data }, trace }) =>
             context.with(trace, async () => {
               const { orderId, customerId, payment: request } = data;
@@ -79,6 +82,8 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
             }),
           ),
         );
+        const failed = charges.find((charge) => charge.status === 'rejected');
+        if (failed) throw failed.reason;
       },
       { batch: BATCH },
     ),
