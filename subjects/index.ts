@@ -5,6 +5,7 @@ export * from './common.ts';
 export * from './errors.ts';
 export * from './streams.ts';
 export * from './settings.ts';
+export * from './services.ts';
 export { customers, Customer, Role } from './customers.ts';
 export { products, Product } from './products.ts';
 export { orders, Order, OrderStatus, CancelReason, OrderLine, StatusChange } from './orders.ts';

@@ -14,15 +14,14 @@
 // environment only.
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { checker, type Checker, type ViolationIssue } from './contract.ts';
+// Every process reads live settings: the registry's list.
+import { PROCESSES, type ProcessName } from './services.ts';
 
 /** The bucket every process watches. */
 export const CONFIG_BUCKET = 'config';
 /** Revisions kept per key: what `npm run config -- history` can show. */
 export const CONFIG_HISTORY = 20;
 
-/** The processes that read live settings: every service, and the BFF. */
-export const PROCESSES = ['customers', 'products', 'orders', 'payments', 'notifications', 'bff'] as const;
-export type ProcessName = (typeof PROCESSES)[number];
 
 export interface SettingContract<T extends TSchema = TSchema> {
   readonly kind: 'setting';

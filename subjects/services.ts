@@ -1,0 +1,51 @@
+// The registry of the shop's processes: the one place that names each one,
+// says where its code lives, which streams it owns, which NATS user of
+// nats.conf it signs in as, and its operations port under `npm start`.
+// Every launcher (npm start, bench, chaos), the test harness, the BFF's
+// readiness, the live settings, the AsyncAPI generator and the nats.conf test
+// read it; a new service is one entry here (and its folder).
+//
+// A service's name is also its NATS micro service name and the domain of its
+// subjects (`customers.get`); its folder is singular (`services/customer`).
+
+export interface ProcessEntry {
+  /** Micro service name, subject domain, log and metrics `service` label. */
+  readonly name: string;
+  /** Folder of its code, relative to the project root; `main.ts` inside starts it. */
+  readonly folder: string;
+  /** Streams whose events it writes (through its outbox). */
+  readonly streams: readonly string[];
+  /** Its user in nats.conf (password from NATS_<USER>_PASSWORD). */
+  readonly natsUser: string;
+  /** Its operations port (/metrics, /health/*) under `npm start`; each process its own. */
+  readonly opsPort: number;
+  /** True for a service of services/ (a micro service with its own database); false for the BFF. */
+  readonly isService: boolean;
+}
+
+function service(name: string, folder: string, streams: readonly string[], opsPort: number): ProcessEntry {
+  return { name, folder: `services/${folder}`, streams, natsUser: name, opsPort, isService: true };
+}
+
+export const registry = {
+  customers: service('customers', 'customer', ['CUSTOMERS'], 9465),
+  products: service('products', 'product', ['INVENTORY'], 9466),
+  orders: service('orders', 'order', ['ORDERS'], 9467),
+  payments: service('payments', 'payment', ['PAYMENTS'], 9468),
+  notifications: service('notifications', 'notification', [], 9469),
+  bff: { name: 'bff', folder: 'bff', streams: [], natsUser: 'bff', opsPort: 9464, isService: false },
+} as const satisfies Record<string, ProcessEntry>;
+
+export type ProcessName = keyof typeof registry;
+export type ServiceName = Exclude<ProcessName, 'bff'>;
+
+/** Every process of the shop, services first, in start order. */
+export const PROCESSES = Object.keys(registry) as ProcessName[];
+/** The services (every process but the BFF). */
+export const SERVICES = PROCESSES.filter((name): name is ServiceName => registry[name].isService);
+
+/** The registry entry whose folder is `folder` (`services/customer` or `customer`), if any. */
+export function processByFolder(folder: string): ProcessEntry | undefined {
+  const wanted = folder.replace(/\/+$/, '');
+  return Object.values(registry).find((entry) => entry.folder === wanted || entry.folder === `services/${wanted}`);
+}
