@@ -48,8 +48,6 @@ export function Page<T extends TSchema>(item: T) {
   );
 }
 
-export const Empty = Type.Object({}, { additionalProperties: false });
-
 /** The envelope of every event on the wire; `data` is checked by the event's own contract. */
 export const EventEnvelope = Type.Object({
   id: Type.String({ minLength: 1, maxLength: 200 }),
