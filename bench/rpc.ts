@@ -27,7 +27,9 @@
 // bench-results/rpc.json.
 //
 // Knobs (environment): BENCH_ROUNDS (7), BENCH_ROUND_MS (2000),
-// BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b").
+// BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b"),
+// BENCH_MOLECULER_TIMEOUT_MS (5000, as the kit's callers; 0: none, Moleculer's
+// default), BENCH_MOLECULER_METRICS (unset: off, Moleculer's default; 1: on).
 // Profiling: BENCH_CPU_PROF=<dir> makes both server processes write CPU
 // profiles there; profile the caller with `npx node --cpu-prof bench/rpc.ts`.
 import assert from 'node:assert/strict';
@@ -41,7 +43,7 @@ import { connect, createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { cpuSnapshot, cpuUsed } from './common.ts';
-import { moleculerBroker } from './moleculer.ts';
+import { moleculerBroker, moleculerSettings } from './moleculer.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
@@ -473,7 +475,11 @@ try {
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(
     `\nmachine: ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, nats-server ${machine.natsServer}\n` +
-      `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n\n` +
+      `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n` +
+      (moleculerCaller
+        ? `Moleculer: requestTimeout ${moleculerSettings.timeoutMs || 'none'}${moleculerSettings.timeoutMs ? ' ms' : ''}, metrics ${moleculerSettings.metrics ? 'on' : 'off'}\n`
+        : '') +
+      '\n' +
       `${[line(header), ...rows.map(line)].join('\n')}\n` +
       results
         .filter((part) => part.zeroCostClientBound !== undefined)
@@ -510,7 +516,13 @@ try {
       {
         at: new Date().toISOString(),
         machine: { ...machine, loadAverageAtEnd: loadavg().map((value) => Number(value.toFixed(2))) },
-        settings: { concurrency: CONCURRENCY, rounds: ROUNDS, roundMs: ROUND_MS, warmupMs: WARMUP_MS },
+        settings: {
+          concurrency: CONCURRENCY,
+          rounds: ROUNDS,
+          roundMs: ROUND_MS,
+          warmupMs: WARMUP_MS,
+          moleculer: moleculerSettings,
+        },
         parts: results,
       },
       null,
