@@ -113,8 +113,8 @@ interface PartResult {
   }[];
   /** Kit over plain, by median ops/s. */
   ratio: number;
-  /** Part (b): kit over the rows of KIT_GOALS, by median ops/s, by row name. */
-  kitOver?: Record<string, number>;
+  /** Part (b): the kit beside each row of KIT_GOALS: median ops/s and total CPU per call, kit then that row. */
+  kitVersus?: { row: string; goal: number; ratio: number; opsPerSecond: [number, number]; cpuUsPerOp: [number, number] }[];
   /**
    * Derived, not measured (part a): the ratio a kit client costing no CPU at
    * all could reach, taking throughput as proportional to 1 / (CPU per call in
@@ -214,10 +214,21 @@ async function runPart(part: Part): Promise<PartResult> {
     };
   });
   const result: PartResult = { key: part.key, title: part.title, target: part.target, variants, ratio: medianOf(part.kit) / plain };
-  for (const { row } of KIT_GOALS) {
-    const other = part.references?.find((variant) => variant.name === row);
-    if (other) result.kitOver = { ...result.kitOver, [row]: round2(medianOf(part.kit) / medianOf(other)) };
-  }
+  const kit = variants[0];
+  const versus = KIT_GOALS.flatMap(({ row, goal }) => {
+    const other = variants.find((variant) => variant.name === row);
+    if (!kit || !other) return [];
+    return [
+      {
+        row,
+        goal,
+        ratio: round2(kit.median / other.median),
+        opsPerSecond: [kit.median, other.median] as [number, number],
+        cpuUsPerOp: [kit.cpuUsPerOp.total, other.cpuUsPerOp.total] as [number, number],
+      },
+    ];
+  });
+  if (versus.length > 0) result.kitVersus = versus;
   if (part.postgres) {
     // Only in part (a): there the caller is a small share of a call's CPU, which bounds what any client can gain.
     const { total, client } = variants[1]!.cpuUsPerOp;
@@ -507,19 +518,15 @@ try {
         })
         .join('') +
       results
-        .filter((part) => part.kitOver !== undefined)
-        .map((part) => {
-          const kit = part.variants[0]!;
-          const lines = KIT_GOALS.filter(({ row }) => part.kitOver![row] !== undefined).map(({ row, goal }) => {
-            const other = part.variants.find((variant) => variant.name === row)!;
-            return (
-              `(${part.key}) kit / ${row}: ${part.kitOver![row]!.toFixed(2)}x calls/s (goal ${goal}x; ` +
-              `${fmt(kit.median)} / ${fmt(other.median)}), CPU per call in all processes ` +
-              `${kit.cpuUsPerOp.total.toFixed(1)} / ${other.cpuUsPerOp.total.toFixed(1)} us\n`
-            );
-          });
-          return `\n${lines.join('')}`;
-        })
+        .map((part) =>
+          (part.kitVersus ?? [])
+            .map(
+              ({ row, goal, ratio, opsPerSecond: [kitOps, otherOps], cpuUsPerOp: [kitCpu, otherCpu] }, index) =>
+                `${index === 0 ? '\n' : ''}(${part.key}) kit / ${row}: ${ratio.toFixed(2)}x calls/s (goal ${goal}x; ` +
+                `${fmt(kitOps)} / ${fmt(otherOps)}), CPU per call in all processes ${kitCpu.toFixed(1)} / ${otherCpu.toFixed(1)} us\n`,
+            )
+            .join(''),
+        )
         .join(''),
   );
 
