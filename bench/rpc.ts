@@ -12,7 +12,10 @@
 //     them, for reference, the raw responder called by the least a requester
 //     can do (bareRequester: no timeout, no checks, no trace context), and by
 //     plain nc.request() on a connection with nats.js's defaults (async
-//     traces on, which the kit's connectNats turns off).
+//     traces on, which the kit's connectNats turns off); and Moleculer: a
+//     ServiceBroker in this process calling `customers.get` with
+//     broker.call() on a broker in a child process (bench/moleculer-server.ts,
+//     the same params check and reply) over the same nats-server.
 //
 // Servers run in child processes so that client and server do not share one
 // event loop. CPU per call is measured for the caller, the server, nats-server
@@ -24,18 +27,23 @@
 // bench-results/rpc.json.
 //
 // Knobs (environment): BENCH_ROUNDS (7), BENCH_ROUND_MS (2000),
-// BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b").
+// BENCH_WARMUP_MS (2000), BENCH_CONCURRENCY (64), BENCH_PARTS ("a,b"),
+// BENCH_MOLECULER_TIMEOUT_MS (5000, as the kit's callers; 0: none, Moleculer's
+// default), BENCH_MOLECULER_METRICS (unset: off, Moleculer's default; 1: on).
 // Profiling: BENCH_CPU_PROF=<dir> makes both server processes write CPU
 // profiles there; profile the caller with `npx node --cpu-prof bench/rpc.ts`.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import type { ServiceBroker } from 'moleculer';
 import { connect, createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { cpuSnapshot, cpuUsed } from './common.ts';
+import { moleculerBroker, moleculerSettings } from './moleculer.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
@@ -47,6 +55,16 @@ const TIMEOUT_MS = 5000;
 const SEEDED_CUSTOMERS = 50;
 /** The raw responder's subject in part (b); bench-only, so it does not live in subjects/. */
 const RAW_SUBJECT = 'bench.raw.customers.get';
+/**
+ * Part (b)'s rows the kit is held against in issue 12, with the goal for
+ * kit over each (median calls/s), printed beneath the table.
+ */
+const MOLECULER_ROW = 'Moleculer broker.call';
+const DEFAULT_REQUEST_ROW = 'plain nc.request, nats.js default connection';
+const KIT_GOALS = [
+  { row: MOLECULER_ROW, goal: 1 },
+  { row: DEFAULT_REQUEST_ROW, goal: 1.25 },
+];
 
 function intEnv(name: string, fallback: number): number {
   const value = Number(process.env[name]);
@@ -58,6 +76,8 @@ const progress = (line: string) => process.stderr.write(`${line}\n`);
 interface Variant {
   name: string;
   op: () => Promise<void>;
+  /** The process serving this variant's calls, when it is not the part's server. */
+  serverPid?: number;
 }
 
 /** Where a part's CPU is spent besides the caller and nats-server. */
@@ -93,6 +113,8 @@ interface PartResult {
   }[];
   /** Kit over plain, by median ops/s. */
   ratio: number;
+  /** Part (b): the kit beside each row of KIT_GOALS: median ops/s and total CPU per call, kit then that row. */
+  kitVersus?: { row: string; goal: number; ratio: number; opsPerSecond: [number, number]; cpuUsPerOp: [number, number] }[];
   /**
    * Derived, not measured (part a): the ratio a kit client costing no CPU at
    * all could reach, taking throughput as proportional to 1 / (CPU per call in
@@ -157,14 +179,16 @@ async function runPart(part: Part): Promise<PartResult> {
   const all = [part.kit, part.plain, ...(part.references ?? [])];
   progress(`\n(${part.key}) ${part.title}`);
   progress(`  warm-up ${WARMUP_MS} ms per variant`);
-  for (const variant of all) await measure(variant.op, WARMUP_MS, CONCURRENCY, part);
+  // Each variant's server is counted: the part's, or its own (Moleculer's broker).
+  const sourcesOf = (variant: Variant): CpuSources => ({ ...part, serverPid: variant.serverPid ?? part.serverPid });
+  for (const variant of all) await measure(variant.op, WARMUP_MS, CONCURRENCY, sourcesOf(variant));
   const samples = new Map<Variant, Sample[]>(all.map((variant) => [variant, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     // Rotate which variant goes first, so a slow spell of the machine does not always hit the same one.
     const order = all.map((_, index) => all[(index + round - 1) % all.length]!);
     const line: string[] = [];
     for (const variant of order) {
-      const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, part);
+      const sample = await measure(variant.op, ROUND_MS, CONCURRENCY, sourcesOf(variant));
       samples.get(variant)!.push(sample);
       line.push(`${variant.name} ${fmt(sample.opsPerSecond)}/s`);
     }
@@ -190,6 +214,21 @@ async function runPart(part: Part): Promise<PartResult> {
     };
   });
   const result: PartResult = { key: part.key, title: part.title, target: part.target, variants, ratio: medianOf(part.kit) / plain };
+  const kit = variants[0];
+  const versus = KIT_GOALS.flatMap(({ row, goal }) => {
+    const other = variants.find((variant) => variant.name === row);
+    if (!kit || !other) return [];
+    return [
+      {
+        row,
+        goal,
+        ratio: round2(kit.median / other.median),
+        opsPerSecond: [kit.median, other.median] as [number, number],
+        cpuUsPerOp: [kit.cpuUsPerOp.total, other.cpuUsPerOp.total] as [number, number],
+      },
+    ];
+  });
+  if (versus.length > 0) result.kitVersus = versus;
   if (part.postgres) {
     // Only in part (a): there the caller is a small share of a call's CPU, which bounds what any client can gain.
     const { total, client } = variants[1]!.cpuUsPerOp;
@@ -199,6 +238,7 @@ async function runPart(part: Part): Promise<PartResult> {
 }
 
 const round1 = (value: number) => Math.round(value * 10) / 10;
+const round2 = (value: number) => Math.round(value * 100) / 100;
 
 function cpuCell(value: number | null): string {
   if (value === null) return '-';
@@ -280,6 +320,27 @@ function expectCustomer(customer: Customer | { id?: unknown }, id: string): void
   if (customer.id !== id) throw new Error(`expected customer ${id}, got ${JSON.stringify(customer).slice(0, 200)}`);
 }
 
+/**
+ * Checked once before part (b) measures: Moleculer answers what the kit
+ * answers, and its params check accepts and refuses what the contract does.
+ */
+async function expectMoleculerLikeKit(broker: ServiceBroker, id: string): Promise<void> {
+  const answer = (input: object) => broker.call('customers.get', input);
+  assert.deepEqual(await answer({ id }), await client.call(customers.get, { id }), 'Moleculer and the kit answer the same customer');
+  const inputs = [{ id: id.toUpperCase() }, {}, { id: 42 }, { id: 'not-a-uuid' }, { id, extra: true }];
+  for (const input of inputs) {
+    const accepted = await answer(input).then(
+      () => true,
+      (error: Error) => {
+        if (error.name !== 'ValidationError') throw error;
+        return false;
+      },
+    );
+    const contract = customers.get.request.check(input);
+    assert.equal(accepted, contract, `Moleculer ${accepted ? 'accepts' : 'refuses'} ${JSON.stringify(input)}, the contract does not`);
+  }
+}
+
 const nats = await startNats();
 const natsPid = nats.process.pid;
 const children: ServiceProcess[] = [];
@@ -293,6 +354,8 @@ const client = new RpcClient(nc, { timeoutMs: TIMEOUT_MS });
 const bare = bareRequester(nc);
 // A second connection as nats.js makes it by default (a reference row of part b).
 const defaultNc = await connect({ servers: nats.url });
+/** Moleculer's caller (part b), a broker in this process like the kit's client. */
+let moleculerCaller: ServiceBroker | undefined;
 
 try {
   const machine = {
@@ -364,6 +427,15 @@ try {
       'ready',
     );
     children.push(server);
+    progress('starting bench/moleculer-server.ts (child process)');
+    const moleculerServer = await spawnChild('bench/moleculer-server.ts', { NATS_URL: nats.url, BENCH_CUSTOMER_ID: id }, 'ready');
+    children.push(moleculerServer);
+    // No signal handlers of its own: the bench stops it, in `finally`.
+    const caller = moleculerBroker('bench-moleculer-caller', nats.url, { skipProcessEventRegistration: true });
+    moleculerCaller = caller;
+    await caller.start();
+    await caller.waitForServices('customers', 10_000);
+    await expectMoleculerLikeKit(caller, id);
     results.push(
       await runPart({
         key: 'b',
@@ -391,11 +463,17 @@ try {
           },
           {
             // What the kit's connection setting (noAsyncTraces) saves nc.request().
-            name: 'plain nc.request, nats.js default connection',
+            name: DEFAULT_REQUEST_ROW,
             op: async () => {
               const msg = await defaultNc.request(RAW_SUBJECT, Buffer.from(JSON.stringify({ id })), { timeout: TIMEOUT_MS });
               expectCustomer(JSON.parse(msg.string()) as Customer, id);
             },
+          },
+          {
+            // The kit's counterpart in another framework: its params checked by the server as the kit checks the request.
+            name: MOLECULER_ROW,
+            serverPid: moleculerServer.child.pid,
+            op: async () => expectCustomer(await caller.call<Customer, { id: string }>('customers.get', { id }), id),
           },
         ],
       }),
@@ -420,7 +498,12 @@ try {
   const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(
     `\nmachine: ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, nats-server ${machine.natsServer}\n` +
-      `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n\n` +
+      `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n` +
+      (moleculerCaller
+        ? `Moleculer: requestTimeout ${moleculerSettings.timeoutMs ? `${moleculerSettings.timeoutMs} ms` : 'none'}, ` +
+          `metrics ${moleculerSettings.metrics ? 'on' : 'off'}\n`
+        : '') +
+      '\n' +
       `${[line(header), ...rows.map(line)].join('\n')}\n` +
       results
         .filter((part) => part.zeroCostClientBound !== undefined)
@@ -433,6 +516,17 @@ try {
             `${(total - client).toFixed(1)} us without its caller's ${client.toFixed(1)} us; throughput taken as proportional to 1 / total)\n`
           );
         })
+        .join('') +
+      results
+        .map((part) =>
+          (part.kitVersus ?? [])
+            .map(
+              ({ row, goal, ratio, opsPerSecond: [kitOps, otherOps], cpuUsPerOp: [kitCpu, otherCpu] }, index) =>
+                `${index === 0 ? '\n' : ''}(${part.key}) kit / ${row}: ${ratio.toFixed(2)}x calls/s (goal ${goal}x; ` +
+                `${fmt(kitOps)} / ${fmt(otherOps)}), CPU per call in all processes ${kitCpu.toFixed(1)} / ${otherCpu.toFixed(1)} us\n`,
+            )
+            .join(''),
+        )
         .join(''),
   );
 
@@ -445,7 +539,13 @@ try {
       {
         at: new Date().toISOString(),
         machine: { ...machine, loadAverageAtEnd: loadavg().map((value) => Number(value.toFixed(2))) },
-        settings: { concurrency: CONCURRENCY, rounds: ROUNDS, roundMs: ROUND_MS, warmupMs: WARMUP_MS },
+        settings: {
+          concurrency: CONCURRENCY,
+          rounds: ROUNDS,
+          roundMs: ROUND_MS,
+          warmupMs: WARMUP_MS,
+          moleculer: moleculerSettings,
+        },
         parts: results,
       },
       null,
@@ -455,6 +555,7 @@ try {
   progress(`\nwritten ${file}`);
 } finally {
   client.close();
+  await moleculerCaller?.stop();
   await nc.drain().catch(() => {});
   await defaultNc.drain().catch(() => {});
   for (const child of children) await child.stop();
