@@ -112,7 +112,7 @@ const MAX_NAMED = 500;
  * of the server's CPU per call. Without parameters it runs as it is, on the
  * simple protocol (which also takes several statements in one text).
  */
-export function namedQuery(text: string, values?: unknown[]): pg.QueryConfig {
+function namedQuery(text: string, values?: unknown[]): pg.QueryConfig {
   if (values === undefined) return { text };
   let name = statementNames.get(text);
   if (name === undefined && statementNames.size < MAX_NAMED) {
