@@ -1,7 +1,7 @@
 // Request-reply endpoints of the customer service.
 import { randomUUID } from 'node:crypto';
 import { customers, type Customer } from '../../subjects/index.ts';
-import { ServiceError, endpoint, isUniqueViolation, withTransaction, writeEvent, type Pool } from '../kit/index.ts';
+import { ServiceError, endpoint, preparedQueries, isUniqueViolation, withTransaction, writeEvent, type Pool } from '../kit/index.ts';
 import { UNKNOWN_USER_HASH, hashPassword, verifyPassword } from './passwords.ts';
 import { findCredentials, findCustomer, findCustomers, insertCustomer } from './store.ts';
 
@@ -10,6 +10,8 @@ export function normalizeEmail(email: string): string {
 }
 
 export function customerEndpoints(pool: Pool, adminEmails: ReadonlySet<string>) {
+  // Queries outside a transaction, each statement prepared once per connection.
+  const db = preparedQueries(pool);
   return [
     endpoint(customers.register, async ({ email, name, password }) => {
       const normalized = normalizeEmail(email);
@@ -33,18 +35,18 @@ export function customerEndpoints(pool: Pool, adminEmails: ReadonlySet<string>) 
     }),
 
     endpoint(customers.authenticate, async ({ email, password }) => {
-      const found = await findCredentials(pool, normalizeEmail(email));
+      const found = await findCredentials(db, normalizeEmail(email));
       const valid = await verifyPassword(password, found?.passwordHash ?? UNKNOWN_USER_HASH);
       if (!found || !valid) throw new ServiceError('INVALID_CREDENTIALS', 'wrong email or password');
       return found.customer;
     }),
 
     endpoint(customers.get, async ({ id }) => {
-      const customer: Customer | undefined = await findCustomer(pool, id);
+      const customer: Customer | undefined = await findCustomer(db, id);
       if (!customer) throw new ServiceError('CUSTOMER_NOT_FOUND', `no customer ${id}`);
       return customer;
     }),
 
-    endpoint(customers.getMany, async ({ ids }) => ({ customers: await findCustomers(pool, ids) })),
+    endpoint(customers.getMany, async ({ ids }) => ({ customers: await findCustomers(db, ids) })),
   ];
 }

@@ -1,15 +1,12 @@
 // PostgreSQL: one pool per service, its own database created on first start,
 // numbered SQL migrations applied once (the kit's first, then the service's),
-// and transactions as a function.
+// and transactions as an object (docs/transactions.md).
 import pg from 'pg';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './log.ts';
 
 export type Pool = pg.Pool;
-export type Tx = pg.PoolClient;
-/** Anything that can run a query: the pool, or a client inside a transaction. */
-export type Queryable = Pick<pg.Pool, 'query'>;
 
 // Bigint counts (e.g. COUNT(*)) as numbers: our counts never pass 2^53.
 pg.types.setTypeParser(pg.types.builtins.INT8, (value) => Number.parseInt(value, 10));
@@ -45,40 +42,8 @@ export async function ensureDatabase(url: string, log: Logger): Promise<void> {
   }
 }
 
-/** Statement names by text, for the whole process: one name per distinct parameterised statement. */
-const statementNames = new Map<string, string>();
-/** Beyond this many distinct texts (SQL built with varying text), statements are no longer prepared. */
-const MAX_PREPARED = 500;
-
-/**
- * A client that prepares every parameterised statement once per connection
- * (a named statement: PostgreSQL parses and plans it once, not on every
- * call). Measured on the saga's statements: a third of the server's CPU per
- * call. Statements without parameters run as before (simple protocol).
- */
-class PreparingClient extends pg.Client {
-  override query(...args: unknown[]): never {
-    const [text, values] = args;
-    if (typeof text === 'string' && Array.isArray(values)) {
-      let name = statementNames.get(text);
-      if (name === undefined && statementNames.size < MAX_PREPARED) {
-        name = `shop_${statementNames.size}`;
-        statementNames.set(text, name);
-      }
-      if (name !== undefined) args = [{ name, text, values }, ...args.slice(2)];
-    }
-    return (super.query as (...a: unknown[]) => never)(...args);
-  }
-}
-
 export function createPool(url: string, max = 10): Pool {
-  const pool = new pg.Pool({
-    connectionString: url,
-    max,
-    connectionTimeoutMillis: 5000,
-    idleTimeoutMillis: 30_000,
-    Client: PreparingClient,
-  });
+  const pool = new pg.Pool({ connectionString: url, max, connectionTimeoutMillis: 5000, idleTimeoutMillis: 30_000 });
   // An idle client losing its connection must not crash the process; the pool replaces it.
   pool.on('error', () => {});
   // Nor may a checked-out one (a transaction awaiting something else when the
@@ -128,94 +93,161 @@ export async function migrate(pool: Pool, service: string, migrationsDir: string
   }
 }
 
-/** What to run once a transaction of withTransaction commits, by its client; each hook once. */
-const commitHooks = new WeakMap<object, Set<(pool: Pool) => void>>();
+// --- Statements and transactions ---------------------------------------------
 
-/**
- * Runs `hook` (given the transaction's pool) right after the transaction of
- * `tx` commits, and never if it rolls back; the same hook registered twice
- * runs once. Returns false, registering nothing, when `tx` is not inside
- * withTransaction. A hook must not throw (a thrown error is ignored: the
- * transaction has committed).
- */
-export function afterCommit(tx: Queryable, hook: (pool: Pool) => void): boolean {
-  const hooks = commitHooks.get(tx);
-  if (!hooks) return false;
-  hooks.add(hook);
-  return true;
+/** Anything that runs a statement: a Transaction, preparedQueries(pool), or a pg pool or client. */
+export interface Queryable {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>>;
 }
 
-/** Statements to send in the round trip of COMMIT, by the client of a transaction of withTransaction. */
-const commitStatements = new WeakMap<object, string[]>();
+/** Names given so far by statement text, for the whole process: one per distinct parameterised statement. */
+const statementNames = new Map<string, string>();
+/** Beyond this many distinct texts (SQL built with varying text), statements run unnamed. */
+const MAX_NAMED = 500;
 
 /**
- * Sends `statement` together with the COMMIT of `tx`'s transaction, in one
- * round trip: for a write nothing in the transaction reads back (the
- * outbox). The simple query protocol, so no parameters: its values must be
- * literals escaped with pg.escapeLiteral. If it fails, the transaction rolls
- * back and withTransaction throws. Returns false, keeping nothing, when `tx`
- * is not inside withTransaction; then the caller runs it itself.
+ * The query of `text` with `values`, named when it has parameters (pg's
+ * `{ name, text, values }`): PostgreSQL then parses and plans it once per
+ * connection, not on every call. Measured on the saga's statements: a third
+ * of the server's CPU per call. Without parameters it runs as it is, on the
+ * simple protocol (which also takes several statements in one text).
  */
-export function sendWithCommit(tx: Queryable, statement: string): boolean {
-  const statements = commitStatements.get(tx);
-  if (!statements) return false;
-  statements.push(statement);
-  return true;
+function namedQuery(text: string, values?: unknown[]): pg.QueryConfig {
+  if (values === undefined) return { text };
+  let name = statementNames.get(text);
+  if (name === undefined && statementNames.size < MAX_NAMED) {
+    name = `shop_${statementNames.size}`;
+    statementNames.set(text, name);
+  }
+  return name === undefined ? { text, values } : { name, text, values };
 }
 
-export interface TransactionOptions {
+/** Queries on `pool` outside a transaction, their statements named like a Transaction's. */
+export function preparedQueries(pool: Pool): Queryable {
+  return { query: (text, values) => pool.query(namedQuery(text, values)) };
+}
+
+/**
+ * A transaction of withTransaction, on one connection taken from the pool.
+ * It begins with its first statement (`beginWith`, or BEGIN sent before the
+ * first `query`), commits when the work returns and rolls back when it
+ * throws. Two ways save a round trip each: `beginWith` sends a statement
+ * with BEGIN, `sendWithCommit` a statement with COMMIT. Once it has ended,
+ * every method throws: a late statement never reaches a connection handed
+ * back to the pool.
+ */
+export class Transaction implements Queryable {
+  /** The pool the connection came from. */
+  readonly pool: Pool;
+  readonly #client: pg.PoolClient;
+  /** BEGIN (with beginWith's statement), once sent. */
+  #begun: Promise<unknown> | undefined;
+  #ended = false;
+  readonly #withCommit: string[] = [];
+  readonly #afterCommit = new Set<() => void>();
+
+  /** Made by withTransaction. */
+  constructor(pool: Pool, client: pg.PoolClient) {
+    this.pool = pool;
+    this.#client = client;
+  }
+
   /**
-   * A statement sent together with BEGIN, in one round trip: the simple query
-   * protocol, so no parameters; its values must be literals escaped with
-   * pg.escapeLiteral. Its result is `work`'s second argument. On a busy
-   * machine a round trip costs more than the statement (bench/saga.ts).
+   * Sends BEGIN and `statement` in one round trip; returns the statement's
+   * result. Only as the transaction's first statement. The simple query
+   * protocol, so no parameters: values must be literals escaped with
+   * pg.escapeLiteral. On a busy machine a round trip costs more than the
+   * statement (bench/saga.ts): the inbox row and the relay's claim ride here.
    */
-  startWith?: string;
-}
+  async beginWith(statement: string): Promise<pg.QueryResult> {
+    this.#assertOpen();
+    if (this.#begun) throw new Error('beginWith must be the first statement of a transaction');
+    const sent = this.#client.query(`BEGIN; ${statement}`) as unknown as Promise<pg.QueryResult[]>;
+    this.#begun = sent;
+    // Several statements in one text answer one result each.
+    return (await sent)[1]!;
+  }
 
-/**
- * Runs `work` in a transaction: commit when it returns, roll back when it
- * throws. With `startWith`, `work` also gets that statement's result.
- */
-export async function withTransaction<T>(
-  pool: Pool,
-  work: (tx: Tx, first: pg.QueryResult | undefined) => Promise<T>,
-  options: TransactionOptions = {},
-): Promise<T> {
-  const tx = await pool.connect();
-  const hooks = new Set<(pool: Pool) => void>();
-  try {
-    let first: pg.QueryResult | undefined;
-    if (options.startWith) {
-      // Several statements in one query answer one result each.
-      const results = (await tx.query(`BEGIN; ${options.startWith}`)) as unknown as pg.QueryResult[];
-      first = results[1];
-    } else {
-      await tx.query('BEGIN');
+  /** Runs a statement in the transaction (BEGIN first, the first time); one with parameters is named (namedQuery). */
+  async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
+    this.#assertOpen();
+    await (this.#begun ??= this.#client.query('BEGIN'));
+    this.#assertOpen();
+    return this.#client.query<R>(namedQuery(text, values));
+  }
+
+  /**
+   * Sends `statement` together with the COMMIT, in one round trip: for a
+   * write nothing in the transaction reads back (the outbox). The simple
+   * query protocol, so no parameters: values must be literals escaped with
+   * pg.escapeLiteral. If it fails, the transaction rolls back and
+   * withTransaction throws its error.
+   */
+  sendWithCommit(statement: string): void {
+    this.#assertOpen();
+    this.#withCommit.push(statement);
+  }
+
+  /**
+   * Runs `hook` right after the transaction commits, and never if it rolls
+   * back; the same function registered twice runs once. A hook must not
+   * throw (its error is ignored: the transaction has committed).
+   */
+  afterCommit(hook: () => void): void {
+    this.#assertOpen();
+    this.#afterCommit.add(hook);
+  }
+
+  /** withTransaction. */
+  static async run<T>(pool: Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+    const client = await pool.connect();
+    const tx = new Transaction(pool, client);
+    let result: T;
+    try {
+      result = await work(tx);
+      await tx.#commit();
+    } catch (error) {
+      tx.#ended = true;
+      // A connection that cannot even roll back is closed rather than handed out again.
+      const rolledBack = !tx.#begun || (await client.query('ROLLBACK').then(() => true, () => false));
+      client.release(!rolledBack);
+      throw error;
     }
-    commitHooks.set(tx, hooks);
-    const withCommit: string[] = [];
-    commitStatements.set(tx, withCommit);
-    const result = await work(tx, first);
-    commitStatements.delete(tx);
-    await tx.query(withCommit.length > 0 ? `${withCommit.join('; ')}; COMMIT` : 'COMMIT');
-    commitHooks.delete(tx);
-    for (const hook of hooks) {
+    client.release();
+    for (const hook of tx.#afterCommit) {
       try {
-        hook(pool);
+        hook();
       } catch {
         // committed already; a failed hook (a wake-up) must not turn the commit into an error
       }
     }
     return result;
-  } catch (error) {
-    commitHooks.delete(tx);
-    commitStatements.delete(tx);
-    await tx.query('ROLLBACK').catch(() => {});
-    throw error;
-  } finally {
-    tx.release();
   }
+
+  async #commit(): Promise<void> {
+    this.#ended = true;
+    const statements = [...this.#withCommit, 'COMMIT'];
+    if (this.#begun) {
+      await this.#begun;
+    } else if (this.#withCommit.length > 0) {
+      statements.unshift('BEGIN');
+    } else {
+      return; // nothing was sent: nothing to commit
+    }
+    await this.#client.query(statements.join('; '));
+  }
+
+  #assertOpen(): void {
+    if (this.#ended) throw new Error('the transaction has ended');
+  }
+}
+
+/**
+ * Runs `work` in a transaction on a connection of `pool`: commits when it
+ * returns, rolls back when it throws (and throws its error).
+ */
+export function withTransaction<T>(pool: Pool, work: (tx: Transaction) => Promise<T>): Promise<T> {
+  return Transaction.run(pool, work);
 }
 
 /** PostgreSQL's unique_violation, for turning a duplicate into a typed error. */

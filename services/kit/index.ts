@@ -4,7 +4,7 @@ export { createLogger, type Logger } from './log.ts';
 export { ServiceError, toServiceError } from './errors.ts';
 export { startTracing, stopTracing, currentTraceCarrier } from './tracing.ts';
 export { connectNats } from './nats.ts';
-export { createPool, databaseUrl, ensureDatabase, migrate, withTransaction, afterCommit, sendWithCommit, isUniqueViolation, type Pool, type Tx, type Queryable, type TransactionOptions } from './db.ts';
+export { createPool, databaseUrl, ensureDatabase, migrate, withTransaction, preparedQueries, isUniqueViolation, type Pool, type Transaction, type Queryable } from './db.ts';
 export { endpoint, serveEndpoints, type Endpoint, type RequestContext, type RpcServer } from './rpc-server.ts';
 export { RpcClient, type RpcClientOptions, type CallOptions } from './rpc-client.ts';
 export { ensureStreams, toStreamConfig } from './streams.ts';

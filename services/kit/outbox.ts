@@ -3,17 +3,17 @@
 // committed. The relay publishes it to JetStream with `msgID = event.id`
 // (JetStream drops a repeat) and deletes the row. It wakes on commit and also
 // sweeps on a timer, so nothing waits on a lost wake-up. The wake-up on commit
-// is in-process when the transaction is withTransaction's (afterCommit): a
+// is in-process when the transaction is withTransaction's (tx.afterCommit): a
 // NOTIFY in every writing transaction would serialise the commits of the whole
 // PostgreSQL server on its notification lock (bench/saga.ts showed the
-// convoy). A transaction of its own making still wakes the relays through
-// LISTEN/NOTIFY.
+// convoy). A transaction of the caller's own making (a pg client) still wakes
+// the relays through LISTEN/NOTIFY.
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import type { DataOf, Envelope, EventContract } from '../../subjects/index.ts';
-import { afterCommit, sendWithCommit, withTransaction, type Pool, type Queryable } from './db.ts';
+import { Transaction, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
 
@@ -21,20 +21,15 @@ const { escapeLiteral } = pg;
 
 const CHANNEL = 'shop_outbox';
 
-/** The running relays of this process by the pool they read from. */
-const relaysByPool = new WeakMap<Pool, Set<OutboxRelay>>();
-
-/** Wakes the relays reading the pool a transaction committed on (an afterCommit hook). */
-function wakeRelays(pool: Pool): void {
-  for (const relay of relaysByPool.get(pool) ?? []) relay.wake();
-}
+/** The running relays of this process by the pool they read from: a commit on the pool wakes them. */
+const relaysByPool = new Map<Pool, Set<OutboxRelay>>();
 
 /**
  * Writes `data` as an event of `contract` inside the caller's transaction.
  * Pass `id` to make the write idempotent by a natural key (a repeat is ignored).
  */
 export async function writeEvent<C extends EventContract>(
-  tx: Queryable,
+  tx: Transaction | Queryable,
   contract: C,
   data: DataOf<C>,
   id: string = randomUUID(),
@@ -54,10 +49,10 @@ export interface EventToWrite<C extends EventContract = EventContract> {
 
 /**
  * writeEvent for several events (a batch handler applying many at once).
- * Inside withTransaction the rows go in with COMMIT, in the same round trip
- * (sendWithCommit): the outbox then costs a transaction nothing but bytes.
+ * In a Transaction the rows go in with COMMIT, in the same round trip
+ * (tx.sendWithCommit): the outbox then costs a transaction nothing but bytes.
  */
-export async function writeEvents(tx: Queryable, events: readonly EventToWrite[]): Promise<Envelope[]> {
+export async function writeEvents(tx: Transaction | Queryable, events: readonly EventToWrite[]): Promise<Envelope[]> {
   if (events.length === 0) return [];
   const occurredAt = new Date().toISOString();
   const rows = events.map(({ contract: c, data, id = randomUUID(), trace }) => {
@@ -72,9 +67,10 @@ export async function writeEvents(tx: Queryable, events: readonly EventToWrite[]
       `(${escapeLiteral(envelope.id)}, ${escapeLiteral(envelope.type)}, ${escapeLiteral(JSON.stringify(envelope))}, ${escapeLiteral(JSON.stringify(carrier))})`,
   );
   const insert = `INSERT INTO outbox (id, subject, payload, trace) VALUES ${values.join(', ')} ON CONFLICT (id) DO NOTHING`;
-  if (sendWithCommit(tx, insert)) {
-    // The relay wakes when (and only if) the transaction commits.
-    afterCommit(tx, wakeRelays);
+  if (tx instanceof Transaction) {
+    tx.sendWithCommit(insert);
+    // This process's relays wake when (and only if) the transaction commits.
+    for (const relay of relaysByPool.get(tx.pool) ?? []) tx.afterCommit(relay.wake);
   } else {
     // A transaction of the caller's own making: written now, relays woken through PostgreSQL.
     await tx.query(insert);
@@ -131,8 +127,12 @@ export class OutboxRelay {
     this.wake(); // publish what a previous run left behind
   }
 
-  /** Publishes everything pending; concurrent wake-ups fold into one more pass. */
-  wake(): void {
+  /**
+   * Publishes everything pending; concurrent wake-ups fold into one more
+   * pass. One function for the relay's life (a transaction's afterCommit
+   * runs it once however many events the transaction wrote).
+   */
+  readonly wake = (): void => {
     if (this.#stopped) return;
     if (this.#running) {
       this.#again = true;
@@ -141,7 +141,7 @@ export class OutboxRelay {
     this.#running = this.#drain().finally(() => {
       this.#running = undefined;
     });
-  }
+  };
 
   /** Rows waiting to be published, for metrics and tests. */
   async backlog(): Promise<number> {
@@ -152,7 +152,9 @@ export class OutboxRelay {
   /** Stops waking, then publishes what is pending one last time. */
   async stop(): Promise<void> {
     this.#stopped = true;
-    relaysByPool.get(this.#pool)?.delete(this);
+    const relays = relaysByPool.get(this.#pool);
+    relays?.delete(this);
+    if (relays?.size === 0) relaysByPool.delete(this.#pool);
     clearInterval(this.#sweeper);
     await this.#running;
     await this.#publishPending().catch((error) => this.#log.warn({ err: error }, 'final outbox flush failed'));
@@ -185,22 +187,17 @@ export class OutboxRelay {
    * publish rolls the deletion back and the rows wait for the next pass.
    */
   async #publishBatch(): Promise<number> {
-    const published = await withTransaction(
-      this.#pool,
-      async (_tx, taken) => {
-        const rows = (taken?.rows ?? []) as OutboxRow[];
-        // In the order they were written: publishes leave on one connection in array order.
-        rows.sort((a, b) => Number(a.seq) - Number(b.seq));
-        await Promise.all(rows.map((row) => this.#publish(row)));
-        return rows;
-      },
+    const published = await withTransaction(this.#pool, async (tx) => {
       // With BEGIN in one round trip.
-      {
-        startWith: `DELETE FROM outbox WHERE seq IN
-          (SELECT seq FROM outbox ORDER BY seq LIMIT ${this.#batchSize} FOR UPDATE SKIP LOCKED)
-          RETURNING seq, id, subject, payload, trace`,
-      },
-    );
+      const taken = await tx.beginWith(`DELETE FROM outbox WHERE seq IN
+        (SELECT seq FROM outbox ORDER BY seq LIMIT ${this.#batchSize} FOR UPDATE SKIP LOCKED)
+        RETURNING seq, id, subject, payload, trace`);
+      const rows = taken.rows as OutboxRow[];
+      // In the order they were written: publishes leave on one connection in array order.
+      rows.sort((a, b) => Number(a.seq) - Number(b.seq));
+      await Promise.all(rows.map((row) => this.#publish(row)));
+      return rows;
+    });
     for (const row of published) this.#metrics?.eventPublished(row.subject);
     return published.length;
   }

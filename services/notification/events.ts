@@ -10,15 +10,13 @@ import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
 import { customers, orders, payments, type Customer, type Money } from '../../subjects/index.ts';
 import {
-  afterCommit,
   currentTraceCarrier,
   onBatch,
   type Delivered,
   type EventHandler,
   type Logger,
-  type Pool,
   type RpcClient,
-  type Tx,
+  type Transaction,
 } from '../kit/index.ts';
 import { SEND_CHANNEL } from './mailer.ts';
 import { insertNotification, notifySenders } from './store.ts';
@@ -32,10 +30,10 @@ const BATCH = 32;
  * pg_notify, which serialises the commits of the whole PostgreSQL server on
  * its notification lock: a cost paid per email.
  */
-export function notificationConsumers(client: RpcClient, wakeSender?: (pool: Pool) => void): EventHandler[] {
-  const wake = (tx: Tx) => (wakeSender && afterCommit(tx, wakeSender) ? Promise.resolve() : notifySenders(tx, SEND_CHANNEL));
+export function notificationConsumers(client: RpcClient, wakeSender?: () => void): EventHandler[] {
+  const wake = async (tx: Transaction) => (wakeSender ? tx.afterCommit(wakeSender) : notifySenders(tx, SEND_CHANNEL));
   const recorder = <C extends EmailEvent>(compose: (event: Delivered<C>['event'], name: string | null) => Email) =>
-    (events: Delivered<C>[], tx: Tx, log: Logger) => record(tx, client, log, wake, events, compose);
+    (events: Delivered<C>[], tx: Transaction, log: Logger) => record(tx, client, log, wake, events, compose);
   return [
     onBatch(orders.confirmed, 'order-confirmed', recorder((event, name) => orderConfirmedEmail(event.data, name)), { batch: BATCH }),
     onBatch(orders.cancelled, 'order-cancelled', recorder((event, name) => orderCancelledEmail(event.data, name)), { batch: BATCH }),
@@ -54,10 +52,10 @@ export interface Email {
 type EmailEvent = typeof orders.confirmed | typeof orders.cancelled | typeof payments.refunded;
 
 async function record<C extends EmailEvent>(
-  tx: Tx,
+  tx: Transaction,
   client: RpcClient,
   log: Logger,
-  wake: (tx: Tx) => Promise<void>,
+  wake: (tx: Transaction) => Promise<void>,
   events: Delivered<C>[],
   compose: (event: Delivered<C>['event'], name: string | null) => Email,
 ): Promise<void> {
@@ -74,7 +72,7 @@ async function record<C extends EmailEvent>(
     const recipient = recipients.get(ref.customerId);
     const email = compose(event, recipient?.name ?? null);
     // Goes in with the COMMIT. A repeat of the event stops at the inbox (and event_id is unique).
-    await insertNotification(tx, {
+    insertNotification(tx, {
       id: randomUUID(),
       eventId: event.id,
       eventType: event.type,

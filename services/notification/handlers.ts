@@ -1,12 +1,14 @@
 // Request-reply endpoints of the notification service.
 import { notifications } from '../../subjects/index.ts';
-import { endpoint, type Pool } from '../kit/index.ts';
+import { endpoint, preparedQueries, type Pool } from '../kit/index.ts';
 import { listByCustomer } from './store.ts';
 
 export function notificationEndpoints(pool: Pool) {
+  // Queries outside a transaction, each statement prepared once per connection.
+  const db = preparedQueries(pool);
   return [
     endpoint(notifications.listByCustomer, async ({ customerId, first = 20, after }) =>
-      listByCustomer(pool, customerId, first, after),
+      listByCustomer(db, customerId, first, after),
     ),
   ];
 }

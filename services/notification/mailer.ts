@@ -16,7 +16,7 @@ import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import pg from 'pg';
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, propagation, trace } from '@opentelemetry/api';
 import pRetry from 'p-retry';
-import { type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
+import { preparedQueries, type BackgroundTask, type Logger, type Pool, type Queryable } from '../kit/index.ts';
 import { claimDue, markFailed, markRetry, markSent, type DueNotification } from './store.ts';
 
 /** Channel a consumer notifies (on commit) when it stored something to send and has no sender of its own to wake. */
@@ -116,6 +116,7 @@ export interface SenderOptions {
 export class NotificationSender implements BackgroundTask {
   readonly name = 'notification-sender';
   readonly #pool: Pool;
+  readonly #db: Queryable;
   readonly #mailer: Mailer;
   readonly #log: Logger;
   readonly #options: Required<SenderOptions>;
@@ -136,6 +137,7 @@ export class NotificationSender implements BackgroundTask {
 
   constructor(pool: Pool, mailer: Mailer, log: Logger, options: SenderOptions) {
     this.#pool = pool;
+    this.#db = preparedQueries(pool);
     this.#mailer = mailer;
     this.#log = log.child({ component: 'sender' });
     this.#options = {
@@ -217,7 +219,7 @@ export class NotificationSender implements BackgroundTask {
         if (inHand.length === 0 && (more || this.#again) && !this.#stopped) {
           this.#again = false; // the claim sees every email recorded before it
           const limit = 2 * concurrency - sending.size;
-          const claim = await claimDue(this.#pool, leaseMs, limit);
+          const claim = await claimDue(this.#db, leaseMs, limit);
           this.#claimedDueAt = claim.nextDueAt?.getTime() ?? Number.POSITIVE_INFINITY;
           inHand.push(...claim.rows);
           more = claim.rows.length === limit;
@@ -244,8 +246,8 @@ export class NotificationSender implements BackgroundTask {
   }
 
   /** Records an outcome; the email has gone (or not), so a lost connection is retried, not taken for a failure. */
-  #record(what: (pool: Pool) => Promise<void>): Promise<void> {
-    return pRetry(() => what(this.#pool), { retries: 8, minTimeout: 100, maxTimeout: 5000 });
+  #record(what: (db: Queryable) => Promise<void>): Promise<void> {
+    return pRetry(() => what(this.#db), { retries: 8, minTimeout: 100, maxTimeout: 5000 });
   }
 
   /**

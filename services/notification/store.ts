@@ -1,7 +1,7 @@
 // All SQL of the notification service.
 import pg from 'pg';
 import type { Notification } from '../../subjects/index.ts';
-import { ServiceError, sendWithCommit, type Queryable } from '../kit/index.ts';
+import { ServiceError, type Queryable, type Transaction } from '../kit/index.ts';
 
 const { escapeLiteral } = pg;
 
@@ -61,11 +61,11 @@ export interface NewNotification {
 }
 
 /**
- * Stores a notification unless one exists for the same event. Inside
- * withTransaction it goes in with the COMMIT, in the same round trip (nothing
- * in the transaction reads it back); elsewhere it is written at once.
+ * Stores a notification unless one exists for the same event. It goes in
+ * with the COMMIT, in the same round trip (nothing in the transaction reads
+ * it back).
  */
-export async function insertNotification(tx: Queryable, n: NewNotification): Promise<void> {
+export function insertNotification(tx: Transaction, n: NewNotification): void {
   // The simple protocol carries no parameters: every value is an escaped literal.
   const values = [
     n.id,
@@ -82,7 +82,7 @@ export async function insertNotification(tx: Queryable, n: NewNotification): Pro
   ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
   const statement = `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
     VALUES (${values.join(', ')}) ON CONFLICT (event_id) DO NOTHING`;
-  if (!sendWithCommit(tx, statement)) await tx.query(statement);
+  tx.sendWithCommit(statement);
 }
 
 /** Wakes every sender (of every instance) listening on `channel`, once the caller's transaction commits. */

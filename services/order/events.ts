@@ -5,7 +5,7 @@
 // (the payment service refunds, since it hears the cancellation too).
 import { inventory, orders, payments, type CancelReason } from '../../subjects/index.ts';
 import { context as traceContext } from '@opentelemetry/api';
-import { on, onBatch, writeEvent, writeEvents, type EventContext, type EventHandler, type EventToWrite, type Tx } from '../kit/index.ts';
+import { on, onBatch, writeEvent, writeEvents, type EventContext, type EventHandler, type EventToWrite, type Transaction } from '../kit/index.ts';
 import { transition, transitionMany } from './store.ts';
 
 // Several events per transaction (the kit's consumer runner): each moves its
@@ -57,7 +57,7 @@ export function orderConsumers(): EventHandler[] {
 
 /** Cancels a PENDING order and emits orders.events.cancelled; any other state is left alone. */
 export async function cancelPending(
-  tx: Tx,
+  tx: Transaction,
   context: Pick<EventContext, 'log'>,
   orderId: string,
   reasonCode: CancelReason,

@@ -1,7 +1,7 @@
 // Request-reply endpoints of the order service.
 import { randomUUID } from 'node:crypto';
 import { customers, orders, products, type Money, type Product } from '../../subjects/index.ts';
-import { ServiceError, endpoint, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
+import { ServiceError, endpoint, preparedQueries, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
 import { findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
 
 /** The largest amount a Money may carry (subjects/common.ts). */
@@ -13,6 +13,8 @@ export interface OrderOptions {
 }
 
 export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOptions) {
+  // Queries outside a transaction, each statement prepared once per connection.
+  const db = preparedQueries(pool);
   return [
     endpoint(orders.place, async ({ customerId, lines, paymentToken }) => {
       const wanted = mergeLines(lines);
@@ -46,13 +48,13 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
     }),
 
     endpoint(orders.get, async ({ id, customerId }) => {
-      const order = await findOrder(pool, id, customerId);
+      const order = await findOrder(db, id, customerId);
       if (!order) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
       return order;
     }),
 
     endpoint(orders.listByCustomer, async ({ customerId, first = 20, after }) => {
-      const page = await listOrders(pool, customerId, first, after === undefined ? undefined : decodeCursor(after));
+      const page = await listOrders(db, customerId, first, after === undefined ? undefined : decodeCursor(after));
       return { items: page.items, nextCursor: page.next ? encodeCursor(page.next) : null };
     }),
 
@@ -84,7 +86,7 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
           total: moved.total,
         });
       });
-      return (await findOrder(pool, id, customerId))!;
+      return (await findOrder(db, id, customerId))!;
     }),
   ];
 }

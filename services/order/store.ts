@@ -1,6 +1,6 @@
 // All SQL of the order service.
 import type { CancelReason, Money, Order, OrderStatus } from '../../subjects/index.ts';
-import type { Queryable, Tx } from '../kit/index.ts';
+import type { Queryable, Transaction } from '../kit/index.ts';
 
 interface OrderRow {
   id: string;
@@ -85,7 +85,7 @@ export interface NewOrder {
  * from what was written: every round trip to the database costs more than
  * the SQL it carries (bench/saga.ts).
  */
-export async function insertOrder(tx: Tx, order: NewOrder): Promise<Order> {
+export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Order> {
   const { rows } = await tx.query<OrderRow & { history_at: Date }>(
     `WITH created AS (
        INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at)
@@ -180,7 +180,7 @@ export interface Transitioned {
  * `customerId`, only that customer's order moves.
  */
 export async function transition(
-  tx: Tx,
+  tx: Transaction,
   change: {
     id: string;
     from: readonly OrderStatus[];
@@ -222,7 +222,7 @@ export async function transition(
  * Returns the orders that moved, by id.
  */
 export async function transitionMany(
-  tx: Tx,
+  tx: Transaction,
   change: { ids: readonly string[]; from: readonly OrderStatus[]; to: OrderStatus; reason: string | null },
 ): Promise<Map<string, Transitioned>> {
   const { rows } = await tx.query<{ id: string; customer_id: string; currency: string; total_amount: number; previous_status: OrderStatus }>(
@@ -252,7 +252,7 @@ export async function transitionMany(
  * several instances sweep at once, each taking different orders, and skips an
  * order an event handler is moving right now.
  */
-export async function lockOverdueOrders(tx: Tx, limit: number): Promise<string[]> {
+export async function lockOverdueOrders(tx: Transaction, limit: number): Promise<string[]> {
   const { rows } = await tx.query<{ id: string }>(
     `SELECT id FROM orders
      WHERE status = 'PENDING' AND deadline_at <= now()

@@ -13,7 +13,7 @@
 import { randomUUID } from 'node:crypto';
 import { inventory, orders, payments } from '../../subjects/index.ts';
 import { context } from '@opentelemetry/api';
-import { on, onBatch, writeEvent, type EventHandler, type Queryable } from '../kit/index.ts';
+import { on, onBatch, writeEvent, type EventHandler, type Transaction } from '../kit/index.ts';
 import type { PaymentProvider } from './provider.ts';
 import { insertCancellation, insertPayment, lockOrder, lockOrders, markRefunded } from './store.ts';
 
@@ -62,7 +62,7 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
               const outcome = await provider.charge({ idempotencyKey: orderId, token: request.token, amount: request.amount });
               // The payment row and the event both go in with the COMMIT (one round trip).
               const paymentId = randomUUID();
-              await insertPayment(tx, {
+              insertPayment(tx, {
                 id: paymentId,
                 orderId,
                 customerId,
@@ -145,7 +145,7 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
  * the reservation is redelivered, which covers a charge landing in between.
  */
 async function refundOrphanedCharge(
-  tx: Queryable,
+  tx: Transaction,
   provider: PaymentProvider,
   orderId: string,
   customerId: string,
@@ -159,7 +159,7 @@ async function refundOrphanedCharge(
     amount: charge.amount,
   });
   const paymentId = randomUUID();
-  await insertPayment(tx, {
+  insertPayment(tx, {
     id: paymentId,
     orderId,
     customerId,

@@ -49,7 +49,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Type, type Static, type TObject } from '@sinclair/typebox';
 import { settings as liveSettings } from '../../subjects/index.ts';
-import { createPool, type Pool } from '../kit/index.ts';
+import { createPool, preparedQueries, type Pool, type Queryable } from '../kit/index.ts';
 import {
   ProviderRejectedError,
   ProviderUnavailableError,
@@ -107,13 +107,15 @@ interface LedgerRow {
 }
 
 export class PaymentSimulator implements PaymentProvider {
-  readonly #db: Pool;
+  readonly #pool: Pool;
+  readonly #db: Queryable;
   readonly #settings: SimulatorSettings;
   readonly #random: () => number;
 
   /** `db` should be a pool of its own: the service's pool is busy holding its consumers' transactions. */
   constructor(db: Pool, settings: SimulatorSettings, random: () => number = Math.random) {
-    this.#db = db;
+    this.#pool = db;
+    this.#db = preparedQueries(db);
     this.#settings = settings;
     this.#random = random;
   }
@@ -225,7 +227,7 @@ export class PaymentSimulator implements PaymentProvider {
   }
 
   async close(): Promise<void> {
-    await this.#db.end();
+    await this.#pool.end();
   }
 
   /**

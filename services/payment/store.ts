@@ -1,7 +1,7 @@
 // All SQL of the payment service (the simulator's own tables are its business: simulator.ts).
 import pg from 'pg';
 import type { CancelReason, Payment } from '../../subjects/index.ts';
-import { sendWithCommit, type Queryable } from '../kit/index.ts';
+import type { Queryable, Transaction } from '../kit/index.ts';
 
 const { escapeLiteral } = pg;
 
@@ -84,19 +84,19 @@ export async function findPaymentByOrder(db: Queryable, orderId: string): Promis
 }
 
 /**
- * Records a new payment. Inside withTransaction it goes in with the COMMIT,
- * in the same round trip (nothing in the transaction reads it back); a second
- * payment for the order (order_id is unique) then fails the commit, and the
- * whole transaction rolls back. Elsewhere it is written at once.
+ * Records a new payment. It goes in with the COMMIT, in the same round trip
+ * (nothing in the transaction reads it back); a second payment for the order
+ * (order_id is unique) then fails the commit, and the whole transaction rolls
+ * back.
  * `refundReference` only for a payment recorded as REFUNDED straight away (a
  * recovered orphaned charge).
  */
-export async function insertPayment(
-  tx: Queryable,
+export function insertPayment(
+  tx: Transaction,
   payment: Pick<Payment, 'id' | 'orderId' | 'customerId' | 'amount' | 'status' | 'declineReason' | 'providerReference'> & {
     refundReference?: string | null;
   },
-): Promise<void> {
+): void {
   // The simple protocol carries no parameters: every value is an escaped literal (the amount too; PostgreSQL casts it).
   const values = [
     payment.id,
@@ -111,7 +111,7 @@ export async function insertPayment(
   ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
   const statement = `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
     VALUES (${values.join(', ')})`;
-  if (!sendWithCommit(tx, statement)) await tx.query(statement);
+  tx.sendWithCommit(statement);
 }
 
 /** CAPTURED -> REFUNDED; undefined when the payment is not (or no longer) captured. */

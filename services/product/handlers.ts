@@ -1,7 +1,7 @@
 // Request-reply endpoints of the product service: the catalog and restocking.
 import { randomUUID } from 'node:crypto';
 import { products, type Product } from '../../subjects/index.ts';
-import { ServiceError, endpoint, isUniqueViolation, type Pool } from '../kit/index.ts';
+import { ServiceError, endpoint, preparedQueries, isUniqueViolation, type Pool } from '../kit/index.ts';
 import {
   SKU_CONSTRAINT,
   addStock,
@@ -37,6 +37,8 @@ export function decodeCursor(cursor: string): CatalogPosition {
 }
 
 export function productEndpoints(pool: Pool) {
+  // Queries outside a transaction, each statement prepared once per connection.
+  const db = preparedQueries(pool);
   return [
     endpoint(products.create, async ({ sku, name, description, price, initialStock }) => {
       const trimmedName = name.trim();
@@ -44,7 +46,7 @@ export function productEndpoints(pool: Pool) {
         throw new ServiceError('VALIDATION_FAILED', 'name must not be blank', [{ path: '/name', message: 'blank' }]);
       }
       try {
-        return await insertProduct(pool, {
+        return await insertProduct(db, {
           id: randomUUID(),
           sku,
           name: trimmedName,
@@ -59,17 +61,17 @@ export function productEndpoints(pool: Pool) {
     }),
 
     endpoint(products.get, async ({ id }) => {
-      const product: Product | undefined = await findProduct(pool, id);
+      const product: Product | undefined = await findProduct(db, id);
       if (!product) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${id}`);
       return product;
     }),
 
-    endpoint(products.getMany, async ({ ids }) => ({ products: await findProducts(pool, ids) })),
+    endpoint(products.getMany, async ({ ids }) => ({ products: await findProducts(db, ids) })),
 
     endpoint(products.list, async ({ search, first, after }) => {
       const limit = first ?? DEFAULT_PAGE_SIZE;
       // One row more than the page tells whether another page follows.
-      const rows = await listProducts(pool, {
+      const rows = await listProducts(db, {
         limit: limit + 1,
         after: after === undefined ? undefined : decodeCursor(after),
         search: search?.trim() || undefined,
@@ -80,7 +82,7 @@ export function productEndpoints(pool: Pool) {
     }),
 
     endpoint(products.restock, async ({ productId, quantity }) => {
-      const product = await addStock(pool, productId, quantity);
+      const product = await addStock(db, productId, quantity);
       if (!product) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${productId}`);
       return product;
     }),

@@ -9,7 +9,7 @@
 //     made on values nobody else can change until commit;
 //   - reserve, commit and release are idempotent by order id.
 import type { Product } from '../../subjects/index.ts';
-import type { Queryable, Tx } from '../kit/index.ts';
+import type { Queryable, Transaction } from '../kit/index.ts';
 
 interface ProductRow {
   id: string;
@@ -173,7 +173,7 @@ function mergeLines(lines: readonly StockLine[]): StockLine[] {
  * undefined), or locks the existing row and returns its status. A second
  * transaction for the same order waits here until the first one ends.
  */
-async function claimOrder(tx: Tx, orderId: string, status: StockOrderStatus): Promise<StockOrderStatus | undefined> {
+async function claimOrder(tx: Transaction, orderId: string, status: StockOrderStatus): Promise<StockOrderStatus | undefined> {
   const claimed = await tx.query(
     'INSERT INTO stock_orders (order_id, status) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING',
     [orderId, status],
@@ -187,7 +187,7 @@ async function claimOrder(tx: Tx, orderId: string, status: StockOrderStatus): Pr
 }
 
 /** Locks the product rows of `ids` in id order; returns what each has available. */
-async function lockProducts(tx: Tx, ids: readonly string[]): Promise<Map<string, { sku: string; available: number }>> {
+async function lockProducts(tx: Transaction, ids: readonly string[]): Promise<Map<string, { sku: string; available: number }>> {
   const { rows } = await tx.query<{ id: string; sku: string; available: number }>(
     'SELECT id, sku, on_hand - reserved AS available FROM products WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE',
     [ids],
@@ -205,7 +205,7 @@ export interface OrderLines {
  * Reserves every line of an order, or none: within the caller's transaction.
  * An unknown product counts as a shortage with nothing available.
  */
-export async function reserveStock(tx: Tx, orderId: string, requested: readonly StockLine[]): Promise<ReserveResult> {
+export async function reserveStock(tx: Transaction, orderId: string, requested: readonly StockLine[]): Promise<ReserveResult> {
   return (await reserveStockForOrders(tx, [{ orderId, lines: requested }]))[0]!;
 }
 
@@ -216,7 +216,7 @@ export async function reserveStock(tx: Tx, orderId: string, requested: readonly 
  * ones seen before, lock the products in id order, then write stock,
  * reservations and statuses together.
  */
-export async function reserveStockForOrders(tx: Tx, orders: readonly OrderLines[]): Promise<ReserveResult[]> {
+export async function reserveStockForOrders(tx: Transaction, orders: readonly OrderLines[]): Promise<ReserveResult[]> {
   // Ids sorted: concurrent batches sharing an order (a redelivery) take its row in the same order.
   const orderIds = [...new Set(orders.map((order) => order.orderId))].sort();
   // Claimed as REJECTED and turned into RESERVED below: inside this
@@ -316,7 +316,7 @@ interface HeldLine {
  * What an order holds in `statuses`, locking those products in id order (as
  * every stock operation locks them) in the same statement.
  */
-async function lockHeldLines(tx: Tx, orderId: string, statuses: readonly HeldLine['status'][]): Promise<HeldLine[]> {
+async function lockHeldLines(tx: Transaction, orderId: string, statuses: readonly HeldLine['status'][]): Promise<HeldLine[]> {
   const { rows } = await tx.query<HeldLine>(
     `SELECT r.product_id, r.quantity, r.status FROM reservations r JOIN products p ON p.id = r.product_id
       WHERE r.order_id = $1 AND r.status = ANY($2::text[])
@@ -331,7 +331,7 @@ async function lockHeldLines(tx: Tx, orderId: string, statuses: readonly HeldLin
  * reserved, committed units (a confirmed order cancelled afterwards) return
  * to the shelf. An order never seen gets a tombstone.
  */
-export async function releaseStock(tx: Tx, orderId: string): Promise<ReleaseResult> {
+export async function releaseStock(tx: Transaction, orderId: string): Promise<ReleaseResult> {
   const existing = await claimOrder(tx, orderId, 'TOMBSTONE');
   if (!existing) return { outcome: 'tombstoned' };
   if (existing !== 'RESERVED' && existing !== 'COMMITTED') return { outcome: 'nothing-held', status: existing };
@@ -357,7 +357,7 @@ export async function releaseStock(tx: Tx, orderId: string): Promise<ReleaseResu
 }
 
 /** A confirmed order's units leave the stock: on hand and reserved both go down. */
-export async function commitStock(tx: Tx, orderId: string): Promise<CommitResult> {
+export async function commitStock(tx: Transaction, orderId: string): Promise<CommitResult> {
   return (await commitStockForOrders(tx, [orderId]))[0]!;
 }
 
@@ -366,7 +366,7 @@ export async function commitStock(tx: Tx, orderId: string): Promise<CommitResult
  * three statements: lock the orders, lock their products in id order while
  * reading what they hold, then write stock, reservations and statuses.
  */
-export async function commitStockForOrders(tx: Tx, orderIds: readonly string[]): Promise<CommitResult[]> {
+export async function commitStockForOrders(tx: Transaction, orderIds: readonly string[]): Promise<CommitResult[]> {
   const ids = [...new Set(orderIds)].sort();
   const { rows } = await tx.query<{ order_id: string; status: StockOrderStatus }>(
     'SELECT order_id, status FROM stock_orders WHERE order_id = ANY($1::uuid[]) ORDER BY order_id FOR UPDATE',

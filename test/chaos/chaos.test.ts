@@ -10,7 +10,11 @@
 //      (pg_terminate_backend), three times. PostgreSQL itself is not
 //      restarted: it is shared by everything else on this machine; dropping
 //      every connection is what a restart does to the services;
-//   4. the SMTP server refusing half of the emails, and nothing else.
+//   4. the shop's databases refusing connections for some seconds, twice
+//      (ALLOW_CONNECTIONS false, their connections ended, then true again):
+//      what the services see while PostgreSQL restarts or fails over, when
+//      the pools cannot reconnect at once;
+//   5. the SMTP server refusing half of the emails, and nothing else.
 // After each phase the load stops and the shop comes to rest, then: every
 // accepted order is CONFIRMED or CANCELLED; nothing is duplicated (no order
 // beyond the calls made, no event twice for one order, no email twice);
@@ -25,6 +29,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
+import pg from 'pg';
 import { ERROR_CODE_HEADER, allEvents, customers, products, streams } from '../../subjects/index.ts';
 import { listDeadLetters } from '../../scripts/dlq.ts';
 import { reconcile, table, type ReconcileReport } from '../../scripts/reconcile.ts';
@@ -36,6 +41,8 @@ import { SERVICE_DIRS, SERVICE_NAMES, Shop, email } from './shop.ts';
 const SEED = Number(process.env.CHAOS_SEED ?? 20_240_607);
 /** Orders accepted between two faults: the shop is back and taking orders before the next blow. */
 const PROGRESS = 25;
+/** How long the shop's databases refuse connections in the outage phase: as long as a PostgreSQL restart takes. */
+const OUTAGE_MS = 8000;
 
 let shop: Shop;
 let load: OrderLoad;
@@ -165,6 +172,45 @@ async function tryBadRequests(count: number, problems: string[]): Promise<number
     }
   }
   return count;
+}
+
+/**
+ * What a PostgreSQL restart or failover does to the shop: its databases take
+ * no new connection and lose the ones they had, for `ms`, then are back.
+ * Returns how many connections were ended.
+ */
+async function refuseConnections(ms: number): Promise<number> {
+  const urls = Object.values(shop.databases);
+  const names = urls.map((url) => decodeURIComponent(new URL(url).pathname.slice(1)));
+  const server = new URL(urls[0]!);
+  server.pathname = '/postgres';
+  const admin = new pg.Client({ connectionString: server.toString() });
+  admin.on('error', () => {});
+  await admin.connect();
+  const allow = async (allowed: boolean) => {
+    for (const name of names) await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} WITH ALLOW_CONNECTIONS ${allowed}`);
+  };
+  let ended = 0;
+  try {
+    await allow(false);
+    // Until none is left: a connection may have been half-way in when the door closed.
+    await waitFor(
+      async () => {
+        const { rows } = await admin.query<{ ended: boolean }>(
+          'SELECT pg_terminate_backend(pid) AS ended FROM pg_stat_activity WHERE datname = ANY($1) AND pid <> pg_backend_pid()',
+          [names],
+        );
+        ended += rows.filter((row) => row.ended).length;
+        return rows.length === 0;
+      },
+      { intervalMs: 100, what: "the shop's connections to end" },
+    );
+    await new Promise((resolve) => setTimeout(resolve, ms));
+  } finally {
+    await allow(true);
+    await admin.end();
+  }
+  return ended;
 }
 
 // --- The checks --------------------------------------------------------------------------------
@@ -498,6 +544,21 @@ test('every PostgreSQL connection of the shop dropped under load, three times', 
   assertClean(row);
 });
 
+test("the shop's databases refusing connections for some seconds under load, twice", async () => {
+  const row = await phase(`PostgreSQL refusing connections ${OUTAGE_MS / 1000} s ×2`, async () => {
+    for (let i = 0; i < 2; i++) {
+      await progress();
+      const ended = await refuseConnections(OUTAGE_MS);
+      assert.ok(ended > 5, `connections were ended (${ended})`);
+      // Said here, not only at the end: a service that died would leave the load waiting for orders.
+      const exited = shop.crashes.map((crash) => `${crash.process} exited (${crash.code ?? crash.signal}): ${crash.lastLines.slice(-3).join(' | ')}`);
+      assert.deepEqual(exited, [], 'no service exits while its database refuses connections');
+    }
+    return 2;
+  });
+  assertClean(row);
+});
+
 test('the SMTP server refusing half of the emails, and nothing else', async () => {
   const row = await phase('SMTP refusing 50%', async () => {
     await progress(100);
@@ -508,7 +569,7 @@ test('the SMTP server refusing half of the emails, and nothing else', async () =
 });
 
 test('over the whole run: nothing lost, nothing twice, no crash, every dead letter explained', () => {
-  assert.equal(rows.length, 4, 'every phase ran');
+  assert.equal(rows.length, 5, 'every phase ran');
   const sum = (key: keyof Row) => rows.reduce((total, row) => total + (row[key] as number), 0);
   assert.equal(sum('lost'), 0);
   assert.equal(sum('duplicated'), 0);

@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { createLogger, createPool, ensureDatabase, migrate, type Pool } from '../../kit/index.ts';
+import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool } from '../../kit/index.ts';
 import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
 import { Mailer, NotificationSender, type SenderOptions } from '../mailer.ts';
 import { claimDue, insertNotification } from '../store.ts';
@@ -58,17 +58,19 @@ async function pending(count: number): Promise<{ to: string; ids: string[] }> {
   const ids: string[] = [];
   for (let i = 0; i < count; i++) {
     const id = randomUUID();
-    await insertNotification(pool, {
-      id,
-      eventId: randomUUID(),
-      eventType: 'orders.events.confirmed',
-      customerId: randomUUID(),
-      orderId: randomUUID(),
-      email: to,
-      subject: `email ${i}`,
-      body: 'hello',
-      status: 'PENDING',
-    });
+    await withTransaction(pool, async (tx) =>
+      insertNotification(tx, {
+        id,
+        eventId: randomUUID(),
+        eventType: 'orders.events.confirmed',
+        customerId: randomUUID(),
+        orderId: randomUUID(),
+        email: to,
+        subject: `email ${i}`,
+        body: 'hello',
+        status: 'PENDING',
+      }),
+    );
     ids.push(id);
   }
   return { to, ids };

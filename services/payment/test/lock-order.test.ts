@@ -6,7 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { createLogger, createPool, ensureDatabase, migrate, type Pool, type Tx } from '../../kit/index.ts';
+import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool, type Transaction } from '../../kit/index.ts';
 import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
 import { insertCancellation, insertPayment, lockOrder } from '../store.ts';
 
@@ -26,30 +26,25 @@ after(async () => {
 });
 
 /** Runs `first` holding the order's lock; meanwhile a second transaction asks for the lock and waits; what it reads. */
-async function readAfterWaiting(orderId: string, first: (tx: Tx) => Promise<void>) {
-  const holder = await pool.connect();
-  const waiter = await pool.connect();
-  try {
-    await holder.query('BEGIN');
+async function readAfterWaiting(orderId: string, first: (tx: Transaction) => Promise<void>) {
+  const waiterPid = Promise.withResolvers<number>();
+  let read!: Promise<Awaited<ReturnType<typeof lockOrder>>>;
+  await withTransaction(pool, async (holder) => {
     assert.deepEqual(await lockOrder(holder, orderId), { payment: undefined, cancelled: false });
-    await waiter.query('BEGIN');
-    const waiterPid = (await waiter.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
-    const read = lockOrder(waiter, orderId);
+    read = withTransaction(pool, async (waiter) => {
+      waiterPid.resolve((await waiter.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
+      return lockOrder(waiter, orderId);
+    });
+    read.catch(waiterPid.reject);
+    const pid = await waiterPid.promise;
     // The second one's statement has started (its snapshot taken) and waits for the lock.
     await waitFor(
-      async () =>
-        (await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = $2', [waiterPid, 'Lock'])).rowCount === 1,
+      async () => (await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = $2', [pid, 'Lock'])).rowCount === 1,
       { what: 'the second transaction to wait for the lock' },
     );
     await first(holder);
-    await holder.query('COMMIT');
-    const seen = await read;
-    await waiter.query('COMMIT');
-    return seen;
-  } finally {
-    holder.release();
-    waiter.release();
-  }
+  });
+  return read;
 }
 
 test('lockOrder waits for the lock, then sees the cancellation its holder committed', async () => {
@@ -62,7 +57,7 @@ test('lockOrder waits for the lock, then sees the payment its holder committed',
   const orderId = randomUUID();
   const paymentId = randomUUID();
   const seen = await readAfterWaiting(orderId, async (tx) => {
-    await insertPayment(tx, {
+    insertPayment(tx, {
       id: paymentId,
       orderId,
       customerId: randomUUID(),
