@@ -425,6 +425,9 @@ test('the storefront is served at /', async () => {
   assert.equal(page.status, 200);
   assert.match(page.headers.get('content-type') ?? '', /text\/html/);
   assert.match(await page.text(), /<script type="module" src="\/app\.js">/);
+  assert.equal(page.headers.get('cache-control'), 'no-cache', 'revalidated on each visit');
+  assert.equal(page.headers.get('x-content-type-options'), 'nosniff');
+  assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'self'/);
   const script = await fetch(`${url}/app.js`);
   assert.match(script.headers.get('content-type') ?? '', /javascript/);
   assert.match(await script.text(), /graphql-transport-ws/);
