@@ -16,7 +16,7 @@ import {
   type Product,
 } from '../subjects/index.ts';
 import { ServiceError, type RpcClient } from '../services/kit/index.ts';
-import type { Auth } from './auth.ts';
+import type { Auth } from './plugins/auth.ts';
 import { forbidden } from './errors.ts';
 import { toConnection, type Connection } from './resolvers.ts';
 
@@ -29,8 +29,6 @@ type Context = MercuriusContext & { auth: Auth };
 
 /** The getMany contracts take at most 500 ids per call. */
 const MAX_IDS = 500;
-/** notifications.listByCustomer pages read for one customer at most (100 each). */
-const MAX_NOTIFICATION_PAGES = 5;
 
 function unique(ids: Iterable<string>): string[] {
   return [...new Set(ids)];
@@ -90,17 +88,20 @@ export function makeLoaders(client: RpcClient) {
         return queries.map((q) => byOrder.get(q.obj.id) ?? null);
       },
 
-      // One listing per distinct customer serves every order of theirs on the page.
+      // Like payments: one call per distinct order, all in parallel, each failing on its own.
+      // The order's own customer goes with it, so only that customer's emails come back.
       async notifications(queries: Query<Order>[]): Promise<(Notification[] | Error)[]> {
-        const owners = unique(queries.map((q) => q.obj.customerId));
+        const distinct = [...new Map(queries.map((q) => [q.obj.id, q.obj])).values()];
         const lists = await Promise.all(
-          owners.map((customerId) => listNotifications(client, customerId).catch((error: unknown) => error as Error)),
+          distinct.map((order) =>
+            client.call(notifications.listByOrder, { orderId: order.id, customerId: order.customerId }).then(
+              (reply) => reply.items,
+              (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
+            ),
+          ),
         );
-        const byOwner = new Map(owners.map((id, i) => [id, lists[i]!]));
-        return queries.map((q) => {
-          const list = byOwner.get(q.obj.customerId)!;
-          return list instanceof Error ? list : list.filter((n) => n.orderId === q.obj.id);
-        });
+        const byOrder = new Map(distinct.map((order, i) => [order.id, lists[i]!]));
+        return queries.map((q) => byOrder.get(q.obj.id)!);
       },
     },
 
@@ -133,16 +134,4 @@ export function makeLoaders(client: RpcClient) {
       },
     },
   };
-}
-
-async function listNotifications(client: RpcClient, customerId: string): Promise<Notification[]> {
-  const all: Notification[] = [];
-  let after: string | undefined;
-  for (let page = 0; page < MAX_NOTIFICATION_PAGES; page++) {
-    const reply = await client.call(notifications.listByCustomer, { customerId, first: 100, ...(after ? { after } : {}) });
-    all.push(...reply.items);
-    if (!reply.nextCursor) break;
-    after = reply.nextCursor;
-  }
-  return all;
 }

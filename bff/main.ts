@@ -5,7 +5,6 @@ import {
   connectNats,
   createLogger,
   loadConfigOrExit,
-  observeHttp,
   startProcessOps,
   startTracing,
   stopOnSignals,
@@ -17,9 +16,8 @@ const settings = loadConfigOrExit(BffSettings);
 startTracing('bff', settings.ZIPKIN_URL);
 const log = createLogger('bff', settings.LOG_LEVEL);
 const nc = await connectNats('bff', settings, log);
-const app = await build({ nc, log, settings });
 const metrics = new ProcessMetrics('bff');
-observeHttp(app, metrics);
+const app = await build({ nc, log, settings, metrics });
 await app.listen({ port: settings.BFF_PORT, host: settings.BFF_HOST });
 // The operations port (OPS_PORT): /metrics, and readiness as the API's own /health/ready says.
 const ops = await startProcessOps(

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { MercuriusContext } from 'mercurius';
 import { customers, orders, products, type Customer, type Order } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
-import { issueToken, requireAdmin, requireUser, type Auth } from './auth.ts';
+import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth.ts';
 import { ApiError, asPublicGraphQLError } from './errors.ts';
 import type { OrderFeed } from './feed.ts';
 

@@ -30,4 +30,16 @@ export const notifications = {
     request: Type.Object({ customerId: Id, ...PageRequest }, { additionalProperties: false }),
     reply: Page(Notification),
   }),
+  listByOrder: rpc({
+    subject: 'notifications.listByOrder',
+    description:
+      'Emails sent (or being sent) about one order, newest first. `customerId` is the customer the order belongs to: ' +
+      "another customer's id answers an empty list, so a caller cannot read someone else's emails.",
+    idempotent: true,
+    request: Type.Object({ orderId: Id, customerId: Id }, { additionalProperties: false }),
+    reply: Type.Object(
+      { items: Type.Array(Notification, { description: 'One per event about the order (confirmed, cancelled, refunded).' }) },
+      { additionalProperties: false },
+    ),
+  }),
 } as const;

@@ -10,9 +10,10 @@ const state = {
   products: new Map(),
   productsCursor: null,
   search: '',
-  cart: new Map(), // productId -> quantity
+  // productId -> { product, quantity }: each line keeps its product, whatever page the catalog shows.
+  cart: new Map(),
   ordersCursor: null,
-  live: null, // { id, socket }
+  live: null, // { id, order, socket, retries, timer, finished }
 };
 
 const $ = (id) => document.getElementById(id);
@@ -106,10 +107,12 @@ async function loadProducts({ more = false } = {}) {
   for (const { node } of page.edges) {
     state.products.set(node.id, node);
     $('products').append(productCard(node));
+    refreshCartLine(node);
   }
   state.productsCursor = page.pageInfo.endCursor;
   $('more-products').hidden = !page.pageInfo.hasNextPage;
   $('products-empty').hidden = state.products.size > 0;
+  renderCart();
 }
 
 function productCard(product) {
@@ -132,27 +135,43 @@ function productCard(product) {
         className: 'add',
         disabled: soldOut,
         textContent: 'Add to cart',
-        onclick: () => addToCart(product.id, Number(quantity.value)),
+        onclick: () => addToCart(product, Number(quantity.value)),
       }),
     ),
   );
 }
 
+// A product as the shop says it is now (after an order settles, its stock): its card, if
+// shown, is redrawn where it stands, and a cart line holding it takes the new data.
+function updateProduct(product) {
+  if (state.products.has(product.id)) {
+    state.products.set(product.id, product);
+    document.querySelector(`.product[data-product-id="${CSS.escape(product.id)}"]`)?.replaceWith(productCard(product));
+  }
+  if (refreshCartLine(product)) renderCart();
+}
+
 // --- Cart and checkout --------------------------------------------------------------------------
 
-function addToCart(productId, quantity) {
+function addToCart(product, quantity) {
   if (!Number.isInteger(quantity) || quantity < 1) return flash('Choose a quantity of 1 or more.', 'error');
-  state.cart.set(productId, Math.min(1000, (state.cart.get(productId) ?? 0) + quantity));
+  const line = state.cart.get(product.id);
+  state.cart.set(product.id, { product, quantity: Math.min(1000, (line?.quantity ?? 0) + quantity) });
   renderCart();
+}
+
+/** Gives a cart line the newest data of its product; true when the cart holds it. */
+function refreshCartLine(product) {
+  const line = state.cart.get(product.id);
+  if (line) line.product = product;
+  return Boolean(line);
 }
 
 function renderCart() {
   const list = $('cart-lines');
   list.replaceChildren();
   const totals = new Map();
-  for (const [productId, quantity] of state.cart) {
-    const product = state.products.get(productId);
-    if (!product) continue;
+  for (const [productId, { product, quantity }] of state.cart) {
     const { amount, currency } = product.price;
     totals.set(currency, (totals.get(currency) ?? 0) + amount * quantity);
     list.append(
@@ -191,7 +210,7 @@ async function placeOrder(event) {
   const button = $('place-order');
   button.disabled = true;
   try {
-    const lines = [...state.cart].map(([productId, quantity]) => ({ productId, quantity }));
+    const lines = [...state.cart].map(([productId, { quantity }]) => ({ productId, quantity }));
     const data = await graphql(
       `mutation Place($lines: [OrderLineInput!]!, $token: String!) { placeOrder(lines: $lines, paymentToken: $token) { ${ORDER_FIELDS} } }`,
       { lines, token: $('payment-token').value.trim() },
@@ -210,12 +229,26 @@ async function placeOrder(event) {
 
 // --- Live order status over WebSocket (graphql-transport-ws) -------------------------------------
 
+// A dropped connection (the network, a BFF restart) is opened again after a delay that doubles
+// from the first to the last, until one is acknowledged; the subscription's first value is the
+// order as it is then, so nothing missed meanwhile is lost.
+const RECONNECT_FIRST_MS = 500;
+const RECONNECT_LAST_MS = 30_000;
+
+// Each status event carries the order's products as they are now: their stock moves as orders settle.
+const LIVE_ORDER_FIELDS = `${ORDER_FIELDS} lines { product { ${PRODUCT_FIELDS} } }`;
+
 function watchOrder(order) {
   stopWatching();
   renderLive(order);
+  state.live = { id: order.id, order, socket: null, retries: 0, timer: undefined, finished: false };
+  connectLive(state.live);
+}
+
+function connectLive(live) {
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/graphql`;
   const socket = new WebSocket(url, 'graphql-transport-ws');
-  state.live = { id: order.id, socket };
+  live.socket = socket;
   const status = (text) => ($('live-connection').textContent = text);
   status('(connecting…)');
   socket.addEventListener('open', () => {
@@ -225,52 +258,70 @@ function watchOrder(order) {
     const message = JSON.parse(event.data);
     switch (message.type) {
       case 'connection_ack':
+        live.retries = 0;
         status('(live)');
         socket.send(
           JSON.stringify({
             id: '1',
             type: 'subscribe',
             payload: {
-              query: `subscription Watch($id: ID!) { orderUpdated(id: $id) { ${ORDER_FIELDS} } }`,
-              variables: { id: order.id },
+              query: `subscription Watch($id: ID!) { orderUpdated(id: $id) { ${LIVE_ORDER_FIELDS} } }`,
+              variables: { id: live.id },
             },
           }),
         );
         break;
       case 'next':
         if (message.payload?.data?.orderUpdated) {
-          renderLive(message.payload.data.orderUpdated);
-          void refreshProducts();
-          void loadOrders();
+          showOrderUpdate(message.payload.data.orderUpdated);
         } else if (message.payload?.errors) {
           flash(message.payload.errors.map((e) => e.message).join('; '), 'error');
         }
         break;
       case 'error':
+        // The subscription was refused (the order is not yours, the session ended): asking again would not help.
+        live.finished = true;
         status('');
         flash((message.payload ?? []).map((e) => e.message).join('; ') || 'Live updates failed.', 'error');
         break;
       case 'complete':
+        live.finished = true;
         status('(final)');
         break;
       case 'ping':
         socket.send(JSON.stringify({ type: 'pong' }));
         break;
       case 'connection_error':
+        live.finished = true;
         status('(not live)');
         break;
     }
   });
   socket.addEventListener('close', () => {
-    if (state.live?.socket === socket && $('live-connection').textContent === '(live)') status('(disconnected)');
+    if (state.live !== live || live.finished) return;
+    const delay = Math.min(RECONNECT_LAST_MS, RECONNECT_FIRST_MS * 2 ** live.retries);
+    live.retries += 1;
+    status('(reconnecting…)');
+    live.timer = setTimeout(() => connectLive(live), delay);
   });
 }
 
 function stopWatching() {
   if (state.live) {
-    state.live.socket.close();
+    state.live.finished = true;
+    clearTimeout(state.live.timer);
+    state.live.socket?.close();
     state.live = null;
   }
+}
+
+// A status event changes what is shown of the order and its products where they stand:
+// the catalog keeps every page loaded, the list of orders keeps its older ones.
+function showOrderUpdate(order) {
+  if (state.live?.id === order.id) state.live.order = order;
+  renderLive(order);
+  for (const line of order.lines) if (line.product) updateProduct(line.product);
+  document.querySelector(`#order-list .order[data-order-id="${CSS.escape(order.id)}"]`)?.replaceWith(orderRow(order));
 }
 
 function renderLive(order) {
@@ -305,15 +356,6 @@ async function cancelLiveOrder() {
   }
 }
 
-// Stock changes as orders settle; refresh what is shown without losing the page.
-async function refreshProducts() {
-  try {
-    await loadProducts();
-  } catch {
-    // the catalog stays as it was
-  }
-}
-
 // --- Past orders --------------------------------------------------------------------------------
 
 async function loadOrders({ more = false } = {}) {
@@ -331,22 +373,27 @@ async function loadOrders({ more = false } = {}) {
   if (!page) return;
   const list = $('order-list');
   if (!more) list.replaceChildren();
-  for (const { node: order } of page.edges) {
-    list.append(
-      el(
-        'li',
-        { class: 'order', dataset: { orderId: order.id } },
-        el('span', { class: `status ${order.status.toLowerCase()}` }, order.status),
-        el('span', {}, ` #${order.id.slice(0, 8).toUpperCase()} · ${new Date(order.createdAt).toLocaleString()}`),
-        el('span', { class: 'muted' }, ` · ${order.lines.map((l) => `${l.quantity} × ${l.name}`).join(', ')}`),
-        el('strong', {}, ` ${money(order.total)}`),
-        el('button', { type: 'button', className: 'link', textContent: 'Watch', onclick: () => watchOrder(order) }),
-      ),
-    );
-  }
+  for (const { node: order } of page.edges) list.append(orderRow(newerOf(order, state.live?.order)));
   state.ordersCursor = page.pageInfo.endCursor;
   $('more-orders').hidden = !page.pageInfo.hasNextPage;
   $('orders-empty').hidden = list.children.length > 0;
+}
+
+/** The later state of one order of two (a page may be read before a status event lands). */
+function newerOf(order, other) {
+  return other?.id === order.id && other.history.length > order.history.length ? other : order;
+}
+
+function orderRow(order) {
+  return el(
+    'li',
+    { class: 'order', dataset: { orderId: order.id } },
+    el('span', { class: `status ${order.status.toLowerCase()}` }, order.status),
+    el('span', {}, ` #${order.id.slice(0, 8).toUpperCase()} · ${new Date(order.createdAt).toLocaleString()}`),
+    el('span', { class: 'muted' }, ` · ${order.lines.map((l) => `${l.quantity} × ${l.name}`).join(', ')}`),
+    el('strong', {}, ` ${money(order.total)}`),
+    el('button', { type: 'button', className: 'link', textContent: 'Watch', onclick: () => watchOrder(order) }),
+  );
 }
 
 // --- Session ------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { ConfigError, loadConfig } from '../../services/kit/index.ts';
 import { ROOT, startNats, waitFor } from '../../test/harness.ts';
 import { BffSettings } from '../app.ts';
-import { ttlSeconds } from '../auth.ts';
+import { ttlSeconds } from '../plugins/auth.ts';
 import { JWT_SECRET } from './stack.ts';
 
 test('JWT_SECRET is required and at least 32 characters; the rest has defaults', () => {

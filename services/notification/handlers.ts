@@ -1,7 +1,7 @@
 // Request-reply endpoints of the notification service.
 import { notifications } from '../../subjects/index.ts';
 import { endpoint, preparedQueries, type Pool } from '../kit/index.ts';
-import { listByCustomer } from './store.ts';
+import { listByCustomer, listByOrder } from './store.ts';
 
 export function notificationEndpoints(pool: Pool) {
   // Queries outside a transaction, each statement prepared once per connection.
@@ -10,5 +10,8 @@ export function notificationEndpoints(pool: Pool) {
     endpoint(notifications.listByCustomer, async ({ customerId, first = 20, after }) =>
       listByCustomer(db, customerId, first, after),
     ),
+    endpoint(notifications.listByOrder, async ({ orderId, customerId }) => ({
+      items: await listByOrder(db, orderId, customerId),
+    })),
   ];
 }

@@ -130,6 +130,19 @@ export async function listByCustomer(
   return { items: page.map(toNotification), nextCursor: rows.length > first && last ? encodeCursor(last) : null };
 }
 
+/**
+ * The notifications of one order, newest first, if the order is `customerId`'s:
+ * another customer's id finds none. An order has one per event about it, so
+ * there is no paging.
+ */
+export async function listByOrder(db: Queryable, orderId: string, customerId: string): Promise<Notification[]> {
+  const { rows } = await db.query<NotificationRow>(
+    `SELECT ${COLUMNS} FROM notifications WHERE order_id = $1 AND customer_id = $2 ORDER BY created_at DESC, id DESC`,
+    [orderId, customerId],
+  );
+  return rows.map(toNotification);
+}
+
 // --- The sender's queue ------------------------------------------------------
 
 export interface DueNotification {

@@ -1,10 +1,12 @@
 // Who is calling: a JWT (HS256, @fastify/jwt) naming the customer and their
-// role, read once per request (the rate limit keys on it too) and checked by
-// every resolver through requireUser / requireAdmin.
+// role, read once per request, before any other hook (the rate limit keys on
+// it), and checked by every resolver through requireUser / requireAdmin.
+// Subscriptions read theirs from connection_init (plugins/graphql.ts).
 import fastifyJwt from '@fastify/jwt';
+import fp from 'fastify-plugin';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Customer, Role } from '../subjects/index.ts';
-import { forbidden, unauthenticated } from './errors.ts';
+import type { Customer, Role } from '../../subjects/index.ts';
+import { forbidden, unauthenticated } from '../errors.ts';
 
 export interface User {
   id: string;
@@ -53,18 +55,21 @@ export interface AuthSettings {
   JWT_TTL: string;
 }
 
-/** Registers @fastify/jwt and decorates every request with its `auth`, before any other hook. */
-export async function registerAuth(app: FastifyInstance, settings: AuthSettings): Promise<void> {
-  await app.register(fastifyJwt, {
-    secret: settings.JWT_SECRET,
-    sign: { algorithm: 'HS256', expiresIn: ttlSeconds(settings.JWT_TTL) },
-    verify: { algorithms: ['HS256'] },
-  });
-  app.decorateRequest('auth', null as unknown as Auth);
-  app.addHook('onRequest', async (request) => {
-    request.auth = readBearer(app, request.headers.authorization);
-  });
-}
+/** @fastify/jwt, and every request decorated with its `auth`. */
+export default fp<AuthSettings>(
+  async (app, settings) => {
+    await app.register(fastifyJwt, {
+      secret: settings.JWT_SECRET,
+      sign: { algorithm: 'HS256', expiresIn: ttlSeconds(settings.JWT_TTL) },
+      verify: { algorithms: ['HS256'] },
+    });
+    app.decorateRequest('auth', null as unknown as Auth);
+    app.addHook('onRequest', async (request) => {
+      request.auth = readBearer(app, request.headers.authorization);
+    });
+  },
+  { name: 'auth', fastify: '5.x' },
+);
 
 /** Verifies `Bearer <token>`; never throws: a refused token leaves the caller anonymous with a reason. */
 export function readBearer(app: FastifyInstance, header: unknown): Auth {

@@ -1,0 +1,64 @@
+// The BFF's side of the shop: the NATS connection it was given, its live
+// settings (the `config` bucket), the RPC client every resolver calls the
+// services with, and the order feed behind subscriptions. Decorated on the
+// root instance, so every other plugin and route reads them from `app`.
+// The feed starts once the server is ready; closing the server stops the
+// feed, the client and the settings (the connection belongs to the caller).
+import fp from 'fastify-plugin';
+import type { NatsConnection } from 'nats';
+import {
+  LiveRpcClient,
+  LiveSettings,
+  followLogLevel,
+  type Logger,
+  type RpcClient,
+  type RpcClientOptions,
+} from '../../services/kit/index.ts';
+import type { Order } from '../../subjects/index.ts';
+import type { BffConfig } from '../settings.ts';
+import { OrderFeed } from '../feed.ts';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    nats: NatsConnection;
+    /** The BFF's live settings (rate limit, RPC client, log level), following the `config` bucket. */
+    liveSettings: LiveSettings;
+    rpc: RpcClient;
+    feed: OrderFeed;
+  }
+}
+
+export interface ShopOptions {
+  nc: NatsConnection;
+  log: Logger;
+  /** The BFF's settings from the environment: the live settings' values until the bucket says otherwise. */
+  settings: BffConfig;
+  /** Overrides for the RPC client (tests shorten timeouts and breaker windows). */
+  client?: Partial<RpcClientOptions> | undefined;
+}
+
+export default fp<ShopOptions>(
+  async (app, { nc, log, settings, client: clientOptions }) => {
+    const replicas = settings.STREAM_REPLICAS;
+    const liveSettings = await LiveSettings.open(nc, 'bff', { log, environment: settings, replicas });
+    followLogLevel(liveSettings, log);
+    const rpc = new LiveRpcClient(nc, liveSettings, clientOptions);
+    // Updates reach subscribers through mercurius's pubsub (plugins/graphql.ts), there by the time one arrives.
+    const feed = new OrderFeed(nc, rpc, log, (topic: string, order: Order) => void app.graphql.pubsub.publish({ topic, payload: order }), {
+      replicas,
+    });
+
+    app.decorate('nats', nc);
+    app.decorate('liveSettings', liveSettings);
+    app.decorate('rpc', rpc);
+    app.decorate('feed', feed);
+
+    app.addHook('onReady', async () => feed.start());
+    app.addHook('onClose', async () => {
+      await feed.stop();
+      rpc.close();
+      await liveSettings.stop();
+    });
+  },
+  { name: 'shop', fastify: '5.x' },
+);

@@ -1,0 +1,47 @@
+// Probes: /health/live answers while the process runs; /health/ready once
+// NATS answers, the order feed reads, and every service of the registry
+// (subjects/services.ts) answers a $SRV.PING. Never rate limited.
+import type { FastifyInstance } from 'fastify';
+import { RequestStrategy, type NatsConnection } from 'nats';
+import { SERVICES } from '../../subjects/index.ts';
+import type { OrderFeed } from '../feed.ts';
+
+export default async function healthRoutes(app: FastifyInstance): Promise<void> {
+  app.get('/health/live', { config: { rateLimit: false } }, async () => ({ status: 'live' }));
+
+  app.get('/health/ready', { config: { rateLimit: false } }, async (_request, reply) => {
+    const checks = await readiness(app.nats, app.feed);
+    const ready = checks.nats && checks.orderFeed && Object.values(checks.services).every(Boolean);
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
+  });
+}
+
+async function readiness(nc: NatsConnection, feed: OrderFeed) {
+  const services: Record<string, boolean> = Object.fromEntries(SERVICES.map((name) => [name, false]));
+  let nats = false;
+  try {
+    await withTimeout(nc.flush(), 1000);
+    nats = !nc.isClosed();
+  } catch {
+    // reported as nats: false
+  }
+  if (nats) {
+    try {
+      const replies = await nc.services
+        .client({ strategy: RequestStrategy.JitterTimer, maxWait: 1500, jitter: 200 })
+        .ping();
+      for await (const identity of replies) if (identity.name in services) services[identity.name] = true;
+    } catch {
+      // no responders: every service stays false
+    }
+  }
+  return { nats, orderFeed: feed.ready, services };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), ms))),
+  ]).finally(() => clearTimeout(timer));
+}

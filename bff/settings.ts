@@ -1,0 +1,23 @@
+// The BFF's settings, read from the environment once at start (loadConfig);
+// those an operator may change while it runs (rate limit, RPC client, log
+// level) are live settings in the `config` bucket (subjects/settings.ts).
+import { Type, type Static, type TObject } from '@sinclair/typebox';
+import { ServiceSettings } from '../services/kit/index.ts';
+import { TTL_PATTERN } from './plugins/auth.ts';
+
+// The BFF has no database: the kit's settings without DATABASE_URL.
+const { DATABASE_URL: _noDatabase, ...natsSettings } = ServiceSettings;
+
+export const BffSettings = {
+  ...natsSettings,
+  BFF_PORT: Type.Integer({ minimum: 0, maximum: 65_535, default: 4000, description: 'HTTP port of the API and storefront.' }),
+  BFF_HOST: Type.String({ minLength: 1, default: 'localhost', description: 'Address to listen on; 0.0.0.0 or :: for all.' }),
+  JWT_SECRET: Type.String({ minLength: 32, description: 'HS256 signing secret, at least 32 characters. Required.' }),
+  JWT_TTL: Type.String({ pattern: TTL_PATTERN, default: '1h', description: 'Token lifetime: seconds, or 15m, 1h, 7d.' }),
+  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 300, description: 'Requests per window per user (or per IP without a token).' }),
+  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, default: 60_000 }),
+  GRAPHQL_DEV: Type.Boolean({ default: false, description: 'Serve GraphiQL at /graphiql and allow introspection.' }),
+  GRAPHQL_DEPTH_LIMIT: Type.Integer({ minimum: 2, maximum: 50, default: 8, description: 'Deepest query accepted.' }),
+  GRAPHQL_MAX_FIELDS: Type.Integer({ minimum: 10, maximum: 10_000, default: 300, description: 'Most fields (aliases and fragments counted) one operation may select.' }),
+};
+export type BffConfig = Static<TObject<typeof BffSettings>>;

@@ -1,0 +1,105 @@
+// A caller's trace continues through the BFF in one tree: bff/main.ts runs as
+// a child process exporting to a small local Zipkin endpoint, a GraphQL
+// request comes with a W3C `traceparent`, and the BFF's spans of that request
+// hang under exactly one server span, the child of the caller's. (A span of
+// the BFF's own beside the instrumentations' used to take the caller's span
+// as parent too: two server spans, the request's work split between them.)
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { spawnService, startNats, waitFor, type ServiceProcess, type TestNats } from '../../test/harness.ts';
+
+interface ZipkinSpan {
+  traceId: string;
+  id: string;
+  parentId?: string;
+  name: string;
+  kind?: string;
+  localEndpoint?: { serviceName?: string };
+}
+
+let zipkin: Server;
+const received: ZipkinSpan[] = [];
+let nats: TestNats;
+let bff: ServiceProcess;
+let url: string;
+
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  return port;
+}
+
+before(async () => {
+  zipkin = createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      if (request.method === 'POST' && request.url === '/api/v2/spans') {
+        received.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as ZipkinSpan[]));
+      }
+      response.writeHead(202).end();
+    });
+  });
+  await new Promise<void>((resolve) => zipkin.listen(0, '127.0.0.1', resolve));
+  nats = await startNats();
+  const port = await freePort();
+  // spawnService runs services/<dir>/main.ts: the BFF's is ../bff/main.ts from there.
+  bff = await spawnService('../bff', {
+    NATS_URL: nats.url,
+    ZIPKIN_URL: `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/api/v2/spans`,
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    BFF_HOST: '127.0.0.1',
+    BFF_PORT: String(port),
+    JWT_SECRET: 'traceparent-test-secret-0123456789-abcdef',
+  });
+  url = `http://127.0.0.1:${port}`;
+});
+
+after(async () => {
+  await bff?.stop();
+  await nats?.cleanup();
+  await new Promise<void>((resolve) => (zipkin ? zipkin.close(() => resolve()) : resolve()));
+});
+
+test("a GraphQL request with a traceparent is one server span under the caller's, with everything else beneath it", async () => {
+  const traceId = randomBytes(16).toString('hex');
+  const callerSpanId = randomBytes(8).toString('hex');
+  // A field that asks a service (none runs here: the call fails at once), so a NATS call is traced too.
+  const response = await fetch(`${url}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpanId}-01` },
+    body: JSON.stringify({ query: '{ products(first: 1) { edges { node { id } } } }' }),
+  });
+  assert.equal(response.status, 200);
+
+  const spans = await waitFor(
+    () => {
+      const trace = received.filter((span) => span.traceId === traceId);
+      return trace.some((span) => span.name === 'products.list send') && trace.some((span) => /graphql|query/i.test(span.name))
+        ? trace
+        : undefined;
+    },
+    { what: "the request's spans, its NATS call and GraphQL's included", timeoutMs: 15_000 },
+  );
+  await new Promise((resolve) => setTimeout(resolve, 500)); // any straggler of the same request
+  const trace = received.filter((span) => span.traceId === traceId);
+  assert.ok(trace.length >= spans.length);
+  assert.ok(trace.every((span) => span.localEndpoint?.serviceName === 'bff'));
+
+  const underCaller = trace.filter((span) => span.parentId === callerSpanId);
+  assert.deepEqual(
+    underCaller.map((span) => `${span.kind} ${span.name}`),
+    [`SERVER ${underCaller[0]?.name}`],
+    "one span, the server's, is the caller's child",
+  );
+  assert.equal(trace.filter((span) => span.kind === 'SERVER').length, 1, 'one server span for one request');
+  const ids = new Set(trace.map((span) => span.id));
+  for (const span of trace) {
+    if (span !== underCaller[0]) assert.ok(span.parentId && ids.has(span.parentId), `"${span.name}" hangs under a span of the request`);
+  }
+});
