@@ -14,7 +14,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { ROOT } from '../../test/harness.ts';
-import { ADMIN_EMAIL, ok, startStack, type Stack } from './stack.ts';
+import { ADMIN_EMAIL, ok, startStack, waitFor, type Stack } from './stack.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent (apt-get install chromium)`;
@@ -76,6 +76,20 @@ function createProduct(sku: string, name: string, amount: number, description: s
 async function inStock(name: string): Promise<number> {
   const text = (await page.locator('.product', { hasText: name }).locator('.stock').textContent()) ?? '';
   return Number(/(\d+) in stock/.exec(text)?.[1]);
+}
+
+/** Places the cart's order and waits until the live panel shows that order CONFIRMED (not the one shown before). */
+async function placeOrderConfirmed(): Promise<void> {
+  const previous = await page.locator('#live-status').getAttribute('data-order-id');
+  await page.click('#place-order');
+  const status = page.locator('#live-status');
+  await waitFor(
+    async () => {
+      const shown = await status.getAttribute('data-order-id');
+      return shown !== null && shown !== previous && (await status.textContent()) === 'CONFIRMED';
+    },
+    { what: 'the order just placed to show CONFIRMED', timeoutMs: 15_000 },
+  );
 }
 
 before(async () => {
@@ -174,8 +188,7 @@ test('cart lines whose product the catalog no longer shows stay in the cart, its
 
   // What was shown is what is ordered.
   await page.fill('#payment-token', 'tok_visa');
-  await page.click('#place-order');
-  await page.locator('#live-status', { hasText: 'CONFIRMED' }).waitFor({ timeout: 15_000 });
+  await placeOrderConfirmed();
   const orderId = await page.locator('#live-status').getAttribute('data-order-id');
   const row = page.locator(`#order-list li[data-order-id="${orderId}"]`);
   await row.waitFor();
@@ -199,8 +212,7 @@ test('a status event updates the catalog in place, keeping the pages loaded with
 
   const before = await inStock('Copper kettle');
   await page.locator('.product', { hasText: 'Copper kettle' }).locator('button.add').click();
-  await page.click('#place-order');
-  await page.locator('#live-status', { hasText: 'CONFIRMED' }).waitFor({ timeout: 15_000 });
+  await placeOrderConfirmed();
   // The kettle's card shows its new stock where it stands, on the second page, which stays.
   await page.locator('.product', { hasText: 'Copper kettle' }).locator('.stock', { hasText: `${before - 1} in stock` }).waitFor();
   assert.equal(await page.locator('.product').count(), 15);
@@ -209,8 +221,7 @@ test('a status event updates the catalog in place, keeping the pages loaded with
 
 test('the live status reconnects after its connection drops, and updates still arrive', { skip }, async () => {
   await page.locator('.product', { hasText: 'Sencha' }).locator('button.add').click();
-  await page.click('#place-order');
-  await page.locator('#live-status', { hasText: 'CONFIRMED' }).waitFor({ timeout: 15_000 });
+  await placeOrderConfirmed();
   await page.locator('#live-connection', { hasText: '(live)' }).waitFor();
   const opened = sockets;
 
