@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { PROCESSES, registry, type ProcessName } from '../subjects/services.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -28,11 +29,11 @@ export interface TestNats {
   cleanup(): Promise<void>;
 }
 
-/** The users of nats.conf: one per process, and `admin` for operators. */
-export const NATS_USERS = ['customers', 'products', 'orders', 'payments', 'notifications', 'bff', 'admin'] as const;
-export type NatsUser = (typeof NATS_USERS)[number];
+/** The users of nats.conf: one per process of the registry, and `admin` for operators. */
+export const NATS_USERS: readonly string[] = [...PROCESSES.map((name) => registry[name].natsUser), 'admin'];
+export type NatsUser = ProcessName | 'admin';
 
-const natsPasswordEnv = (user: NatsUser) => `NATS_${user.toUpperCase()}_PASSWORD`;
+const natsPasswordEnv = (user: string) => `NATS_${user.toUpperCase()}_PASSWORD`;
 /** The passwords nats.conf reads from the environment: the caller's, or made up for this test process. */
 const natsPasswords = Object.fromEntries(
   NATS_USERS.map((user) => [natsPasswordEnv(user), process.env[natsPasswordEnv(user)] || `pw-${randomBytes(12).toString('hex')}`]),
@@ -152,14 +153,14 @@ export async function waitFor<T>(
 // ---------------------------------------------------------------------------
 // Services under test
 
-import { loadConfig, createLogger, startService, ServiceSettings, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
+import { loadConfig, createLogger, startService, serviceSettingsSchema, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
 import type { TProperties } from '@sinclair/typebox';
 import type { LevelWithSilent } from 'pino';
 
 export interface TestServiceOptions extends StartOptions {
   /** Extra environment for loadConfig (e.g. service-specific settings). */
   env?: Record<string, string>;
-  /** The service's settings schema; ServiceSettings when omitted. */
+  /** The service's settings schema; its definition's when omitted (the variables of its live settings are added). */
   settings?: TProperties;
   logLevel?: string;
 }
@@ -179,7 +180,8 @@ export async function startTestService<Settings>(
     SHUTDOWN_TIMEOUT_MS: '2000',
     ...options.env,
   };
-  const settings = loadConfig(options.settings ?? ServiceSettings, env) as unknown as Settings & KitSettings;
+  const schema = serviceSettingsSchema({ name: definition.name, settings: options.settings ?? definition.settings });
+  const settings = loadConfig(schema, env) as unknown as Settings & KitSettings;
   const log = createLogger(definition.name, env.LOG_LEVEL as LevelWithSilent);
   const databaseUrl = options.databaseUrl ?? testDatabaseUrl(definition.name);
   const running = await startService(definition, settings, log, {
