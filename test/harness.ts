@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { PROCESSES, registry, type ProcessName } from '../subjects/services.ts';
+import { PROCESSES, registry } from '../subjects/services.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -31,7 +31,8 @@ export interface TestNats {
 
 /** The users of nats.conf: one per process of the registry, and `admin` for operators. */
 export const NATS_USERS: readonly string[] = [...PROCESSES.map((name) => registry[name].natsUser), 'admin'];
-export type NatsUser = ProcessName | 'admin';
+/** A user of nats.conf: a registry entry's natsUser, or `admin`. */
+export type NatsUser = string;
 
 const natsPasswordEnv = (user: string) => `NATS_${user.toUpperCase()}_PASSWORD`;
 /** The passwords nats.conf reads from the environment: the caller's, or made up for this test process. */
