@@ -68,6 +68,8 @@ export function loadConfig<P extends TProperties>(
 ): Static<TObject<P>> {
   const schema = Type.Object(properties);
   const raw: Record<string, unknown> = {};
+  /** Live settings' values, decoded as the setting decodes them; kept apart from TypeBox's conversion and defaults. */
+  const given = new Map<string, unknown>();
   const malformed: string[] = [];
   for (const key of Object.keys(properties)) {
     const value = env[key];
@@ -79,7 +81,7 @@ export function loadConfig<P extends TProperties>(
     }
     // A live setting's variable reads as the setting reads the bucket: JSON, or a bare word for text.
     const decoded = decodeSetting(setting, value);
-    if (decoded.ok) raw[key] = decoded.value;
+    if (decoded.ok) given.set(key, decoded.value);
     else malformed.push(`${key} (${JSON.stringify(value)}): ${decoded.reason}`);
   }
   // TypeBox's conversion is lenient ("2.5" becomes 2); refuse such text first.
@@ -92,14 +94,19 @@ export function loadConfig<P extends TProperties>(
       : true;
     return ok ? [] : [`${name} (${JSON.stringify(text)}): expected ${expected === 'boolean' ? 'true or false' : `a plain ${expected}`}`];
   }));
-  const value = Value.Default(schema, Value.Convert(schema, raw));
-  if (malformed.length === 0 && Value.Check(schema, value)) return value;
+  const value = Value.Default(schema, Value.Convert(schema, raw)) as Record<string, unknown>;
+  // A setting's value is its variable's, whole, or its default (TypeBox's Default would merge an object default into it).
+  for (const key of Object.keys(properties)) {
+    const setting = settingOf(properties[key]!);
+    if (setting) value[key] = given.has(key) ? given.get(key) : structuredClone(setting.default);
+  }
+  if (malformed.length === 0 && Value.Check(schema, value)) return value as Static<TObject<P>>;
   const badNames = new Set(malformed.map((problem) => problem.split(' ')[0]));
   const invalid = [...Value.Errors(schema, value)].flatMap((error) => {
     const name = error.path.replace(/^\//, '').split('/')[0] || '(config)';
     if (badNames.has(name)) return []; // already explained above
-    const given = raw[name] === undefined ? 'unset' : JSON.stringify(env[name]);
-    return [`${name} (${given}): ${error.message}`];
+    const shown = env[name] === undefined || env[name] === '' ? 'unset' : JSON.stringify(env[name]);
+    return [`${name} (${shown}): ${error.message}`];
   });
   const problems = [...malformed, ...invalid];
   const unique = [...new Set(problems)];
