@@ -27,6 +27,7 @@ import {
   allSettings,
   streams,
   type EventContract,
+  type ProcessEntry,
   type RpcContract,
   type SettingContract,
 } from '../subjects/index.ts';
@@ -98,7 +99,9 @@ function inertContext(name: string): ServiceContext {
 function readCallers(services: ServiceInfo[]): Map<string, Set<string>> {
   const declared = [
     ...services.map((service) => ({ process: service.name, calls: service.calls })),
-    ...PROCESSES.filter((name) => !registry[name].isService).map((name) => ({ process: name, calls: registry[name].calls ?? [] })),
+    ...PROCESSES.map((name): ProcessEntry => registry[name])
+      .filter((entry) => !entry.isService)
+      .map((entry) => ({ process: entry.name, calls: entry.calls ?? [] })),
   ];
   const callers = new Map<string, Set<string>>();
   for (const { process, calls } of declared) {

@@ -20,13 +20,13 @@
 // NATS_<USER>_PASSWORD is set. DATABASE_URL is one service's own database,
 // so it is not handed to all of them: its server and credentials become
 // PGHOST/PGPORT/PGUSER/PGPASSWORD, and each service uses its own database
-// shop_<name> on that server; `<NAME>_DATABASE_URL` (e.g. ORDERS_DATABASE_URL)
+// shop_<name> on that server; `<FOLDER>_DATABASE_URL` (e.g. ORDER_DATABASE_URL)
 // sets one service's database. Without JWT_SECRET, the BFF gets a random one
 // for this run (its tokens end with the run).
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
 import pinoPretty from 'pino-pretty';
-import { PROCESSES, processByFolder, registry, type ProcessEntry } from '../subjects/services.ts';
+import { PROCESSES, databaseVariable, processByFolder, registry, type ProcessEntry } from '../subjects/services.ts';
 import { answers, natsProblem, noPostgres, portTaken } from '../services/kit/startup.ts';
 import { launchProcess, type Exit, type Launched } from './launcher.ts';
 
@@ -36,7 +36,7 @@ const DEFAULT_BFF_PORT = 4000;
 const USAGE = `usage: npm start [-- <process>...]
   Starts the shop: ${PROCESSES.join(', ')} (registry names; folder names work too).
   Each process's operations port (/metrics, /health/*) comes from the registry.
-  Environment: NATS_URL, DATABASE_URL or PG*, <NAME>_DATABASE_URL, BFF_PORT, JWT_SECRET, LOG_LEVEL, OTEL_*.`;
+  Environment: NATS_URL, DATABASE_URL or PG*, <FOLDER>_DATABASE_URL (ORDER_DATABASE_URL, ...), BFF_PORT, JWT_SECRET, LOG_LEVEL, OTEL_*.`;
 
 // ---------------------------------------------------------------------------
 // Output: every line under the name of the process that wrote it
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
       env: {
         ...sharedServer,
         // Its own database, or (unset) shop_<name> on the shared server.
-        DATABASE_URL: process.env[`${entry.name.toUpperCase()}_DATABASE_URL`],
+        DATABASE_URL: process.env[databaseVariable(entry)],
         ...(entry.name === 'bff' ? { JWT_SECRET: jwtSecret } : {}),
       },
       // Ctrl-C reaches only this script, which sends each process exactly one SIGTERM (a second means "exit now").

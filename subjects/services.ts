@@ -39,8 +39,8 @@ export interface ProcessEntry {
   readonly calls?: readonly RpcContract[];
 }
 
-function service(name: string, folder: string, streams: readonly string[], opsPort: number): ProcessEntry {
-  return { name, folder: `services/${folder}`, streams, natsUser: name, opsPort, isService: true };
+function service<const N extends string, const F extends string>(name: N, folder: F, streams: readonly string[], opsPort: number) {
+  return { name, folder: `services/${folder}` as const, streams, natsUser: name, opsPort, isService: true } satisfies ProcessEntry;
 }
 
 export const registry = {
@@ -79,6 +79,9 @@ export const registry = {
 export type ProcessName = keyof typeof registry;
 export type ServiceName = Exclude<ProcessName, 'bff'>;
 
+/** A service's folder under services/ (`customer`), as tools that address services by folder name them. */
+export type ServiceFolder = { [K in ServiceName]: (typeof registry)[K]['folder'] extends `services/${infer F}` ? F : never }[ServiceName];
+
 /** Every process of the shop, services first, in start order. */
 export const PROCESSES = Object.keys(registry) as ProcessName[];
 /** The services (every process but the BFF). */
@@ -87,6 +90,20 @@ export const SERVICES = PROCESSES.filter((name): name is ServiceName => registry
 /** The entry script of a process, relative to the project root. */
 export function entryScript(entry: ProcessEntry): string {
   return `${entry.folder}/main.ts`;
+}
+
+/** The last part of its folder (`customer` for services/customer), as tools name it. */
+export function folderName(entry: ProcessEntry): string {
+  return entry.folder.split('/').pop()!;
+}
+
+/**
+ * The variable naming one service's own database where one environment
+ * serves several processes (npm start, npm run reconcile): `<FOLDER>_DATABASE_URL`,
+ * e.g. ORDER_DATABASE_URL.
+ */
+export function databaseVariable(entry: ProcessEntry): string {
+  return `${folderName(entry).toUpperCase()}_DATABASE_URL`;
 }
 
 /** The registry entry whose folder is `folder` (`services/customer` or `customer`), if any. */

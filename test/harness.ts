@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { PROCESSES, registry } from '../subjects/services.ts';
+import { PROCESSES, processByFolder, registry } from '../subjects/services.ts';
+import { launchProcess } from '../scripts/launcher.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -195,54 +196,63 @@ export async function startTestService<Settings>(
 }
 
 export interface ServiceProcess {
+  /** The running child process. */
   child: ChildProcess;
   /** Lines the process wrote to stdout (JSON logs). */
   output: string[];
-  /** SIGTERM and wait for exit; returns the exit code. */
+  /** SIGTERM (a graceful stop, killed after 30 s) or `signal`, and wait for the exit; returns the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<number | null>;
 }
 
 /**
- * Runs `services/<dir>/main.ts` as a real child process with the project's
- * Node, for crash (kill -9) and signal tests. Resolves once it logs
- * "service started".
+ * Runs a service's main.ts (`dir`: its folder under services/, or `../bff`)
+ * as a real child process through the launcher, with the environment the
+ * registry gives it, for crash (kill -9) and signal tests. Resolves once it
+ * logs "service started".
  */
-export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'services', dir, 'main.ts')], {
-    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+export async function spawnService(
+  dir: string,
+  env: Record<string, string>,
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void,
+): Promise<ServiceProcess> {
+  const entry = processByFolder(dir.replace(/^\.\.\//, ''));
+  if (!entry) throw new Error(`no process of the registry lives in ${dir}`);
   const output: string[] = [];
-  let buffered = '';
+  let stderr = '';
   let started: () => void = () => {};
   const startedPromise = new Promise<void>((resolve) => (started = resolve));
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) {
-      output.push(line);
-      if (line.includes('"service started"')) started();
-    }
+  const launched = launchProcess(entry, {
+    env: { LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
+    onLine(line, stream) {
+      if (stream === 'stdout') {
+        output.push(line);
+        if (line.includes('"service started"')) started();
+      } else {
+        stderr = `${stderr}${line}\n`.slice(-4000);
+      }
+      onLine?.(line, stream);
+    },
   });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const child = launched.child!;
+  const exited = launched.exited.then((exit) => exit.code);
   await Promise.race([
     startedPromise,
     exited.then((code) => {
-      throw new Error(`services/${dir} exited with ${code} before starting: ${stderr}`);
+      throw new Error(`${entry.folder} exited with ${code} before starting: ${stderr}`);
     }),
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`services/${dir} did not start in 20 s: ${stderr}`)), 20_000).unref()),
-  ]);
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`${entry.folder} did not start in 20 s: ${stderr}`)), 20_000).unref()),
+  ]).catch(async (error: unknown) => {
+    await launched.kill('SIGKILL');
+    throw error;
+  });
   return {
     child,
     output,
     exited,
     async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
+      const exit = signal === 'SIGTERM' ? await launched.stop(30_000) : await launched.kill(signal);
+      return exit?.code ?? null;
     },
   };
 }
