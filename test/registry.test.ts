@@ -1,13 +1,15 @@
 // The registry (subjects/services.ts) is the one list of the shop's
 // processes: every program of the code is in it, each entry's folder holds
 // its program and the definition of the service it names, its NATS user is a
-// user of nats.conf, and no two processes share an operations port.
+// user of nats.conf, no two processes share an operations port, and
+// docs/services.md names every variable and setting.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PROCESSES, SERVICES, entryScript, folderName, processByFolder, registry, streams, type ProcessEntry } from '../subjects/index.ts';
+import { PROCESSES, SERVICES, allSettings, entryScript, folderName, processByFolder, registry, streams, type ProcessEntry } from '../subjects/index.ts';
+import { serviceSettingsSchema } from '../services/kit/config.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ROOT } from './harness.ts';
 
@@ -41,4 +43,19 @@ test('each process has its own operations port and its own NATS user of nats.con
   for (const entry of entries) {
     assert.match(natsConf, new RegExp(`user: ${entry.natsUser}\\s+password: \\$NATS_${entry.natsUser.toUpperCase()}_PASSWORD`), entry.name);
   }
+});
+
+test('docs/services.md names every variable a service reads and every live setting', async () => {
+  const doc = await readFile(join(ROOT, 'docs', 'services.md'), 'utf8');
+  const missing: string[] = [];
+  for (const name of SERVICES) {
+    for (const variable of Object.keys(serviceSettingsSchema(await serviceDefinition(registry[name])))) {
+      if (!doc.includes(`\`${variable}\``)) missing.push(`${name}: ${variable}`);
+    }
+  }
+  for (const contract of allSettings) {
+    const key = contract.key.endsWith('.log_level') ? '<process>.log_level' : contract.key;
+    if (!doc.includes(`\`${key}\``)) missing.push(contract.key);
+  }
+  assert.deepEqual(missing, [], 'add them to docs/services.md');
 });
