@@ -1,7 +1,7 @@
 // What keeps a process from starting, said in one line with what to do:
 // no NATS server, no PostgreSQL, a port already taken. `npm start` checks
-// these before it starts anything (scripts/launcher.ts); a service started
-// on its own (runService) says the same when its start fails.
+// these before it starts anything (scripts/start.ts); a service started on
+// its own (runService) says the same when its start fails.
 import { connect as connectTcp } from 'node:net';
 
 /** Where NATS_URL points: its servers as host and port (4222 when none is given). */
@@ -62,7 +62,9 @@ export function explainStartFailure(error: unknown, context: { databaseUrl: stri
     return portTaken(port ?? 0, port === context.opsPort ? 'OPS_PORT' : 'port');
   }
   const database = postgresAddress(context.databaseUrl);
-  if ((failure.code === 'ECONNREFUSED' || failure.code === 'ETIMEDOUT' || failure.code === 'EHOSTUNREACH') && failure.port === database.port) {
+  // NATS is waited for, never refused at start: a refused connection there is PostgreSQL's (an AggregateError names no port).
+  const unreachable = failure.code === 'ECONNREFUSED' || failure.code === 'ETIMEDOUT' || failure.code === 'EHOSTUNREACH';
+  if (unreachable && (failure.port === undefined || failure.port === database.port)) {
     return noPostgres(database.host, database.port);
   }
   if (failure.code === 'ENOTFOUND' && failure.message?.includes(database.host)) return noPostgres(database.host, database.port);
