@@ -13,7 +13,7 @@
 // user and password (when NATS_<USER>_PASSWORD is set), and, when asked, its
 // operations port and its database.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { entryScript, type ProcessEntry } from '../subjects/services.ts';
 
@@ -34,7 +34,7 @@ export interface Exit {
 export interface LaunchOptions {
   /** How the process is named in lines about it. */
   name: string;
-  /** Entry script, relative to the project root. */
+  /** Entry script, relative to the project root (or absolute). */
   script: string;
   /** Added to this process's environment; an undefined value removes the variable. */
   env?: Record<string, string | undefined>;
@@ -134,7 +134,7 @@ export class Launched {
       if (value === undefined) delete env[name];
       else env[name] = value;
     }
-    const child = spawn(process.execPath, [...(this.#options.nodeArgs ?? []), join(ROOT, this.#options.script), ...(this.#options.args ?? [])], {
+    const child = spawn(process.execPath, [...(this.#options.nodeArgs ?? []), resolve(ROOT, this.#options.script), ...(this.#options.args ?? [])], {
       cwd: ROOT,
       env,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -28,7 +28,7 @@ import { createServer } from 'node:net';
 import pinoPretty from 'pino-pretty';
 import { PROCESSES, databaseVariable, processByFolder, registry, type ProcessEntry } from '../subjects/services.ts';
 import { answers, natsProblem, noPostgres, portTaken } from '../services/kit/startup.ts';
-import { launchProcess, type Exit, type Launched } from './launcher.ts';
+import { EX_CONFIG, launchProcess, type Exit, type Launched } from './launcher.ts';
 
 const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
 /** The BFF's port when BFF_PORT is unset (bff/app.ts). */
@@ -196,7 +196,7 @@ async function main(): Promise<void> {
         onRestart: (exit, delayMs) => say(`${entry.name} exited (${how(exit)}); starting it again in ${formatDelay(delayMs)}`),
         onGiveUp: (exit) => {
           say(`${entry.name} exited with a configuration error (${how(exit)}); fix its settings and run npm start again`);
-          if (launched.every((other) => !other.running && other.lastExit?.code === 78)) {
+          if (launched.every((other) => !other.running && other.lastExit?.code === EX_CONFIG)) {
             say('nothing left running');
             process.exit(1);
           }
