@@ -112,7 +112,9 @@ async function problems(entries: readonly ProcessEntry[], natsUrl: string, postg
   const found: string[] = [];
   const opsHost = process.env.OPS_HOST ?? '127.0.0.1';
   for (const entry of entries) {
-    if (!(await isFree(entry.opsPort, opsHost))) found.push(portTaken(entry.opsPort, `OPS_PORT of ${entry.name}, from the registry`));
+    if (!(await isFree(entry.opsPort, opsHost))) {
+      found.push(portTaken(entry.opsPort, `OPS_PORT of ${entry.name}`, `give ${entry.name} another opsPort in subjects/services.ts`));
+    }
   }
   if (entries.some((entry) => entry.name === 'bff')) {
     const port = Number(process.env.BFF_PORT || DEFAULT_BFF_PORT);

@@ -64,9 +64,14 @@ test('npm start with no NATS server answering says so in one line and ends, star
   noStackTrace(run.text);
 });
 
-test('npm start with BFF_PORT taken and PostgreSQL absent says each in one line', async () => {
+test('npm start with BFF_PORT and an operations port taken, and PostgreSQL absent, says each in one line', async () => {
   const taken = await takenPort();
   const noDatabase = await silentPort();
+  // The registry's port of the notification service: held here (or by whoever holds it now).
+  const opsPort = registry.notifications.opsPort;
+  const holder = createServer();
+  await new Promise<void>((resolve) => holder.once('error', () => resolve()).listen(opsPort, '127.0.0.1', resolve));
+  if (holder.listening) servers.push(holder);
   const run = await outcome((onLine) =>
     launch({
       name: 'start',
@@ -78,6 +83,10 @@ test('npm start with BFF_PORT taken and PostgreSQL absent says each in one line'
   assert.equal(run.code, 1, run.text);
   assert.ok(run.lines.some((line) => line.endsWith(`port ${taken} (BFF_PORT) is taken: stop what listens there, or set BFF_PORT to a free port`)), run.text);
   assert.ok(run.lines.some((line) => line.endsWith(`no PostgreSQL server answers at 127.0.0.1:${noDatabase}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`)), run.text);
+  assert.ok(
+    run.lines.some((line) => line.endsWith(`port ${opsPort} (OPS_PORT of notifications) is taken: stop what listens there, or give notifications another opsPort in subjects/services.ts`)),
+    run.text,
+  );
   assert.ok(!run.lines.some((line) => line.includes('NATS')), 'NATS answers: nothing said about it');
   noStackTrace(run.text);
 });

@@ -44,8 +44,9 @@ export function noPostgres(host: string, port: number): string {
   return `no PostgreSQL server answers at ${host}:${port}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`;
 }
 
-export function portTaken(port: number, what: string): string {
-  return `port ${port} (${what}) is taken: stop what listens there, or set ${what.split(' ')[0]} to a free port`;
+/** `variable` names the setting that chose the port; `change` says how to choose another. */
+export function portTaken(port: number, variable: string, change = `set ${variable} to a free port`): string {
+  return `port ${port} (${variable}) is taken: stop what listens there, or ${change}`;
 }
 
 /** None of NATS_URL's servers answers: the line that says so, else undefined. */
