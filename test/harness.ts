@@ -211,11 +211,7 @@ export interface ServiceProcess {
  * registry gives it, for crash (kill -9) and signal tests. Resolves once it
  * logs "service started".
  */
-export async function spawnService(
-  dir: string,
-  env: Record<string, string>,
-  onLine?: (line: string, stream: 'stdout' | 'stderr') => void,
-): Promise<ServiceProcess> {
+export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
   const entry = processByFolder(dir.replace(/^\.\.\//, ''));
   if (!entry) throw new Error(`no process of the registry lives in ${dir}`);
   const output: string[] = [];
@@ -231,7 +227,6 @@ export async function spawnService(
       } else {
         stderr = `${stderr}${line}\n`.slice(-4000);
       }
-      onLine?.(line, stream);
     },
   });
   const child = launched.child!;

@@ -13,5 +13,6 @@ export { on, onBatch, startConsumer, defaultConsumerSettings, DeadLetterHeaders,
 export { runService, startService, stopOnSignals, type ServiceDefinition, type BackgroundTask, type ServiceContext, type RunningService, type KitSettings, type StartOptions } from './service.ts';
 export { LiveSettings, openConfigBucket, putSetting, followLogLevel, type SettingSource, type SettingState } from './live-config.ts';
 export { LiveRpcClient, UndeclaredCallError } from './live-rpc-client.ts';
+export { explainStartFailure, natsProblem, portTaken } from './startup.ts';
 export { ProcessMetrics, observeHttp, type EventOutcome, type RequestObserver, type AnswerFailure } from './metrics.ts';
 export { startOpsServer, startServiceOps, startProcessOps, natsCheck, databaseCheck, consumersCheck, type OpsServer, type ReadinessCheck } from './ops.ts';
