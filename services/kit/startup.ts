@@ -51,7 +51,13 @@ export function portTaken(port: number, variable: string, change = `set ${variab
 
 /** None of NATS_URL's servers answers: the line that says so, else undefined. */
 export async function natsProblem(natsUrl: string, timeoutMs = 2000): Promise<string | undefined> {
-  const results = await Promise.all(natsAddresses(natsUrl).map(({ host, port }) => answers(host, port, timeoutMs)));
+  let addresses: { host: string; port: number }[];
+  try {
+    addresses = natsAddresses(natsUrl);
+  } catch {
+    return `NATS_URL (${JSON.stringify(natsUrl)}) is not a comma-separated list of nats:// URLs: set it to one, e.g. nats://127.0.0.1:4222`;
+  }
+  const results = await Promise.all(addresses.map(({ host, port }) => answers(host, port, timeoutMs)));
   return results.some(Boolean) ? undefined : noNats(natsUrl);
 }
 
