@@ -1,10 +1,11 @@
 // What the benchmarks (`npm run bench`, bench/*.ts) and the load generator
 // (`npm run load`) share: the whole shop started on this machine the way
-// production runs it (one child process per service and for the BFF, its own
+// production runs it (one child process per process of the registry, started
+// by the launcher as `npm start` does, its own
 // nats-server, fresh databases, an SMTP server that discards), small
 // measuring tools (latencies, CPU per process), a keep-alive GraphQL client,
 // and the table and JSON file a run ends with.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
@@ -13,6 +14,8 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import pg from 'pg';
+import { SERVICES, registry, type ProcessEntry, type ServiceName } from '../subjects/index.ts';
+import { launch, launchProcess, type LaunchOptions, type Launched } from '../scripts/launcher.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
 
 export { ROOT, waitFor };
@@ -274,48 +277,41 @@ export interface SpawnOptions {
 }
 
 /**
- * Runs `script` (relative to the project) with the project's Node. Output is
- * read line by line until ready and then only its tail is kept, so a process
- * that logs every request does not fill the bench's memory.
+ * Runs `script` (relative to the project) with the project's Node, through
+ * the launcher (or a process of the registry, with the environment the
+ * registry gives it). Output is read line by line until ready and then only
+ * its tail is kept, so a process that logs every request does not fill the
+ * bench's memory.
  */
-export async function spawnNode(name: string, script: string, options: SpawnOptions): Promise<Child & { ready: string }> {
+export async function spawnNode(name: string, script: string | ProcessEntry, options: SpawnOptions): Promise<Child & { ready: string }> {
   const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`] : [];
-  const child = spawn(process.execPath, [...profile, join(ROOT, script)], {
-    env: { ...process.env, LOG_FORMAT: 'json', ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
   const lines: string[] = [];
-  let buffered = '';
   let readyValue: string | undefined;
   const problems = { count: 0, first: [] as string[] };
-  const onData = (chunk: Buffer) => {
-    const parts = (buffered + chunk.toString()).split('\n');
-    buffered = (parts.pop() ?? '').slice(-4000);
-    for (const line of parts) {
-      if (/"level":(40|50|60)/.test(line)) {
-        problems.count++;
-        if (problems.first.length < 5) problems.first.push(line.slice(0, 600));
-      }
-      if (readyValue === undefined && options.ready) {
-        const value = options.ready(line);
-        if (value !== undefined && value !== false) readyValue = value;
-      }
-      lines.push(line.slice(0, 2000));
+  const onLine = (line: string) => {
+    if (/"level":(40|50|60)/.test(line)) {
+      problems.count++;
+      if (problems.first.length < 5) problems.first.push(line.slice(0, 600));
     }
+    if (readyValue === undefined && options.ready) {
+      const value = options.ready(line);
+      if (value !== undefined && value !== false) readyValue = value;
+    }
+    lines.push(line.slice(0, 2000));
     if (lines.length > 60) lines.splice(0, lines.length - 40);
   };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const tail = () => [...lines, buffered].join('\n').slice(-3000);
+  const common: Omit<LaunchOptions, 'name' | 'script'> = { nodeArgs: profile, env: { LOG_FORMAT: 'json', ...options.env }, onLine };
+  const launched: Launched = typeof script === 'string' ? launch({ name, script, ...common }) : launchProcess(script, { name, ...common });
+  const child = launched.child!;
+  const tail = () => lines.join('\n').slice(-3000);
   const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    return exited;
+    const exit = signal === 'SIGTERM' ? await launched.stop(30_000) : await launched.kill(signal);
+    return exit?.code ?? null;
   };
   try {
     const ready = await waitFor(
       async () => {
-        if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode}:\n${tail()}`);
+        if (!launched.running) throw new Error(`${name} exited with ${launched.lastExit?.code}:\n${tail()}`);
         if (options.probe) return (await options.probe().catch(() => false)) && 'ready';
         return readyValue;
       },
@@ -340,16 +336,6 @@ export async function freePort(): Promise<number> {
 // ---------------------------------------------------------------------------
 // The shop on this machine
 
-export const SERVICE_DIRS = ['customer', 'product', 'order', 'payment', 'notification'] as const;
-export type ServiceDir = (typeof SERVICE_DIRS)[number];
-/** The NATS micro service each directory runs. */
-const MICRO_NAMES: Record<ServiceDir, string> = {
-  customer: 'customers',
-  product: 'products',
-  order: 'orders',
-  payment: 'payments',
-  notification: 'notifications',
-};
 
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
@@ -357,12 +343,12 @@ export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
 export interface ShopOptions {
   /** Also run the BFF (a child process listening on 127.0.0.1). */
   bff?: boolean;
-  /** Which services to run (all by default). */
-  services?: readonly ServiceDir[];
+  /** Which services to run (every one of the registry by default). */
+  services?: readonly ServiceName[];
   /** Environment for every service and the BFF (e.g. LOG_LEVEL). */
   env?: Record<string, string>;
-  /** Environment of one service, by directory name, or of the BFF (`bff`). */
-  envOf?: Partial<Record<ServiceDir | 'bff', Record<string, string>>>;
+  /** Environment of one process, by its registry name (`orders`, `bff`). */
+  envOf?: Partial<Record<ServiceName | 'bff', Record<string, string>>>;
   /** Every process writes a CPU profile here when it stops. */
   cpuProfileDir?: string | undefined;
 }
@@ -373,7 +359,7 @@ export interface Shop {
   /** The BFF's base URL (http://127.0.0.1:<port>) when it runs. */
   bffUrl: string | undefined;
   jwtSecret: string;
-  /** Every process of the shop by name (the services by directory, `bff`, `smtp`, `nats-server`). */
+  /** Every process of the shop by name (the registry's names, `smtp`, `nats-server`). */
   pids(): Map<string, number | undefined>;
   /** The shop's databases (one per service). */
   databases: string[];
@@ -388,8 +374,8 @@ export interface Shop {
 /**
  * Starts the shop as production runs it: its own nats-server (the project's
  * nats.conf, a temporary store), an SMTP server that accepts and discards
- * (a child process), each service as a child process (`services/<dir>/main.ts`)
- * on a fresh database, and optionally the BFF (`bff/main.ts`) with a
+ * (a child process), each service of the registry as a child process started
+ * by the launcher on a fresh database, and optionally the BFF with a
  * bench-only JWT secret and a rate limit high enough for a benchmark.
  */
 export async function startShop(options: ShopOptions = {}): Promise<Shop> {
@@ -410,7 +396,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   const jwtSecret = `bench-${randomBytes(24).toString('hex')}`;
   const stopAll = async () => {
     // The BFF first, then the services, the SMTP sink last (the notification sender may still be talking to it).
-    const order = ['bff', ...SERVICE_DIRS, 'smtp'];
+    const order = ['bff', ...SERVICES, 'smtp'];
     const byName = [...children].sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
     for (const name of order) await Promise.all(byName.filter((child) => child.name === name).map((child) => child.stop()));
     await probe.close().catch(() => {});
@@ -422,24 +408,21 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     children.push(smtp);
     // Production's log level unless BENCH_LOG_LEVEL says otherwise.
     const common = { NATS_URL: nats.url, LOG_LEVEL: process.env.BENCH_LOG_LEVEL || 'info', SHUTDOWN_TIMEOUT_MS: '10000', ...options.env };
-    const databaseFor = (dir: ServiceDir) => {
-      const url = testDatabaseUrl(`bench_${dir}`);
+    const databaseFor = (name: ServiceName) => {
+      const url = testDatabaseUrl(`bench_${name}`);
       serverUrl = url;
       databases.push(decodeURIComponent(new URL(url).pathname.slice(1)));
       return url;
     };
-    const serviceEnv: Record<ServiceDir, Record<string, string>> = {
-      customer: { ADMIN_EMAILS: BENCH_ADMIN_EMAIL },
-      product: {},
-      order: {},
-      payment: {},
-      notification: { SMTP_HOST: '127.0.0.1', SMTP_PORT: smtp.ready },
+    const serviceEnv: Partial<Record<ServiceName, Record<string, string>>> = {
+      customers: { ADMIN_EMAILS: BENCH_ADMIN_EMAIL },
+      notifications: { SMTP_HOST: '127.0.0.1', SMTP_PORT: smtp.ready },
     };
     await Promise.all(
-      (options.services ?? SERVICE_DIRS).map((dir) =>
-        spawnNode(dir, `services/${dir}/main.ts`, {
-          env: { ...common, DATABASE_URL: databaseFor(dir), ...serviceEnv[dir], ...options.envOf?.[dir] },
-          probe: () => answers(MICRO_NAMES[dir]),
+      (options.services ?? SERVICES).map((name) =>
+        spawnNode(name, registry[name], {
+          env: { ...common, DATABASE_URL: databaseFor(name), ...serviceEnv[name], ...options.envOf?.[name] },
+          probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
         }).then((child) => (children.push(child), child)),
       ),
@@ -447,7 +430,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     let bffUrl: string | undefined;
     if (options.bff) {
       const port = await freePort();
-      const bff = await spawnNode('bff', 'bff/main.ts', {
+      const bff = await spawnNode('bff', registry.bff, {
         env: {
           ...common,
           BFF_PORT: String(port),

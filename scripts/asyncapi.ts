@@ -2,16 +2,17 @@
 // every subject in subjects/: the request-reply operations (with their
 // replies and errors), the events and their streams, the dead letters, and
 // the live settings in the `config` bucket. Who sends and who receives is
-// read from the code, not written down twice:
-//   - an event's sender: the `emits` of each services/*/app.ts;
+// read from the declarations, not written down twice:
+//   - the processes: the registry (subjects/services.ts);
+//   - an event's sender: the `emits` of each service's definition (app.ts);
 //   - an event's receivers: the consumers each service's build() returns
 //     (built here with a context that does no I/O);
-//   - a request's receiver: the service of its contract; its senders: every
-//     `.call(<group>.<operation>` in the sources of services/ and bff/;
+//   - a request's receiver: the service of its contract; its senders: the
+//     `calls` of each service's definition and of the BFF's registry entry
+//     (each process's client refuses a call it did not declare);
 //   - the BFF's order feed (bff/feed.ts) reads every ORDERS event.
 // test/asyncapi.test.ts checks that the committed document is current and valid.
-import { readdir, readFile, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { TSchema } from '@sinclair/typebox';
 import {
@@ -19,19 +20,23 @@ import {
   ERROR_CODE_HEADER,
   ErrorCodes,
   PROCESSES,
+  SERVICES,
+  registry,
   allEvents,
   allOperations,
   allSettings,
   streams,
   type EventContract,
+  type ProcessEntry,
   type RpcContract,
   type SettingContract,
 } from '../subjects/index.ts';
-import { loadConfig, ServiceSettings } from '../services/kit/config.ts';
+import { loadConfig, serviceSettingsSchema } from '../services/kit/config.ts';
 import { DeadLetterHeaders } from '../services/kit/consumer.ts';
 import { LiveSettings } from '../services/kit/live-config.ts';
 import { createLogger } from '../services/kit/log.ts';
-import type { ServiceContext, ServiceDefinition } from '../services/kit/service.ts';
+import { serviceDefinition } from '../services/kit/definitions.ts';
+import type { ServiceContext } from '../services/kit/service.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const DOCUMENT_PATH = join(ROOT, 'docs', 'asyncapi.json');
@@ -41,48 +46,29 @@ const BFF_FEED_STREAM = streams.ORDERS.name;
 
 interface ServiceInfo {
   name: string;
-  dir: string;
   emits: readonly EventContract[];
+  calls: readonly RpcContract[];
   consumers: { contract: EventContract; durable: string }[];
 }
 
 // ---------------------------------------------------------------------------
 // Reading the code
 
-/** Every services/<dir>/app.ts with its definition, and the consumers its build() wires. */
+/** Every service of the registry with its definition, and the consumers its build() wires. */
 async function readServices(): Promise<ServiceInfo[]> {
-  const servicesDir = join(ROOT, 'services');
-  const dirs = (await readdir(servicesDir, { withFileTypes: true }))
-    .filter((entry) => entry.isDirectory() && entry.name !== 'kit' && existsSync(join(servicesDir, entry.name, 'app.ts')))
-    .map((entry) => entry.name)
-    .sort();
   const found: ServiceInfo[] = [];
-  for (const dir of dirs) {
-    const module = (await import(join(servicesDir, dir, 'app.ts'))) as Record<string, unknown>;
-    const definition = Object.values(module).find(isDefinition);
-    if (!definition) throw new Error(`services/${dir}/app.ts exports no ServiceDefinition`);
-    const settingsSchema = Object.values(module).find(
-      (value) => typeof value === 'object' && value !== null && 'NATS_URL' in value,
-    ) as Record<string, TSchema> | undefined;
-    const settings = loadConfig(settingsSchema ?? ServiceSettings, {});
+  for (const name of SERVICES) {
+    const definition = await serviceDefinition(registry[name]);
+    const settings = loadConfig(serviceSettingsSchema(definition), {});
     const { consumers } = definition.build(inertContext(definition.name), settings);
     found.push({
       name: definition.name,
-      dir,
       emits: definition.emits,
+      calls: definition.calls ?? [],
       consumers: consumers.map((handler) => ({ contract: handler.contract, durable: `${definition.name}-${handler.name}` })),
     });
   }
   return found;
-}
-
-function isDefinition(value: unknown): value is ServiceDefinition<unknown> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    typeof (value as ServiceDefinition).build === 'function' &&
-    Array.isArray((value as ServiceDefinition).emits)
-  );
 }
 
 /** A context for build() that refuses any use: wiring must not do I/O, and here nothing runs. */
@@ -109,40 +95,22 @@ function inertContext(name: string): ServiceContext {
   };
 }
 
-/** Which process sends which request: every `.call(<group>.<operation>` in the non-test sources. */
-async function readCallers(services: ServiceInfo[]): Promise<Map<string, Set<string>>> {
-  const places = [
-    ...services.map((service) => ({ process: service.name, dir: join(ROOT, 'services', service.dir) })),
-    { process: 'bff', dir: join(ROOT, 'bff') },
+/** Which process sends which request: the services' `calls`, and those of the other processes' registry entries. */
+function readCallers(services: ServiceInfo[]): Map<string, Set<string>> {
+  const declared = [
+    ...services.map((service) => ({ process: service.name, calls: service.calls })),
+    ...PROCESSES.map((name): ProcessEntry => registry[name])
+      .filter((entry) => !entry.isService)
+      .map((entry) => ({ process: entry.name, calls: entry.calls ?? [] })),
   ];
-  const known = new Set(allOperations.map((operation) => operation.subject));
   const callers = new Map<string, Set<string>>();
-  for (const { process, dir } of places) {
-    if (!existsSync(dir)) continue;
-    for (const file of await sourceFiles(dir)) {
-      const text = await readFile(file, 'utf8');
-      for (const match of text.matchAll(/\.call\(\s*([a-z]+)\.([A-Za-z]+)\s*,/g)) {
-        const subject = `${match[1]}.${match[2]}`;
-        if (!known.has(subject)) continue;
-        if (!callers.has(subject)) callers.set(subject, new Set());
-        callers.get(subject)!.add(process);
-      }
+  for (const { process, calls } of declared) {
+    for (const contract of calls) {
+      if (!callers.has(contract.subject)) callers.set(contract.subject, new Set());
+      callers.get(contract.subject)!.add(process);
     }
   }
   return callers;
-}
-
-async function sourceFiles(dir: string): Promise<string[]> {
-  const files: string[] = [];
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    if (entry.isDirectory()) {
-      if (entry.name !== 'test' && entry.name !== 'node_modules' && entry.name !== 'public') files.push(...(await sourceFiles(path)));
-    } else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.test.ts')) {
-      files.push(path);
-    }
-  }
-  return files.sort();
 }
 
 // ---------------------------------------------------------------------------
@@ -232,7 +200,7 @@ function settingMessage(contract: SettingContract): Json {
 export async function asyncApiDocument(): Promise<Json> {
   const pkg = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string; description: string };
   const services = await readServices();
-  const callers = await readCallers(services);
+  const callers = readCallers(services);
   const channels: Json = {};
   const operations: Json = {};
   const messages: Json = { error: errorMessage };

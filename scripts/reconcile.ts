@@ -21,20 +21,14 @@
 //   npm run reconcile -- --grace-ms 0     a system at rest: every order counts
 //   npm run reconcile -- --json           the report as JSON
 //
-// Databases: <DIR>_DATABASE_URL (CUSTOMER_, PRODUCT_, ORDER_, PAYMENT_,
-// NOTIFICATION_, as `npm start` reads them), else shop_<service> on the PG*
-// settings (the kit's default).
+// Databases: <FOLDER>_DATABASE_URL (CUSTOMER_, PRODUCT_, ORDER_, PAYMENT_,
+// NOTIFICATION_, as `npm start` reads them; the registry names them), else
+// shop_<service> on the PG* settings (the kit's default).
 import pg from 'pg';
+import { SERVICES, databaseVariable, registry, type ServiceName } from '../subjects/services.ts';
 import { databaseUrl } from '../services/kit/db.ts';
 
-export const SERVICES = {
-  customers: 'CUSTOMER',
-  products: 'PRODUCT',
-  orders: 'ORDER',
-  payments: 'PAYMENT',
-  notifications: 'NOTIFICATION',
-} as const;
-export type ServiceName = keyof typeof SERVICES;
+export type { ServiceName };
 
 export interface ReconcileOptions {
   /** Database URL of each service. */
@@ -106,7 +100,7 @@ interface OrderRow {
 /** Which database each service uses: <DIR>_DATABASE_URL, else the kit's shop_<service>. */
 export function databasesFromEnv(env: NodeJS.ProcessEnv = process.env): Record<ServiceName, string> {
   return Object.fromEntries(
-    (Object.keys(SERVICES) as ServiceName[]).map((name) => [name, env[`${SERVICES[name]}_DATABASE_URL`] || databaseUrl(name)]),
+    SERVICES.map((name) => [name, env[databaseVariable(registry[name])] || databaseUrl(name)]),
   ) as Record<ServiceName, string>;
 }
 
@@ -433,8 +427,8 @@ export function formatReport(report: ReconcileReport): string {
 const USAGE = `usage: npm run reconcile -- [--grace-ms N] [--json]
   --grace-ms N   orders changed in the last N ms are still settling and left out (default 60000)
   --json         print the report as JSON
-Databases: CUSTOMER_DATABASE_URL, PRODUCT_DATABASE_URL, ORDER_DATABASE_URL, PAYMENT_DATABASE_URL,
-NOTIFICATION_DATABASE_URL; each defaults to shop_<service> on PGHOST/PGPORT/PGUSER/PGPASSWORD.
+Databases: ${SERVICES.map((name) => databaseVariable(registry[name])).join(', ')};
+each defaults to shop_<service> on PGHOST/PGPORT/PGUSER/PGPASSWORD.
 Exit status: 0 reconciled, 1 a violation, 2 cannot check.`;
 
 async function main(argv: string[]): Promise<number> {

@@ -7,6 +7,17 @@
 //
 // A service's name is also its NATS micro service name and the domain of its
 // subjects (`customers.get`); its folder is singular (`services/customer`).
+// This file is the one place that maps one to the other.
+//
+// The requests a service makes are declared by its ServiceDefinition
+// (`calls`, beside `emits`); the BFF is not a ServiceDefinition, so its
+// requests are declared here, in its entry.
+import type { RpcContract } from './contract.ts';
+import { customers } from './customers.ts';
+import { notifications } from './notifications.ts';
+import { orders } from './orders.ts';
+import { payments } from './payments.ts';
+import { products } from './products.ts';
 
 export interface ProcessEntry {
   /** Micro service name, subject domain, log and metrics `service` label. */
@@ -21,10 +32,15 @@ export interface ProcessEntry {
   readonly opsPort: number;
   /** True for a service of services/ (a micro service with its own database); false for the BFF. */
   readonly isService: boolean;
+  /**
+   * Requests it makes, for a process that is not a ServiceDefinition (the
+   * BFF); a service declares them in its app.ts (`calls`).
+   */
+  readonly calls?: readonly RpcContract[];
 }
 
-function service(name: string, folder: string, streams: readonly string[], opsPort: number): ProcessEntry {
-  return { name, folder: `services/${folder}`, streams, natsUser: name, opsPort, isService: true };
+function service<const N extends string, const F extends string>(name: N, folder: F, streams: readonly string[], opsPort: number) {
+  return { name, folder: `services/${folder}` as const, streams, natsUser: name, opsPort, isService: true } satisfies ProcessEntry;
 }
 
 export const registry = {
@@ -33,16 +49,62 @@ export const registry = {
   orders: service('orders', 'order', ['ORDERS'], 9467),
   payments: service('payments', 'payment', ['PAYMENTS'], 9468),
   notifications: service('notifications', 'notification', [], 9469),
-  bff: { name: 'bff', folder: 'bff', streams: [], natsUser: 'bff', opsPort: 9464, isService: false },
+  bff: {
+    name: 'bff',
+    folder: 'bff',
+    streams: [],
+    natsUser: 'bff',
+    opsPort: 9464,
+    isService: false,
+    calls: [
+      customers.get,
+      customers.getMany,
+      customers.register,
+      customers.authenticate,
+      products.get,
+      products.getMany,
+      products.list,
+      products.create,
+      products.restock,
+      orders.place,
+      orders.get,
+      orders.listByCustomer,
+      orders.cancel,
+      payments.getByOrder,
+      notifications.listByCustomer,
+    ],
+  },
 } as const satisfies Record<string, ProcessEntry>;
 
 export type ProcessName = keyof typeof registry;
 export type ServiceName = Exclude<ProcessName, 'bff'>;
 
+/** A service's folder under services/ (`customer`), as tools that address services by folder name them. */
+export type ServiceFolder = { [K in ServiceName]: (typeof registry)[K]['folder'] extends `services/${infer F}` ? F : never }[ServiceName];
+
 /** Every process of the shop, services first, in start order. */
 export const PROCESSES = Object.keys(registry) as ProcessName[];
 /** The services (every process but the BFF). */
 export const SERVICES = PROCESSES.filter((name): name is ServiceName => registry[name].isService);
+
+/** The entry script of a process, relative to the project root. */
+export function entryScript(entry: ProcessEntry): string {
+  return `${entry.folder}/main.ts`;
+}
+
+/** The last part of its folder (`customer` for services/customer), as tools name it. */
+export function folderName(entry: ProcessEntry): string {
+  return entry.folder.split('/').pop()!;
+}
+
+/**
+ * The variable naming one service's own database where one environment
+ * serves several processes (npm start, npm run reconcile): `<FOLDER>_DATABASE_URL`,
+ * e.g. ORDER_DATABASE_URL.
+ */
+export function databaseVariable(entry: ProcessEntry): string {
+  return `${folderName(entry).toUpperCase()}_DATABASE_URL`;
+}
 
 /** The registry entry whose folder is `folder` (`services/customer` or `customer`), if any. */
 export function processByFolder(folder: string): ProcessEntry | undefined {

@@ -23,15 +23,19 @@ export const CONFIG_BUCKET = 'config';
 export const CONFIG_HISTORY = 20;
 
 
-export interface SettingContract<T extends TSchema = TSchema> {
+export interface SettingContract<T extends TSchema = TSchema, E extends string = string> {
   readonly kind: 'setting';
   /** The key in the bucket: lower-case dot-separated tokens, `<area>.<name>`. */
   readonly key: string;
   readonly description: string;
   readonly value: Checker<T>;
   readonly default: Static<T>;
-  /** Environment variable that replaces the default at start (the bucket still wins). */
-  readonly env: string | undefined;
+  /**
+   * Environment variable that replaces the default at start (the bucket still
+   * wins). Declared here only: a process's environment schema takes it from
+   * here (settingVariables), never declares it again.
+   */
+  readonly env: E | undefined;
   /** The processes that apply it live. */
   readonly readers: readonly ProcessName[];
 }
@@ -40,14 +44,14 @@ export type ValueOf<S> = S extends SettingContract<infer T> ? Static<T> : never;
 
 const KEY = /^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$/;
 
-export function setting<T extends TSchema>(definition: {
+export function setting<T extends TSchema, const E extends string = never>(definition: {
   key: string;
   description: string;
   schema: T;
   default: Static<T>;
-  env?: string;
+  env?: E;
   readers: readonly ProcessName[];
-}): SettingContract<T> {
+}): SettingContract<T, E> {
   if (!KEY.test(definition.key)) throw new Error(`setting key ${definition.key} is not <area>.<name> in lower case`);
   const value: Checker<T> = checker(definition.schema);
   // A default that breaks its own schema is a bug of this file: fail at import.
@@ -230,6 +234,38 @@ export function settingByKey(key: string): SettingContract | undefined {
 /** The settings `process` applies live. */
 export function settingsOf(process: ProcessName | string): SettingContract[] {
   return allSettings.filter((candidate) => (candidate.readers as readonly string[]).includes(process));
+}
+
+/** Marks a variable of an environment schema as a live setting's (settingVariables): loadConfig decodes it as the setting does. */
+export const SETTING_KEYWORD = 'x-setting';
+
+type VariablesOf<C extends SettingContract<TSchema, string>> = {
+  [S in C as NonNullable<S['env']>]: S extends SettingContract<infer T, string> ? T : never;
+};
+
+/**
+ * The environment variables of `contracts`, as properties of an environment
+ * schema (loadConfig): each one the setting's own schema with its default,
+ * marked with the setting's key, so the variable is declared in one place
+ * (the setting) and read the same way at start and from the bucket.
+ */
+export function settingVariables<const C extends readonly SettingContract<TSchema, string>[]>(...contracts: C): VariablesOf<C[number]> {
+  const variables: Record<string, TSchema> = {};
+  for (const contract of contracts) {
+    if (!contract.env) throw new Error(`setting ${contract.key} has no environment variable`);
+    variables[contract.env] = {
+      ...contract.value.schema,
+      default: contract.default,
+      description: `${contract.description} Live setting ${contract.key}.`,
+      [SETTING_KEYWORD]: contract.key,
+    };
+  }
+  return variables as VariablesOf<C[number]>;
+}
+
+/** The variables of every live setting `process` reads that has one (its environment schema adds them at start). */
+export function settingVariablesOf(process: ProcessName | string): Record<string, TSchema> {
+  return settingVariables(...settingsOf(process).filter((contract) => contract.env !== undefined));
 }
 
 export type Decoded<T = unknown> = { ok: true; value: T } | { ok: false; reason: string };

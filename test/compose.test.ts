@@ -1,5 +1,5 @@
-// compose.yaml, checked without Docker: it parses; every program of the code
-// (each services/<dir>/main.ts and bff/main.ts) runs in it and nothing else
+// compose.yaml, checked without Docker: it parses; every process of the
+// registry (subjects/services.ts: its folder's main.ts) runs in it and nothing else
 // of ours does; every environment variable it sets is one the code (or
 // nats.conf, or the image it is given to) reads; each process signs in to
 // NATS as its own user with the password the servers are given; and no two
@@ -10,7 +10,9 @@ import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { parse } from 'yaml';
-import { settingsOf } from '../subjects/index.ts';
+import { PROCESSES, entryScript, registry, settingsOf, type ProcessEntry } from '../subjects/index.ts';
+import { serviceSettingsSchema } from '../services/kit/config.ts';
+import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ROOT } from './harness.ts';
 
 interface ComposeService {
@@ -49,20 +51,30 @@ function entryOf(service: ComposeService): string | undefined {
   return command[1];
 }
 
-/** Every program of the code, as `entry -> process name`. */
-async function programs(): Promise<Map<string, { name: string; dir: string }>> {
-  const found = new Map<string, { name: string; dir: string }>();
-  for (const entry of await readdir(join(ROOT, 'services'), { withFileTypes: true })) {
-    const main = join('services', entry.name, 'main.ts');
-    if (!entry.isDirectory() || entry.name === 'kit' || !existsSync(join(ROOT, main))) continue;
-    const app = (await import(join(ROOT, 'services', entry.name, 'app.ts'))) as Record<string, unknown>;
-    const definition = Object.values(app).find(
-      (value): value is { name: string } => typeof value === 'object' && value !== null && 'build' in value && 'name' in value,
-    );
-    assert.ok(definition, `services/${entry.name}/app.ts exports its ServiceDefinition`);
-    found.set(main, { name: definition.name, dir: join('services', entry.name) });
+interface Program {
+  name: string;
+  dir: string;
+  /** Its environment schema's variables (a service's at start, live settings' included). */
+  schema: readonly string[];
+}
+
+/** Every process of the registry, as `entry -> program`. */
+async function programs(): Promise<Map<string, Program>> {
+  const found = new Map<string, Program>();
+  for (const name of PROCESSES) {
+    const entry: ProcessEntry = registry[name];
+    let schema: string[] = [];
+    if (entry.isService) {
+      const definition = await serviceDefinition(entry);
+      schema = Object.keys(serviceSettingsSchema(definition));
+    } else {
+      // The BFF: the schema its app.ts exports (an object of TypeBox schemas with NATS_URL among them).
+      for (const value of Object.values((await import(join(ROOT, entry.folder, 'app.ts'))) as Record<string, unknown>)) {
+        if (typeof value === 'object' && value !== null && 'NATS_URL' in value) schema.push(...Object.keys(value));
+      }
+    }
+    found.set(entryScript(entry), { name: entry.name, dir: entry.folder, schema });
   }
-  if (existsSync(join(ROOT, 'bff', 'main.ts'))) found.set(join('bff', 'main.ts'), { name: 'bff', dir: 'bff' });
   return found;
 }
 
@@ -77,15 +89,8 @@ async function sources(dir: string): Promise<string[]> {
 }
 
 /** The environment variables a program reads: its settings schema, its live settings, and `process.env.X` in its code. */
-async function variablesRead(program: { name: string; dir: string }): Promise<Set<string>> {
-  const read = new Set<string>();
-  const modules = program.name === 'bff' ? [join(ROOT, 'bff', 'app.ts')] : [join(ROOT, program.dir, 'app.ts')];
-  for (const path of modules) {
-    for (const value of Object.values((await import(path)) as Record<string, unknown>)) {
-      // The settings schema: an object of TypeBox schemas with NATS_URL among them.
-      if (typeof value === 'object' && value !== null && 'NATS_URL' in value) for (const key of Object.keys(value)) read.add(key);
-    }
-  }
+async function variablesRead(program: Program): Promise<Set<string>> {
+  const read = new Set<string>(program.schema);
   for (const setting of settingsOf(program.name)) if (setting.env) read.add(setting.env);
   const files = [...(await sources('services/kit')), ...(await sources('subjects')), ...(await sources(program.dir))];
   for (const file of files) {

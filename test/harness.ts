@@ -8,6 +8,8 @@ import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { PROCESSES, processByFolder, registry } from '../subjects/services.ts';
+import { launchProcess } from '../scripts/launcher.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -28,11 +30,12 @@ export interface TestNats {
   cleanup(): Promise<void>;
 }
 
-/** The users of nats.conf: one per process, and `admin` for operators. */
-export const NATS_USERS = ['customers', 'products', 'orders', 'payments', 'notifications', 'bff', 'admin'] as const;
-export type NatsUser = (typeof NATS_USERS)[number];
+/** The users of nats.conf: one per process of the registry, and `admin` for operators. */
+export const NATS_USERS: readonly string[] = [...PROCESSES.map((name) => registry[name].natsUser), 'admin'];
+/** A user of nats.conf: a registry entry's natsUser, or `admin`. */
+export type NatsUser = string;
 
-const natsPasswordEnv = (user: NatsUser) => `NATS_${user.toUpperCase()}_PASSWORD`;
+const natsPasswordEnv = (user: string) => `NATS_${user.toUpperCase()}_PASSWORD`;
 /** The passwords nats.conf reads from the environment: the caller's, or made up for this test process. */
 const natsPasswords = Object.fromEntries(
   NATS_USERS.map((user) => [natsPasswordEnv(user), process.env[natsPasswordEnv(user)] || `pw-${randomBytes(12).toString('hex')}`]),
@@ -152,14 +155,14 @@ export async function waitFor<T>(
 // ---------------------------------------------------------------------------
 // Services under test
 
-import { loadConfig, createLogger, startService, ServiceSettings, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
+import { loadConfig, createLogger, startService, serviceSettingsSchema, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
 import type { TProperties } from '@sinclair/typebox';
 import type { LevelWithSilent } from 'pino';
 
 export interface TestServiceOptions extends StartOptions {
   /** Extra environment for loadConfig (e.g. service-specific settings). */
   env?: Record<string, string>;
-  /** The service's settings schema; ServiceSettings when omitted. */
+  /** The service's settings schema; its definition's when omitted (the variables of its live settings are added). */
   settings?: TProperties;
   logLevel?: string;
 }
@@ -179,7 +182,8 @@ export async function startTestService<Settings>(
     SHUTDOWN_TIMEOUT_MS: '2000',
     ...options.env,
   };
-  const settings = loadConfig(options.settings ?? ServiceSettings, env) as unknown as Settings & KitSettings;
+  const schema = serviceSettingsSchema({ name: definition.name, settings: options.settings ?? definition.settings });
+  const settings = loadConfig(schema, env) as unknown as Settings & KitSettings;
   const log = createLogger(definition.name, env.LOG_LEVEL as LevelWithSilent);
   const databaseUrl = options.databaseUrl ?? testDatabaseUrl(definition.name);
   const running = await startService(definition, settings, log, {
@@ -192,54 +196,58 @@ export async function startTestService<Settings>(
 }
 
 export interface ServiceProcess {
+  /** The running child process. */
   child: ChildProcess;
   /** Lines the process wrote to stdout (JSON logs). */
   output: string[];
-  /** SIGTERM and wait for exit; returns the exit code. */
+  /** SIGTERM (a graceful stop, killed after 30 s) or `signal`, and wait for the exit; returns the exit code. */
   stop(signal?: NodeJS.Signals): Promise<number | null>;
   exited: Promise<number | null>;
 }
 
 /**
- * Runs `services/<dir>/main.ts` as a real child process with the project's
- * Node, for crash (kill -9) and signal tests. Resolves once it logs
- * "service started".
+ * Runs a service's main.ts (`dir`: its folder under services/, or `../bff`)
+ * as a real child process through the launcher, with the environment the
+ * registry gives it, for crash (kill -9) and signal tests. Resolves once it
+ * logs "service started".
  */
 export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'services', dir, 'main.ts')], {
-    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const entry = processByFolder(dir.replace(/^\.\.\//, ''));
+  if (!entry) throw new Error(`no process of the registry lives in ${dir}`);
   const output: string[] = [];
-  let buffered = '';
+  let stderr = '';
   let started: () => void = () => {};
   const startedPromise = new Promise<void>((resolve) => (started = resolve));
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) {
-      output.push(line);
-      if (line.includes('"service started"')) started();
-    }
+  const launched = launchProcess(entry, {
+    env: { LOG_LEVEL: 'info', LOG_FORMAT: 'json', ...env },
+    onLine(line, stream) {
+      if (stream === 'stdout') {
+        output.push(line);
+        if (line.includes('"service started"')) started();
+      } else {
+        stderr = `${stderr}${line}\n`.slice(-4000);
+      }
+    },
   });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const child = launched.child!;
+  const exited = launched.exited.then((exit) => exit.code);
   await Promise.race([
     startedPromise,
     exited.then((code) => {
-      throw new Error(`services/${dir} exited with ${code} before starting: ${stderr}`);
+      throw new Error(`${entry.folder} exited with ${code} before starting: ${stderr}`);
     }),
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`services/${dir} did not start in 20 s: ${stderr}`)), 20_000).unref()),
-  ]);
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`${entry.folder} did not start in 20 s: ${stderr}`)), 20_000).unref()),
+  ]).catch(async (error: unknown) => {
+    await launched.kill('SIGKILL');
+    throw error;
+  });
   return {
     child,
     output,
     exited,
     async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
+      const exit = signal === 'SIGTERM' ? await launched.stop(30_000) : await launched.kill(signal);
+      return exit?.code ?? null;
     },
   };
 }

@@ -19,11 +19,19 @@ import {
   payments,
   products,
   settings,
+  settingByKey,
+  settingsOf,
+  PROCESSES,
+  SERVICES,
+  registry,
+  SETTING_KEYWORD,
   type Order,
   type Payment,
   type SettingContract,
 } from '../subjects/index.ts';
-import { RpcClient, ServiceSettings, openConfigBucket, type RunningService } from '../services/kit/index.ts';
+import { Type } from '@sinclair/typebox';
+import { RpcClient, ServiceSettings, loadConfig, openConfigBucket, serviceSettingsSchema, type RunningService } from '../services/kit/index.ts';
+import { serviceDefinition } from '../services/kit/definitions.ts';
 import { CustomerSettings, customerService } from '../services/customer/app.ts';
 import { ProductSettings, productService } from '../services/product/app.ts';
 import { OrderSettings, orderService } from '../services/order/app.ts';
@@ -258,21 +266,52 @@ test('the config CLI: ls lists every key, and mistakes get a message saying what
   assert.equal(await kv.get('payments.amount_limt'), null, 'nothing was written');
 });
 
-test('where a service also reads a setting\'s variable at start, both agree on its default', () => {
-  const schemas: Record<string, Record<string, { default?: unknown }>> = {
-    kit: ServiceSettings,
-    payments: PaymentSettings,
-    orders: OrderSettings,
-    bff: BffSettings,
-  };
-  let compared = 0;
-  for (const contract of allSettings) {
-    for (const [owner, schema] of Object.entries(schemas)) {
-      const variable = contract.env ? schema[contract.env] : undefined;
-      if (!variable) continue;
-      compared++;
-      assert.deepEqual(variable.default, contract.default, `${contract.env} of ${owner} vs ${contract.key}`);
-    }
+/** Variables of `schema` that a live setting names, declared there by hand instead of taken from the setting. */
+function declaredAgain(schema: Record<string, object>): string[] {
+  return Object.entries(schema)
+    .filter(([name]) => allSettings.some((contract) => contract.env === name))
+    .filter(([name, variable]) => {
+      const key = (variable as Record<string, unknown>)[SETTING_KEYWORD];
+      return typeof key !== 'string' || settingByKey(key)?.env !== name;
+    })
+    .map(([name]) => name);
+}
+
+test('each variable of a live setting is declared once, by the setting; environment schemas take it from there', async () => {
+  // A process reads each variable through one setting only.
+  for (const process of PROCESSES) {
+    const variables = settingsOf(process).flatMap((contract) => (contract.env ? [contract.env] : []));
+    assert.deepEqual(variables, [...new Set(variables)], `${process} reads each variable once`);
   }
-  assert.ok(compared >= 10, `compared ${compared}`);
+  const schemas: Record<string, Record<string, object>> = { ServiceSettings };
+  for (const name of SERVICES) {
+    const definition = await serviceDefinition(registry[name]);
+    schemas[`${name} (app.ts)`] = definition.settings ?? {};
+    schemas[`${name} (at start)`] = serviceSettingsSchema(definition);
+  }
+  const problems = Object.entries(schemas).flatMap(([owner, schema]) => declaredAgain(schema).map((name) => `${owner}: ${name}`));
+  assert.deepEqual(problems, []);
+  // At start a service reads every variable of its settings, so a bad one stops it there.
+  assert.ok('ORDER_DEADLINE_MS' in serviceSettingsSchema(await serviceDefinition(registry.orders)));
+  assert.ok('PAYMENT_DECLINE_TOKENS' in serviceSettingsSchema(await serviceDefinition(registry.payments)));
+  // The check has teeth: a copy of RPC_TIMEOUT_MS declared by hand is found.
+  assert.deepEqual(declaredAgain({ RPC_TIMEOUT_MS: Type.Integer({ default: 2000 }), SMTP_PORT: Type.Integer() }), ['RPC_TIMEOUT_MS']);
+});
+
+test(
+  "the BFF's environment schema takes its settings' variables from them too",
+  { todo: 'bff/app.ts declares RATE_LIMIT_MAX and RATE_LIMIT_WINDOW_MS again: use settingVariables(settings.bff.rateLimitMax, settings.bff.rateLimitWindowMs)' },
+  () => {
+    assert.deepEqual(declaredAgain(BffSettings), []);
+  },
+);
+
+test('a variable of a live setting reads at start as the setting reads the bucket', () => {
+  const schema = serviceSettingsSchema({ name: 'payments' });
+  const loaded = loadConfig(schema, { PAYMENT_DECLINE_TOKENS: '{"tok_x":"no"}', LOG_LEVEL: 'debug', ORDER_DEADLINE_MS: 'x' });
+  assert.deepEqual(loaded.PAYMENT_DECLINE_TOKENS, { tok_x: 'no' });
+  assert.equal(loaded.LOG_LEVEL, 'debug');
+  assert.equal(loaded.PAYMENT_AMOUNT_LIMIT, settings.payments.amountLimit.default);
+  assert.throws(() => loadConfig(schema, { PAYMENT_DECLINE_TOKENS: '[1]' }), /PAYMENT_DECLINE_TOKENS \("\[1\]"\): payments\.decline_tokens/);
+  assert.throws(() => loadConfig(schema, { RPC_TIMEOUT_MS: '5' }), /RPC_TIMEOUT_MS \("5"\): kit\.rpc_timeout_ms/);
 });

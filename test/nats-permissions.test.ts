@@ -2,7 +2,8 @@
 // its contracts name. A real nats-server runs this very file (passwords from
 // the environment), then:
 //   1. every user is checked against who sends and receives what, as
-//      docs/asyncapi.json reads it from the code: publishing and subscribing
+//      docs/asyncapi.json reads it from the declarations (the registry, each
+//      service's emits, calls and consumers): publishing and subscribing
 //      every subject of the shop, the server must refuse exactly what the
 //      document does not give that user;
 //   2. a service cannot publish another domain's events nor answer another
@@ -25,16 +26,16 @@ import {
   payments,
   products,
   streams,
+  PROCESSES,
+  SERVICES,
+  registry,
+  type ServiceName,
   type Customer,
   type Order,
   type Product,
 } from '../subjects/index.ts';
-import { createLogger, loadConfig, RpcClient, type RunningService, type ServiceDefinition } from '../services/kit/index.ts';
-import { CustomerSettings, customerService } from '../services/customer/app.ts';
-import { ProductSettings, productService } from '../services/product/app.ts';
-import { OrderSettings, orderService } from '../services/order/app.ts';
-import { PaymentSettings, paymentService } from '../services/payment/app.ts';
-import { NotificationSettings, notificationService } from '../services/notification/app.ts';
+import { createLogger, loadConfig, RpcClient, type RunningService } from '../services/kit/index.ts';
+import { serviceDefinition } from '../services/kit/definitions.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
 import { BffSettings, build, type Bff } from '../bff/app.ts';
 import { countBySubject, withCode } from './messaging.ts';
@@ -68,9 +69,6 @@ const operations = Object.values(document.operations).map((operation) => ({
   durable: operation['x-durable'],
 }));
 
-const SERVICES = ['customers', 'products', 'orders', 'payments', 'notifications'] as const;
-type ServiceName = (typeof SERVICES)[number];
-const PROCESSES = [...SERVICES, 'bff'] as const;
 const rpcSubjects = allOperations.map((operation) => operation.subject);
 const eventSubjects = allEvents.map((event) => event.subject);
 const streamOf = new Map(allEvents.map((event) => [event.subject, event.stream]));
@@ -157,16 +155,9 @@ let bffNc: NatsConnection;
 let bff: Bff;
 let client: RpcClient;
 
-const definitions: Record<ServiceName, { definition: ServiceDefinition<never>; settings: object; env?: () => Record<string, string> }> = {
-  customers: { definition: customerService as never, settings: CustomerSettings },
-  products: { definition: productService as never, settings: ProductSettings },
-  orders: { definition: orderService as never, settings: OrderSettings },
-  payments: { definition: paymentService as never, settings: PaymentSettings },
-  notifications: {
-    definition: notificationService as never,
-    settings: NotificationSettings,
-    env: () => ({ SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' }),
-  },
+/** Environment of one service beyond the common one. */
+const serviceEnv: Partial<Record<ServiceName, () => Record<string, string>>> = {
+  notifications: () => ({ SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' }),
 };
 
 /** A connection signed in as `user`, recording every permission error the server sends it. */
@@ -250,10 +241,8 @@ test('every user may publish and subscribe exactly what its contracts name', asy
 
 test('the whole order flow works with every process signed in as its own user', async () => {
   for (const name of SERVICES) {
-    const { definition, settings, env } = definitions[name];
-    const service = await startTestService(definition, nats, {
-      settings: settings as never,
-      env: { ...natsCredentials(name), RPC_TIMEOUT_MS: '5000', ...env?.() },
+    const service = await startTestService(await serviceDefinition(registry[name]), nats, {
+      env: { ...natsCredentials(registry[name].natsUser), RPC_TIMEOUT_MS: '5000', ...serviceEnv[name]?.() },
     });
     running.set(name, service);
     watchRefusals(name, service.context.nc);

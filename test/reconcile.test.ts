@@ -8,22 +8,18 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
-import { customers, orders, products, type Order } from '../subjects/index.ts';
+import { customers, databaseVariable, orders, products, registry, type Order, type ServiceName } from '../subjects/index.ts';
 import { reconcile, type ReconcileReport } from '../scripts/reconcile.ts';
-import { SERVICE_DIRS, Shop, email, type ServiceDir } from './chaos/shop.ts';
+import { SERVICE_DIRS, SERVICE_NAMES, Shop, email, type ServiceDir } from './chaos/shop.ts';
 import { ROOT, waitFor } from './harness.ts';
 
 let shop: Shop;
 const initialStock = new Map<string, number>();
 const placed: Record<'confirmed' | 'declined' | 'outOfStock' | 'refunded', Order> = {} as never;
 
-const databases = () => ({
-  customers: shop.databases.customer,
-  products: shop.databases.product,
-  orders: shop.databases.order,
-  payments: shop.databases.payment,
-  notifications: shop.databases.notification,
-});
+/** Each service's database, by service name. */
+const databases = () =>
+  Object.fromEntries(SERVICE_DIRS.map((dir) => [SERVICE_NAMES[dir], shop.databases[dir]])) as Record<ServiceName, string>;
 
 before(async () => {
   shop = await Shop.start();
@@ -56,7 +52,7 @@ after(async () => {
 
 function cli(...args: string[]): Promise<{ code: number; stdout: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const dir of SERVICE_DIRS) env[`${dir.toUpperCase()}_DATABASE_URL`] = shop.databases[dir];
+  for (const dir of SERVICE_DIRS) env[databaseVariable(registry[SERVICE_NAMES[dir]])] = shop.databases[dir];
   return new Promise((resolve) => {
     execFile(process.execPath, [join(ROOT, 'scripts', 'reconcile.ts'), ...args], { env, timeout: 30_000 }, (error, stdout) => {
       resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout });

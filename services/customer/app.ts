@@ -17,6 +17,8 @@ export const customerService: ServiceDefinition<{ ADMIN_EMAILS: string }> = {
   description: 'Customer accounts and authentication',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [customers.registered],
+  calls: [],
+  settings: CustomerSettings,
   build({ pool }, settings) {
     const adminEmails = new Set(settings.ADMIN_EMAILS.split(',').filter(Boolean).map(normalizeEmail));
     return { endpoints: customerEndpoints(pool, adminEmails), consumers: customerConsumers() };

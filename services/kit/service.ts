@@ -3,21 +3,24 @@
 // consumers, and a stop that undoes it all in order. Each service's app.ts
 // says *what* it serves and consumes; this file says *how*.
 import pRetry from 'p-retry';
+import type { TProperties } from '@sinclair/typebox';
 import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
-import { streams, type EventContract, type StreamDefinition } from '../../subjects/index.ts';
+import { streams, type EventContract, type RpcContract, type StreamDefinition } from '../../subjects/index.ts';
 import { type ConsumerSettings, type EventHandler, type RunningConsumer, defaultConsumerSettings, startConsumer } from './consumer.ts';
 import { createPool, databaseUrl, ensureDatabase, migrate, type Pool } from './db.ts';
-import type { Logger } from './log.ts';
+import { loadConfigOrExit, serviceSettingsSchema } from './config.ts';
+import { createLogger, type Logger } from './log.ts';
 import { followLogLevel, LiveSettings } from './live-config.ts';
 import { LiveRpcClient } from './live-rpc-client.ts';
 import { connectNats, type NatsSettings } from './nats.ts';
 import { OutboxRelay, type OutboxRelayOptions } from './outbox.ts';
 import { ProcessMetrics } from './metrics.ts';
 import { startServiceOps, type OpsServer } from './ops.ts';
-import { stopTracing } from './tracing.ts';
+import { startTracing, stopTracing } from './tracing.ts';
 import { RpcClient, type RpcClientOptions } from './rpc-client.ts';
 import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
 import { ensureStreams } from './streams.ts';
+import { explainStartFailure, natsProblem } from './startup.ts';
 
 /** What a service's handlers get: its own database, the bus, and a client for other services. */
 export interface ServiceContext {
@@ -43,6 +46,18 @@ export interface ServiceDefinition<Settings = unknown> {
   migrations: string;
   /** Events this service writes to its outbox. */
   emits: readonly EventContract[];
+  /**
+   * Requests this service makes to others. Its client refuses any other
+   * (UndeclaredCallError); the AsyncAPI document and nats.conf's test read
+   * this list. None when absent.
+   */
+  calls?: readonly RpcContract[];
+  /**
+   * Its environment schema (loadConfig): ServiceSettings plus its own
+   * variables; ServiceSettings when absent. runService adds the variables of
+   * the live settings it reads (subjects/settings.ts), declared there.
+   */
+  settings?: TProperties;
   build(context: ServiceContext, settings: Settings): {
     endpoints: readonly Endpoint[];
     consumers: readonly EventHandler[];
@@ -109,7 +124,7 @@ export async function startService<Settings>(
     replicas: settings.STREAM_REPLICAS,
   });
   followLogLevel(live, log);
-  const client: RpcClient = new LiveRpcClient(nc, live, options.client);
+  const client: RpcClient = new LiveRpcClient(nc, live, options.client, definition.calls ?? []);
   const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client, settings: live };
   const { endpoints, consumers, background = [] } = definition.build(context, settings);
 
@@ -161,6 +176,36 @@ function streamsTouched(emits: readonly EventContract[], consumers: readonly Eve
     if (!definition) throw new Error(`no stream definition named ${name} in subjects/streams.ts`);
     return definition;
   });
+}
+
+/**
+ * A service's whole process, what its main.ts runs: reads its settings from
+ * the environment (a bad one: what to fix, and exit 78), makes its logger,
+ * starts it, and stops it gracefully on SIGTERM or SIGINT. A start that
+ * cannot succeed (no PostgreSQL, its ops port taken) ends in one line saying
+ * what to do, and exit 1; while no NATS server answers, it says so and waits.
+ */
+export async function runService<Settings>(definition: ServiceDefinition<Settings>): Promise<RunningService> {
+  const settings = loadConfigOrExit(serviceSettingsSchema(definition)) as unknown as Settings & KitSettings & { LOG_LEVEL: string };
+  // Until telemetry.ts starts OpenTelemetry by itself at import (issue 12, item 1): the one line to delete then.
+  startTracing(definition.name, (settings as { ZIPKIN_URL?: string }).ZIPKIN_URL);
+  const log = createLogger(definition.name, settings.LOG_LEVEL as Parameters<typeof createLogger>[1]);
+  // The connection waits for NATS as long as it takes; first say why nothing happens.
+  void natsProblem(settings.NATS_URL).then((problem) => problem && log.warn(`${problem}; waiting for it`));
+  let running: RunningService;
+  try {
+    running = await startService(definition, settings, log);
+  } catch (error) {
+    const reason = explainStartFailure(error, {
+      databaseUrl: databaseUrl(definition.name, settings.DATABASE_URL),
+      opsPort: settings.OPS_PORT,
+    });
+    if (!reason) throw error;
+    process.stderr.write(`${reason}\n`);
+    process.exit(1);
+  }
+  stopOnSignals(running.stop, log);
+  return running;
 }
 
 /** Runs `stop` once on SIGTERM or SIGINT, then exits; a second signal exits at once. */

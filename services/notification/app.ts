@@ -1,6 +1,7 @@
 // The notification service: one email per order outcome, and the record of it.
 import { Type } from '@sinclair/typebox';
 import { join } from 'node:path';
+import { customers } from '../../subjects/index.ts';
 import { ServiceSettings, type ServiceDefinition } from '../kit/index.ts';
 import { notificationEndpoints } from './handlers.ts';
 import { notificationConsumers } from './events.ts';
@@ -46,6 +47,9 @@ export const notificationService: ServiceDefinition<NotificationConfig> = {
   description: 'Emails to customers about their orders, and the record of them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [],
+  // The customer's address and name for each email.
+  calls: [customers.getMany],
+  settings: NotificationSettings,
   build({ pool, client, log }, settings) {
     const sender = new NotificationSender(pool, new Mailer(settings), log, {
       maxAttempts: settings.NOTIFY_MAX_ATTEMPTS,

@@ -1,7 +1,7 @@
 // The order service: places orders and drives the saga to CONFIRMED or CANCELLED.
 import { Type } from '@sinclair/typebox';
 import { join } from 'node:path';
-import { orders, settings as live } from '../../subjects/index.ts';
+import { customers, orders, products, settings as live } from '../../subjects/index.ts';
 import { ServiceError, ServiceSettings, type Endpoint, type LiveSettings, type ServiceDefinition } from '../kit/index.ts';
 import { orderEndpoints } from './handlers.ts';
 import { orderConsumers } from './events.ts';
@@ -9,12 +9,6 @@ import { deadlineSweeper } from './deadline.ts';
 
 export const OrderSettings = {
   ...ServiceSettings,
-  ORDER_DEADLINE_MS: Type.Integer({
-    minimum: 100,
-    maximum: 24 * 60 * 60 * 1000,
-    default: 30_000,
-    description: 'How long a PENDING order waits for stock and payment before it is cancelled; live: orders.deadline_ms.',
-  }),
   ORDER_DEADLINE_SWEEP_MS: Type.Integer({
     minimum: 10,
     maximum: 10 * 60 * 1000,
@@ -23,12 +17,15 @@ export const OrderSettings = {
   }),
 };
 
-export const orderService: ServiceDefinition<{ ORDER_DEADLINE_MS: number; ORDER_DEADLINE_SWEEP_MS: number }> = {
+export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number }> = {
   name: 'orders',
   version: '1.0.0',
   description: 'Orders and the saga that confirms or cancels them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [orders.placed, orders.confirmed, orders.cancelled],
+  // Placing an order checks its customer and prices its lines.
+  calls: [customers.get, products.getMany],
+  settings: OrderSettings,
   build({ pool, client, log, settings: current }, settings) {
     // Read at each order, so a change of orders.deadline_ms applies to the next one.
     const options = {

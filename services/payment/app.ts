@@ -18,6 +18,8 @@ export const paymentService: ServiceDefinition<SimulatorSettings> = {
   description: 'Payments: charges reserved orders, refunds cancelled ones',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [payments.captured, payments.declined, payments.refunded],
+  calls: [],
+  settings: PaymentSettings,
   build({ pool, databaseUrl, settings }) {
     // The simulator gets connections of its own, like a provider reached over the network: the
     // service's pool is held by the consumers' transactions while they wait on the provider.

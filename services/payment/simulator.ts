@@ -47,8 +47,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Type, type Static, type TObject } from '@sinclair/typebox';
-import { settings as liveSettings } from '../../subjects/index.ts';
+import type { Static, TObject } from '@sinclair/typebox';
+import { settings as liveSettings, settingVariables } from '../../subjects/index.ts';
 import { createPool, preparedQueries, type Pool, type Queryable } from '../kit/index.ts';
 import {
   ProviderRejectedError,
@@ -61,33 +61,17 @@ import {
   type RefundRequest,
 } from './provider.ts';
 
-/** The simulator's settings, read from the environment by the service's settings schema. */
-export const SimulatorSettings = {
-  PAYMENT_AMOUNT_LIMIT: Type.Integer({
-    minimum: 0,
-    default: 100_000_000,
-    description: 'Charges above this many minor units are declined ("amount over limit").',
-  }),
-  PAYMENT_DELAY_MS: Type.Integer({
-    minimum: 0,
-    // Well under the consumers' ack wait, so a slow provider is never mistaken for a lost message.
-    maximum: 10_000,
-    default: 0,
-    description: 'Latency added to every provider call.',
-  }),
-  PAYMENT_FAILURE_RATE: Type.Number({
-    minimum: 0,
-    maximum: 1,
-    default: 0,
-    description: 'Probability that a provider call fails with a transient error.',
-  }),
-  PAYMENT_FAIL_FIRST_ATTEMPTS: Type.Integer({
-    minimum: 0,
-    maximum: 1000,
-    default: 0,
-    description: 'The first N calls with each idempotency key fail with a transient error.',
-  }),
-};
+/**
+ * The simulator's variables of the environment: those of its live settings
+ * (subjects/settings.ts, `payments.*`), declared there with their bounds and
+ * defaults.
+ */
+export const SimulatorSettings = settingVariables(
+  liveSettings.payments.amountLimit,
+  liveSettings.payments.delayMs,
+  liveSettings.payments.failureRate,
+  liveSettings.payments.failFirstAttempts,
+);
 export type SimulatorSettings = Static<TObject<typeof SimulatorSettings>> & {
   /** Declining tokens and their reasons, checked first; `DEFAULT_DECLINE_TOKENS` when absent. */
   PAYMENT_DECLINE_TOKENS?: Readonly<Record<string, string>>;

@@ -13,6 +13,8 @@ export const productService: ServiceDefinition = {
   description: 'Product catalog and inventory',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [inventory.reserved, inventory.rejected, inventory.released],
+  calls: [],
+  settings: ProductSettings,
   build({ pool }) {
     return { endpoints: productEndpoints(pool), consumers: productConsumers() };
   },

@@ -1,22 +1,22 @@
 // The whole shop as real processes, for the fault, fuzz and security tests:
-// a nats-server of its own (test/harness.ts), the five services each a child
-// process running its own main.ts (spawnService) on fresh databases, an SMTP
+// a nats-server of its own (test/harness.ts), every service of the registry
+// a child process started by the launcher (spawnService, scripts/launcher.ts)
+// running its own main.ts on a fresh database, an SMTP
 // server that can refuse a share of the emails, and optionally the BFF as a
 // child process too. Faults are injected from here: kill -9 and restart a
 // service, restart nats-server on the same store and port, drop every
 // PostgreSQL connection of the shop's databases. A process that exits
 // without being told to is recorded as a crash.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { connect, type JetStreamManager, type NatsConnection } from 'nats';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
-import { streams } from '../../subjects/index.ts';
+import { SERVICES, folderName, registry, streams, type ServiceFolder, type ServiceName } from '../../subjects/index.ts';
+import { launchProcess, type Launched } from '../../scripts/launcher.ts';
 import { RpcClient } from '../../services/kit/index.ts';
 import {
-  ROOT,
   dropTestDatabases,
   natsCredentials,
   spawnService,
@@ -28,16 +28,11 @@ import {
   type TestNats,
 } from '../harness.ts';
 
-export const SERVICE_DIRS = ['customer', 'product', 'order', 'payment', 'notification'] as const;
-export type ServiceDir = (typeof SERVICE_DIRS)[number];
-/** The service (and NATS user) name of each directory. */
-export const SERVICE_NAMES = {
-  customer: 'customers',
-  product: 'products',
-  order: 'orders',
-  payment: 'payments',
-  notification: 'notifications',
-} as const satisfies Record<ServiceDir, NatsUser>;
+/** The services, by folder (`customer`), in the registry's order. */
+export type ServiceDir = ServiceFolder;
+export const SERVICE_DIRS = SERVICES.map((name) => folderName(registry[name])) as ServiceDir[];
+/** The service (and NATS user) name of each folder, as the registry maps them. */
+export const SERVICE_NAMES = Object.fromEntries(SERVICES.map((name) => [folderName(registry[name]), name])) as Record<ServiceDir, ServiceName>;
 
 export const ADMIN_EMAIL = 'admin@chaos.test';
 export const JWT_SECRET = 'chaos-test-secret-0123456789-abcdefghij';
@@ -139,43 +134,42 @@ export interface BffProcess {
   stop(): Promise<void>;
 }
 
-/** Runs bff/main.ts as a child process on a free port; resolves once it listens. */
+/** Runs the BFF (the registry's entry) through the launcher on a free port; resolves once it listens. */
 export async function spawnBff(env: Record<string, string>): Promise<BffProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bff', 'main.ts')], {
-    env: { ...process.env, LOG_LEVEL: 'info', LOG_FORMAT: 'json', BFF_HOST: '127.0.0.1', BFF_PORT: '0', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
   let url: string | undefined;
   let started = false;
-  let buffered = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString();
-    const lines = buffered.split('\n');
-    buffered = lines.pop() ?? '';
-    for (const line of lines) {
+  let stderr = '';
+  const launched: Launched = launchProcess(registry.bff, {
+    env: { LOG_LEVEL: 'info', LOG_FORMAT: 'json', BFF_HOST: '127.0.0.1', BFF_PORT: '0', ...env },
+    onLine(line, stream) {
+      if (stream === 'stderr') {
+        stderr = `${stderr}${line}\n`.slice(-4000);
+        return;
+      }
       // fastify says where it listens; with port 0 that is the only place the port is told.
       const listening = /Server listening at (http:\/\/127\.0\.0\.1:\d+)/.exec(line);
       if (listening) url = listening[1];
       if (line.includes('"service started"')) started = true;
-    }
+    },
   });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const child = launched.child!;
+  const exited = launched.exited.then((exit) => exit.code);
   await waitFor(
     () => {
-      if (child.exitCode !== null) throw new Error(`bff exited with ${child.exitCode}: ${stderr}`);
+      if (!launched.running) throw new Error(`bff exited with ${launched.lastExit?.code}: ${stderr}`);
       return started && url;
     },
     { timeoutMs: 60_000, what: 'the BFF to listen' },
-  );
+  ).catch(async (error: unknown) => {
+    await launched.kill('SIGKILL');
+    throw error;
+  });
   return {
     url: url!,
     child,
     exited,
     async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
+      await launched.stop(30_000);
     },
   };
 }
