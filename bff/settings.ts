@@ -2,6 +2,7 @@
 // those an operator may change while it runs (rate limit, RPC client, log
 // level) are live settings in the `config` bucket (subjects/settings.ts).
 import { Type, type Static, type TObject } from '@sinclair/typebox';
+import { settings, settingVariables } from '../subjects/index.ts';
 import { ServiceSettings } from '../services/kit/index.ts';
 import { TTL_PATTERN } from './plugins/auth.ts';
 
@@ -14,8 +15,8 @@ export const BffSettings = {
   BFF_HOST: Type.String({ minLength: 1, default: 'localhost', description: 'Address to listen on; 0.0.0.0 or :: for all.' }),
   JWT_SECRET: Type.String({ minLength: 32, description: 'HS256 signing secret, at least 32 characters. Required.' }),
   JWT_TTL: Type.String({ pattern: TTL_PATTERN, default: '1h', description: 'Token lifetime: seconds, or 15m, 1h, 7d.' }),
-  RATE_LIMIT_MAX: Type.Integer({ minimum: 1, default: 300, description: 'Requests per window per user (or per IP without a token).' }),
-  RATE_LIMIT_WINDOW_MS: Type.Integer({ minimum: 100, default: 60_000 }),
+  // RATE_LIMIT_MAX and RATE_LIMIT_WINDOW_MS: declared once, by their live settings.
+  ...settingVariables(settings.bff.rateLimitMax, settings.bff.rateLimitWindowMs),
   GRAPHQL_DEV: Type.Boolean({ default: false, description: 'Serve GraphiQL at /graphiql and allow introspection.' }),
   GRAPHQL_DEPTH_LIMIT: Type.Integer({ minimum: 2, maximum: 50, default: 8, description: 'Deepest query accepted.' }),
   GRAPHQL_MAX_FIELDS: Type.Integer({ minimum: 10, maximum: 10_000, default: 300, description: 'Most fields (aliases and fragments counted) one operation may select.' }),

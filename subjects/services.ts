@@ -71,7 +71,7 @@ export const registry = {
       orders.listByCustomer,
       orders.cancel,
       payments.getByOrder,
-      notifications.listByCustomer,
+      notifications.listByOrder,
     ],
   },
 } as const satisfies Record<string, ProcessEntry>;

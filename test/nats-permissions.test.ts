@@ -300,8 +300,12 @@ test('the whole order flow works with every process signed in as its own user', 
   await waitFor(() => smtp.mailsTo(customer.email).length >= 2 || undefined, { what: 'two emails' });
   const sent = await waitFor(
     async () => {
-      const page = await client.call(notifications.listByCustomer, { customerId: customer.id });
-      return page.items.length === 2 && page.items.every((item) => item.status === 'SENT') ? page.items : undefined;
+      const items = (
+        await Promise.all(
+          [confirmed, declined].map((order) => client.call(notifications.listByOrder, { orderId: order.id, customerId: customer.id })),
+        )
+      ).flatMap((reply) => reply.items);
+      return items.length === 2 && items.every((item) => item.status === 'SENT') ? items : undefined;
     },
     { what: 'both notifications recorded as SENT' },
   );

@@ -14,7 +14,7 @@ import {
   type RpcClient,
   type RpcClientOptions,
 } from '../../services/kit/index.ts';
-import type { Order } from '../../subjects/index.ts';
+import { registry, type Order } from '../../subjects/index.ts';
 import type { BffConfig } from '../settings.ts';
 import { OrderFeed } from '../feed.ts';
 
@@ -42,7 +42,8 @@ export default fp<ShopOptions>(
     const replicas = settings.STREAM_REPLICAS;
     const liveSettings = await LiveSettings.open(nc, 'bff', { log, environment: settings, replicas });
     followLogLevel(liveSettings, log);
-    const rpc = new LiveRpcClient(nc, liveSettings, clientOptions);
+    // Only the requests the registry declares for the BFF may leave it.
+    const rpc = new LiveRpcClient(nc, liveSettings, clientOptions, registry.bff.calls);
     // Updates reach subscribers through mercurius's pubsub (plugins/graphql.ts), there by the time one arrives.
     const feed = new OrderFeed(nc, rpc, log, (topic: string, order: Order) => void app.graphql.pubsub.publish({ topic, payload: order }), {
       replicas,
