@@ -5,6 +5,7 @@ import {
   connectNats,
   createLogger,
   loadConfigOrExit,
+  portTaken,
   startProcessOps,
   startTracing,
   stopOnSignals,
@@ -18,7 +19,14 @@ const log = createLogger('bff', settings.LOG_LEVEL);
 const nc = await connectNats('bff', settings, log);
 const metrics = new ProcessMetrics('bff');
 const app = await build({ nc, log, settings, metrics });
-await app.listen({ port: settings.BFF_PORT, host: settings.BFF_HOST });
+try {
+  await app.listen({ port: settings.BFF_PORT, host: settings.BFF_HOST });
+} catch (error) {
+  if ((error as { code?: string }).code !== 'EADDRINUSE') throw error;
+  // One line that says what to do, not a stack trace.
+  process.stderr.write(`bff: ${portTaken(settings.BFF_PORT, 'BFF_PORT')}\n`);
+  process.exit(1);
+}
 // The operations port (OPS_PORT): /metrics, and readiness as the API's own /health/ready says.
 const ops = await startProcessOps(
   {
