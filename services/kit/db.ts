@@ -171,7 +171,8 @@ export class Transaction implements Queryable {
   /** Runs a statement in the transaction (BEGIN first, the first time); one with parameters is named (namedQuery). */
   async query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> {
     this.#assertOpen();
-    await (this.#begun ??= this.#client.query('BEGIN'));
+    this.#begun ??= this.#client.query('BEGIN');
+    await this.#begun;
     this.#assertOpen();
     return this.#client.query<R>(namedQuery(text, values));
   }
