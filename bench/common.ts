@@ -424,7 +424,10 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           env: { ...common, DATABASE_URL: databaseFor(name), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
-        }).then((child) => (children.push(child), child)),
+        }).then((child) => {
+          children.push(child);
+          return child;
+        }),
       ),
     );
     let bffUrl: string | undefined;

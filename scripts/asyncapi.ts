@@ -124,7 +124,7 @@ function plain(schema: TSchema): Json {
 }
 
 const ref = (pointer: string) => ({ $ref: pointer });
-const escape = (key: string) => key.replace(/~/g, '~0').replace(/\//g, '~1');
+const escapePointer = (key: string) => key.replace(/~/g, '~0').replace(/\//g, '~1');
 
 const traceHeaders = {
   traceparent: { type: 'string', description: 'W3C trace context of the sender.' },
@@ -352,7 +352,7 @@ export async function asyncApiDocument(): Promise<Json> {
   for (const contract of allSettings) {
     const id = `config.${contract.key}`;
     messages[id] = settingMessage(contract);
-    settingMessages[contract.key] = ref(`#/components/messages/${escape(id)}`);
+    settingMessages[contract.key] = ref(`#/components/messages/${escapePointer(id)}`);
   }
   channels.config = {
     address: `$KV.${CONFIG_BUCKET}.{key}`,
@@ -368,7 +368,7 @@ export async function asyncApiDocument(): Promise<Json> {
     title: 'An operator changes a setting',
     summary: '`npm run config -- set <key> <value>` checks the value first; `nats kv put` does not, and readers refuse what does not fit.',
     channel: ref('#/channels/config'),
-    messages: allSettings.map((contract) => ref(`#/channels/config/messages/${escape(contract.key)}`)),
+    messages: allSettings.map((contract) => ref(`#/channels/config/messages/${escapePointer(contract.key)}`)),
     'x-service': 'operator',
   };
   for (const process of PROCESSES) {
@@ -378,7 +378,7 @@ export async function asyncApiDocument(): Promise<Json> {
       title: `${process} follows its settings`,
       summary: 'Watches the bucket; a valid value applies at once, an invalid one is logged and ignored.',
       channel: ref('#/channels/config'),
-      messages: read.map((contract) => ref(`#/channels/config/messages/${escape(contract.key)}`)),
+      messages: read.map((contract) => ref(`#/channels/config/messages/${escapePointer(contract.key)}`)),
       'x-service': process,
     };
   }

@@ -157,7 +157,7 @@ async function row(kv: KV | undefined, contract: SettingContract): Promise<Row> 
     description: contract.description,
   };
   const entry = kv ? await kv.get(contract.key) : null;
-  if (!entry || entry.operation !== 'PUT') return base;
+  if (entry?.operation !== 'PUT') return base;
   const decoded = decodeSetting(contract, entry.string());
   return {
     ...base,
@@ -217,7 +217,7 @@ async function set(kv: KV, contract: SettingContract, text: string): Promise<voi
 
 async function unset(kv: KV, contract: SettingContract): Promise<void> {
   const previous = await kv.get(contract.key);
-  if (!previous || previous.operation !== 'PUT') {
+  if (previous?.operation !== 'PUT') {
     print(`${contract.key} is not in the bucket; nothing to do.`);
     return;
   }

@@ -19,10 +19,10 @@
 // Connects like the services do: NATS_URL, NATS_USER, NATS_PASSWORD (the
 // `admin` user of nats.conf: dead letters belong to operators).
 import { randomUUID } from 'node:crypto';
-import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type NatsConnection } from 'nats';
+import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type NatsConnection, type PubAck } from 'nats';
 import { streams } from '../subjects/index.ts';
 import { DeadLetterHeaders } from '../services/kit/consumer.ts';
-import { ConfigError, loadConfig, ServiceSettings } from '../services/kit/config.ts';
+import { type ConfigError, loadConfig, ServiceSettings } from '../services/kit/config.ts';
 
 const DLQ = streams.DLQ.name;
 /** Header a replayed event carries: the DLQ sequence it came from, for whoever reads the stream later. */
@@ -177,7 +177,7 @@ export async function replayDeadLetter(
     for (const value of values) headers.append(key, value);
   }
   headers.set(REPLAYED_FROM_HEADER, String(seq));
-  let ack;
+  let ack: PubAck;
   try {
     ack = await js.publish(subject, letter.data, { msgID: `replay-${randomUUID()}`, headers, timeout: 5000 });
   } catch (error) {

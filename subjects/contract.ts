@@ -1,7 +1,7 @@
 // The shape of a contract: a subject plus the schemas of what travels on it.
 // Types are derived from the schemas (TypeBox), and the same schemas are
 // compiled into run-time checks, so the two can never disagree.
-import { type Static, type TSchema } from '@sinclair/typebox';
+import type { Static, TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 
 export interface Checker<T extends TSchema> {

@@ -6,7 +6,7 @@
 // refused (a warning with the reason) and the current one stays; deleting a key
 // goes back to the environment or the default.
 import pRetry from 'p-retry';
-import { type KV, type KvEntry, type NatsConnection, type QueuedIterator } from 'nats';
+import type { KV, KvEntry, NatsConnection, QueuedIterator } from 'nats';
 import {
   CONFIG_BUCKET,
   CONFIG_HISTORY,
@@ -124,8 +124,8 @@ export class LiveSettings {
   /** Calls `listener` after every change of `contract` (not now); returns the unsubscribe. */
   onChange<S extends SettingContract>(contract: S, listener: (value: ValueOf<S>, previous: ValueOf<S>) => void): () => void {
     this.#state(contract);
-    let listeners = this.#listeners.get(contract.key);
-    if (!listeners) this.#listeners.set(contract.key, (listeners = new Set()));
+    const listeners = this.#listeners.get(contract.key) ?? new Set();
+    this.#listeners.set(contract.key, listeners);
     const entry = listener as Listener;
     listeners.add(entry);
     return () => listeners.delete(entry);

@@ -119,8 +119,8 @@ export class OutboxRelay {
   }
 
   async start(): Promise<void> {
-    let relays = relaysByPool.get(this.#pool);
-    if (!relays) relaysByPool.set(this.#pool, (relays = new Set()));
+    const relays = relaysByPool.get(this.#pool) ?? new Set();
+    relaysByPool.set(this.#pool, relays);
     relays.add(this);
     await this.#listen();
     this.#sweeper = setInterval(() => this.wake(), this.#sweepMs);

@@ -17,7 +17,7 @@ import { OutboxRelay, type OutboxRelayOptions } from './outbox.ts';
 import { ProcessMetrics } from './metrics.ts';
 import { startServiceOps, type OpsServer } from './ops.ts';
 import { startTracing, stopTracing } from './tracing.ts';
-import { RpcClient, type RpcClientOptions } from './rpc-client.ts';
+import type { RpcClient, RpcClientOptions } from './rpc-client.ts';
 import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
 import { ensureStreams } from './streams.ts';
 import { explainStartFailure, natsProblem } from './startup.ts';

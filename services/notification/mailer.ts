@@ -269,8 +269,12 @@ export class NotificationSender implements BackgroundTask {
     this.#recording = true;
     this.#record((db) => markSent(db, batch.map((entry) => entry.id)))
       .then(
-        () => batch.forEach((entry) => entry.recorded.resolve()),
-        (error: unknown) => batch.forEach((entry) => entry.recorded.reject(error)),
+        () => {
+          for (const entry of batch) entry.recorded.resolve();
+        },
+        (error: unknown) => {
+          for (const entry of batch) entry.recorded.reject(error);
+        },
       )
       .finally(() => {
         this.#recording = false;

@@ -157,7 +157,7 @@ export class PaymentSimulator implements PaymentProvider {
     // Neither recorded nor found: a call with the same key committed its entry while this
     // statement waited on it (too late for the statement's snapshot). Read it now.
     const row = entry.operation === null ? await this.#entry(idempotencyKey) : (entry as LedgerRow);
-    if (!row || row.operation !== 'charge') {
+    if (row?.operation !== 'charge') {
       throw new ProviderRejectedError(`idempotency key ${idempotencyKey} was used for a refund`);
     }
     return row.outcome === 'captured'

@@ -112,7 +112,7 @@ test('claimDue takes at most its limit, leases what it takes, and tells when the
   await pool.query(`UPDATE notifications SET next_attempt_at = now() + interval '1 hour' WHERE id = $1`, [later]);
   // Other tests' rows may be due too: claim until ours are taken (the queue is shared).
   const taken: string[] = [];
-  let last;
+  let last: Awaited<ReturnType<typeof claimDue>>;
   do {
     last = await claimDue(pool, 60_000, 2);
     assert.ok(last.rows.length <= 2);

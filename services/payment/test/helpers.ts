@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import type { JetStreamClient, JetStreamManager, PubAck } from 'nats';
-import { inventory, orders, type DataOf, type Envelope, type EventContract } from '../../../subjects/index.ts';
+import type { inventory, orders, DataOf, Envelope, EventContract } from '../../../subjects/index.ts';
 import { waitFor } from '../../../test/harness.ts';
 import { publishEvent as publishShared } from '../../../test/messaging.ts';
 

@@ -1,6 +1,6 @@
 // Test helpers of the product service; the generic ones live in test/messaging.ts.
 import { randomUUID } from 'node:crypto';
-import { orders, type DataOf } from '../../../subjects/index.ts';
+import type { orders, DataOf } from '../../../subjects/index.ts';
 import type { Queryable } from '../../kit/index.ts';
 import { tableFingerprint as fingerprint } from '../../../test/messaging.ts';
 
