@@ -96,12 +96,12 @@ export async function stopTracing(): Promise<void> {
 const headerSetter: TextMapSetter<MsgHdrs> = {
   set: (headers, key, value) => headers.set(key, value),
 };
-const headerGetter: TextMapGetter<MsgHdrs> = {
-  keys: (headers) => headers.keys(),
-  get: (headers, key) => {
-    const values = headers.values(key);
-    return values.length > 0 ? values : undefined;
-  },
+
+/** A message's headers by name, read in one pass: the propagators look up several names, each lookup a scan in nats.js. */
+type HeaderValues = Map<string, string[]>;
+const headerGetter: TextMapGetter<HeaderValues> = {
+  keys: (headers) => [...headers.keys()],
+  get: (headers, key) => headers.get(key),
 };
 
 /** Writes the trace context of `from` (the active one by default) into a message's headers. */
@@ -112,7 +112,7 @@ export function injectTraceContext(headers: MsgHdrs, from: Context = context.act
 /** The active context continued with the trace context a message's headers carry. */
 export function extractTraceContext(headers: MsgHdrs | undefined): Context {
   const active = context.active();
-  return headers ? propagation.extract(active, headers, headerGetter) : active;
+  return headers ? propagation.extract(active, new Map(headers), headerGetter) : active;
 }
 
 /**
