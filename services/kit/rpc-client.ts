@@ -7,9 +7,9 @@
 //   attempt goes through the breaker's fire(), so it counts every outcome.
 // - One reply subscription per client (`<inbox>.*`) routes every reply by a
 //   counter token, and one timer per client sweeps expired calls: nats.js's
-//   request() makes a subscription entry, a timer and an error object (for
-//   its stack) per request, which every lookup between services would pay
-//   (bench/rpc.ts measures the two side by side).
+//   request() makes a random token, a timer and (with its default async
+//   traces) an error object per request, which every lookup between services
+//   would pay (bench/rpc.ts measures the two side by side).
 // - Each attempt is a `<subject> send` span whose context rides in the
 //   request's headers (tracing.ts).
 import { performance } from 'node:perf_hooks';

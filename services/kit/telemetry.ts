@@ -5,6 +5,9 @@
 // the kit's `<subject> send` / `<subject> process` spans (tracing.ts) join in
 // one trace.
 //
+// They run with or without an exporter: without one, the HTTP server span
+// still gives a BFF request its trace id (for the logs) from the first line.
+//
 // The standard OTEL_* variables set it up (docs/tracing.md). The process is
 // named by OTEL_SERVICE_NAME, else by the registry (subjects/services.ts)
 // entry of the folder of its entry script, else by that script's path.
