@@ -64,7 +64,9 @@ export async function serveEndpoints(
   let idle: (() => void) | undefined;
   // Replies wait for the end of the current turn of the event loop and leave
   // together: answers completing in one turn (database results arriving on
-  // several pool connections) then cost one socket write, not one each.
+  // several pool connections) then cost one socket write, not one each
+  // (bench:rpc part b, December 2026: 0.76-0.79x the raw responder batched,
+  // 0.62-0.65x replying at once).
   let replies: { msg: ServiceMsg; data: Uint8Array }[] = [];
   const sendReplies = () => {
     const batch = replies;
