@@ -34,8 +34,9 @@ const fixed: Customer = {
 };
 const fixedBytes = Buffer.from(JSON.stringify(fixed));
 
-// As startService runs an endpoint: tracing registered (no exporter), a
-// logger, one connection, every answer told to the process's metrics.
+// As a service runs an endpoint: OpenTelemetry started as in every process
+// (with no OTEL_* exporter set: trace ids made and carried, nothing recorded),
+// a logger, one connection, every answer told to the process's metrics.
 startTracing('customers', settings.ZIPKIN_URL);
 const log = createLogger('customers', settings.LOG_LEVEL);
 const nc = await connectNats('bench-no-io', settings, log);

@@ -9,7 +9,7 @@
 // /metrics and its health on its operations port.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { connect, type NatsConnection } from 'nats';
@@ -262,6 +262,41 @@ test('one trace follows an order from the GraphQL request to the email, and its 
       lines.some(({ process, entry }) => process === service && entry.trace_id === traceId),
       `${service} logged within the order's trace`,
     );
+  }
+});
+
+test("a POST /graphql sent with a caller's traceparent is handled in the caller's trace, under the caller's span", async () => {
+  const traceId = randomBytes(16).toString('hex');
+  const callerSpanId = randomBytes(8).toString('hex');
+  const response = await fetch(graphqlUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpanId}-01` },
+    body: JSON.stringify({ query: '{ products(first: 1) { edges { node { id } } } }' }),
+  });
+  assert.equal(response.status, 200);
+  const spans = await waitFor(
+    () => {
+      const trace = received.filter((span) => span.traceId === traceId);
+      // The HTTP server span ends last in the BFF: once it is here, the BFF's other spans are too.
+      const whole =
+        trace.some((span) => serviceOf(span) === 'products' && span.name.endsWith(' process')) &&
+        trace.some((span) => serviceOf(span) === 'bff' && span.kind === 'SERVER' && (span.tags?.['http.request.method'] ?? span.tags?.['http.method']));
+      return whole ? trace : undefined;
+    },
+    { what: "the request's spans, from the BFF's HTTP span down to the product service" },
+  );
+  // The caller's span is not among them: exactly one span hangs right under it, the BFF's HTTP server span.
+  const underCaller = spans.filter((span) => span.parentId === callerSpanId);
+  const described = underCaller.map((span) => `${serviceOf(span)} ${span.kind} "${span.name}" from ${span.tags?.['otel.scope.name'] ?? '?'}`);
+  assert.equal(underCaller.length, 1, `one child of the caller span: ${described.join(', ')}`);
+  const server = underCaller[0]!;
+  assert.equal(serviceOf(server), 'bff');
+  assert.equal(server.kind, 'SERVER');
+  assert.equal(server.tags?.['http.request.method'] ?? server.tags?.['http.method'], 'POST', described[0]);
+  // Everything else of the request hangs, hop by hop, below that span.
+  const ids = new Set(spans.map((span) => span.id));
+  for (const span of spans) {
+    if (span !== server) assert.ok(span.parentId && ids.has(span.parentId), `${serviceOf(span)} "${span.name}" has its parent in the trace`);
   }
 });
 

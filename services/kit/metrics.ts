@@ -18,7 +18,6 @@
 //   shop_http_request_duration_seconds{method,route} (histogram)
 // plus prom-client's process_* and nodejs_* series (CPU, memory, event loop lag, GC).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Service } from 'nats';
 
 export type EventOutcome = 'processed' | 'duplicate' | 'retry' | 'dead_letter';
 
@@ -173,36 +172,6 @@ export class ProcessMetrics {
   get contentType(): string {
     return this.registry.contentType;
   }
-}
-
-interface MicroEndpointStats {
-  num_requests: number;
-  num_errors: number;
-  processing_time: number;
-  average_processing_time: number;
-  last_error?: string;
-}
-
-/**
- * Makes `nats micro stats` tell the truth about async handlers: nats.js 2.29
- * times only the synchronous call of a handler and counts only a thrown
- * error, so an endpoint that answers later shows ~0 processing time and no
- * errors. The returned function adds the whole time of an answer and counts
- * error answers on the endpoint's own stats (reached through the service
- * object, as nats.js keeps them there), looked up once per endpoint.
- */
-export function microStatsCounter(service: Service, subject: string): (seconds: number, failure?: AnswerFailure) => void {
-  const handlers = (service as unknown as { handlers?: { subject: string; stats?: MicroEndpointStats }[] }).handlers;
-  const stats = handlers?.find((handler) => handler.subject === subject)?.stats;
-  if (!stats || typeof stats.processing_time !== 'number') return () => {};
-  return (seconds, failure) => {
-    stats.processing_time += Math.round(seconds * 1e9);
-    stats.average_processing_time = Math.round(stats.processing_time / Math.max(1, stats.num_requests));
-    if (failure) {
-      stats.num_errors++;
-      stats.last_error = `${failure.status} ${failure.code}: ${failure.message}`;
-    }
-  };
 }
 
 /** Records every answer of a fastify instance (structurally typed: the kit does not depend on fastify). */

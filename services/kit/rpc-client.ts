@@ -3,20 +3,15 @@
 //
 // - Every call has a timeout; idempotent operations are retried on transient
 //   failures (p-retry); each remote operation has a circuit breaker (opossum)
-//   that fails fast while the remote keeps timing out or is absent.
-//
-// The happy path is kept cheap, since every lookup between services takes it
-// (bench/rpc.ts measures it against plain nc.request()):
-// - one reply subscription per client (`<inbox>.*`) routes every reply by a
-//   counter token, instead of nats.js's per-request nuid, deferred, timer,
-//   promise race and the error object it builds for every completed request;
-// - one timer per client sweeps expired calls, instead of a timer per call;
-// - p-retry is entered only after a first attempt failed, and opossum's
-//   fire() (promise wrapping, semaphore, events) runs only when the circuit is
-//   not closed or an attempt failed; a success on a closed circuit is counted
-//   by emitting the same events fire() would;
-// - trace context is written straight into the headers (tracing.ts), and no
-//   header block is sent when there is no trace context to carry.
+//   that fails fast while the remote keeps timing out or is absent. Every
+//   attempt goes through the breaker's fire(), so it counts every outcome.
+// - One reply subscription per client (`<inbox>.*`) routes every reply by a
+//   counter token, and one timer per client sweeps expired calls: nats.js's
+//   request() makes a random token, a timer and (with its default async
+//   traces) an error object per request, which every lookup between services
+//   would pay (bench/rpc.ts measures the two side by side).
+// - Each attempt is a `<subject> send` span whose context rides in the
+//   request's headers (tracing.ts).
 import { performance } from 'node:perf_hooks';
 import CircuitBreaker from 'opossum';
 import pRetry from 'p-retry';
@@ -59,15 +54,10 @@ interface Pending {
   subject: string;
   timeoutMs: number;
   trace: OutgoingTrace;
-  /** The breaker to tell the outcome, when the call went out on a closed circuit without fire(). */
-  breaker: Breaker | undefined;
 }
 
-/** What the breaker guards: one attempt, run by opossum's fire() when it lets the attempt through. */
-type Attempt = () => Promise<Msg>;
-type Breaker = CircuitBreaker<[Attempt], Msg>;
-
-const runAttempt = (attempt: Attempt) => attempt();
+/** One remote operation's breaker; its fire(payload, timeoutMs) sends one attempt when the circuit lets it. */
+type Breaker = CircuitBreaker<[payload: Uint8Array, timeoutMs: number], Msg>;
 
 export class RpcClient {
   readonly #nc: NatsConnection;
@@ -167,8 +157,9 @@ export class RpcClient {
     let breaker = this.#breakers.get(contract.subject);
     if (!breaker) {
       const settings = this.#options.breaker ?? {};
-      breaker = new CircuitBreaker<[Attempt], Msg>(runAttempt, {
-        name: contract.subject,
+      const subject = contract.subject;
+      breaker = new CircuitBreaker((payload: Uint8Array, timeoutMs: number) => this.#send(subject, payload, timeoutMs), {
+        name: subject,
         timeout: false, // each send has its own deadline
         errorThresholdPercentage: settings.errorThresholdPercentage ?? 50,
         volumeThreshold: settings.volumeThreshold ?? 5,
@@ -186,22 +177,19 @@ export class RpcClient {
     return breaker;
   }
 
-  /** One attempt under the operation's breaker. */
+  /** One attempt, if the operation's breaker lets it go. */
   #attempt(contract: RpcContract, breaker: Breaker, payload: Uint8Array, timeoutMs: number): Promise<Msg> {
-    // Closed: the attempt goes out directly and its outcome is told to the breaker when it settles.
-    if (breaker.closed) return this.#send(contract.subject, payload, timeoutMs, breaker);
-    // Open or half open: opossum decides whether this attempt may go.
-    return breaker.fire(() => this.#send(contract.subject, payload, timeoutMs, undefined)).catch(rethrowOpenCircuit(contract));
+    return breaker.fire(payload, timeoutMs).catch(rethrowOpenCircuit(contract));
   }
 
-  #send(subject: string, payload: Uint8Array, timeoutMs: number, breaker: Breaker | undefined): Promise<Msg> {
+  #send(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Msg> {
     // Closed while a retry waited.
     if (this.#closed) return Promise.reject(new ServiceError('SERVICE_UNAVAILABLE', 'client closed'));
     const token = (this.#nextToken++).toString(36);
     const trace = startSend(subject, SpanKind.CLIENT);
     return new Promise<Msg>((resolve, reject) => {
       const deadline = performance.now() + timeoutMs;
-      const pending: Pending = { resolve, reject, deadline, subject, timeoutMs, trace, breaker };
+      const pending: Pending = { resolve, reject, deadline, subject, timeoutMs, trace };
       try {
         this.#nc.publish(subject, payload, { reply: this.#replyPrefix + token, headers: trace.headers });
       } catch (error) {
@@ -221,24 +209,12 @@ export class RpcClient {
     const failure = remoteFailure(msg, pending.subject);
     if (failure) return this.#fail(pending, failure);
     pending.trace.end();
-    if (pending.breaker) countSuccess(pending.breaker);
     pending.resolve(msg);
   }
 
-  /** Rejects a call; on a closed circuit, first tells the breaker what the failure means. */
   #fail(pending: Pending, error: ServiceError): void {
     pending.trace.end(error);
-    const breaker = pending.breaker;
-    if (!breaker) return pending.reject(error);
-    if (!isBreakerFailure(error)) {
-      // A refused request: the remote is there, which counts as a success.
-      countSuccess(breaker);
-      return pending.reject(error);
-    }
-    // Opened by other calls meanwhile: this failure is told as it is.
-    if (!breaker.closed) return pending.reject(error);
-    // Through fire() so that opossum counts the failure and opens the circuit when it should.
-    breaker.fire(() => Promise.reject(error)).catch(() => pending.reject(error));
+    pending.reject(error);
   }
 
   /** Sets the one timer to fire at `at`, the earliest deadline of the calls waiting. */
@@ -264,12 +240,6 @@ export class RpcClient {
     }
     if (next !== Number.POSITIVE_INFINITY) this.#armSweep(next);
   };
-}
-
-/** What fire() emits for an attempt that went through: opossum's own listeners count it. */
-function countSuccess(breaker: Breaker): void {
-  breaker.emit('fire', []);
-  breaker.emit('success', undefined, 0);
 }
 
 /** A failure that says the remote is absent or silent: it counts against the circuit. */

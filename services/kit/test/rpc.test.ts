@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type QueuedIterator } from 'nats';
-import { trace, type SpanContext } from '@opentelemetry/api';
+import { ROOT_CONTEXT, TraceFlags, context, trace, type SpanContext } from '@opentelemetry/api';
 import { customers, products, type Customer, type Product } from '../../../subjects/index.ts';
 import {
   RpcClient,
@@ -86,7 +86,8 @@ function testService(label: string): ServiceDefinition {
             case TRACE_ID: {
               const span = trace.getActiveSpan();
               assert.ok(span, 'a span is active in the handler');
-              const parent = (span as unknown as { parentSpanContext?: SpanContext }).parentSpanContext;
+              // A recorded span (the SDK's) names its parent; a span carried unsampled does not.
+              const parent = (span as { parentSpanContext?: SpanContext }).parentSpanContext;
               serverSpan = { ...span.spanContext(), parentSpanId: parent?.spanId };
               return customer(id, label);
             }
@@ -356,42 +357,115 @@ test('the breaker opens while a service is away, fails fast, and closes once it 
   assert.equal(client.breakerState('products.get'), 'closed');
 });
 
-test('traceparent reaches the server, whose span continues the caller trace', async () => {
-  const client = newClient();
-  const headers: (string | undefined)[] = [];
+test('a breaker opens after timeouts, fails fast without sending, and one success after the reset closes it', async () => {
+  const client = newClient({ timeoutMs: 100, retries: 0, breaker: { volumeThreshold: 4, resetTimeoutMs: 300 } });
+  try {
+    // Successes first: the failures that follow must outweigh them.
+    for (let i = 0; i < 3; i++) await client.call(customers.get, { id: OK_ID });
+    let open: ServiceError | undefined;
+    for (let i = 0; i < 20 && !open; i++) {
+      const error = await rejection(client.call(customers.get, { id: SILENT_ID }));
+      if ((error.details as { circuit?: string } | undefined)?.circuit === 'open') open = error;
+      else assert.equal(error.code, 'TIMEOUT');
+    }
+    assert.ok(open, 'the circuit opened');
+    assert.equal(open.code, 'SERVICE_UNAVAILABLE');
+    assert.equal(client.breakerState('customers.get'), 'open');
+    // While open, calls fail without reaching the service.
+    const reached = attempts.get(OK_ID) ?? 0;
+    const fast = await rejection(client.call(customers.get, { id: OK_ID }));
+    assert.deepEqual(fast.details, { circuit: 'open' });
+    assert.equal(attempts.get(OK_ID) ?? 0, reached);
+
+    const reply = await waitFor(() => client.call(customers.get, { id: OK_ID }), { what: 'the circuit to let a call through' });
+    assert.equal(reply.id, OK_ID);
+    assert.equal(client.breakerState('customers.get'), 'closed');
+  } finally {
+    releaseSilent();
+  }
+});
+
+test('refused requests never open the circuit: the remote is there', async () => {
+  const client = newClient({ retries: 0, breaker: { volumeThreshold: 2 } });
+  for (let i = 0; i < 8; i++) {
+    const error = await rejection(client.call(customers.get, { id: THROW_ID }));
+    assert.equal(error.code, 'INTERNAL');
+  }
+  assert.equal(client.breakerState('customers.get'), 'closed');
+  assert.equal((await client.call(customers.get, { id: OK_ID })).id, OK_ID);
+});
+
+/** The traceparent headers seen on customers.get requests for TRACE_ID while `during` runs. */
+async function traceparentsSent(during: () => Promise<void>): Promise<string[]> {
+  const seen: string[] = [];
   const sub = nc.subscribe('customers.get', {
     callback: (_error, msg) => {
-      if (msg.string().includes(TRACE_ID)) headers.push(msg.headers?.get('traceparent'));
+      if (msg.string().includes(TRACE_ID)) seen.push(msg.headers?.get('traceparent') ?? '');
     },
   });
   try {
     await nc.flush();
-    const callerTraceId = await trace.getTracer('kit-test').startActiveSpan('caller', async (span) => {
-      try {
-        await client.call(customers.get, { id: TRACE_ID });
-        return span.spanContext().traceId;
-      } finally {
-        span.end();
-      }
-    });
-    await waitFor(() => headers.length > 0, { what: 'the request to be seen' });
-    const traceparent = headers[0];
-    assert.match(traceparent ?? '', new RegExp(`^00-${callerTraceId}-[0-9a-f]{16}-01$`));
-    assert.ok(serverSpan, 'the handler ran');
-    assert.equal(serverSpan.traceId, callerTraceId);
-    // The server span is the child of the span the header names.
-    assert.equal(serverSpan.parentSpanId, traceparent!.split('-')[2]);
-    assert.notEqual(serverSpan.spanId, serverSpan.parentSpanId);
+    await during();
+    await waitFor(() => seen.length > 0, { what: 'the request to be seen' });
+    return seen;
   } finally {
     sub.unsubscribe();
   }
-});
+}
 
 /** The span of the last TRACE_ID request handled (read through a function: the handler sets it meanwhile). */
 const handledSpan = () => serverSpan;
 
+test('traceparent reaches the server, whose span continues the caller trace', async () => {
+  // No exporter in this process: the caller's trace is not sampled, and is carried all the same.
+  const client = newClient();
+  let caller: SpanContext | undefined;
+  serverSpan = undefined;
+  const [traceparent] = await traceparentsSent(() =>
+    trace.getTracer('kit-test').startActiveSpan('caller', async (span) => {
+      try {
+        caller = span.spanContext();
+        await client.call(customers.get, { id: TRACE_ID });
+      } finally {
+        span.end();
+      }
+    }),
+  );
+  assert.ok(caller);
+  const [, traceId, sendSpanId, flags] = (traceparent ?? '').split('-');
+  assert.equal(traceId, caller.traceId);
+  assert.equal(flags, '00');
+  assert.notEqual(sendSpanId, caller.spanId, 'the request has a span of its own');
+  const span = handledSpan();
+  assert.ok(span, 'the handler ran');
+  assert.equal(span.traceId, caller.traceId);
+  assert.ok(![caller.spanId, sendSpanId].includes(span.spanId), 'the server has a span of its own');
+});
+
+test('a trace sampled upstream stays sampled through the client and the server', async () => {
+  const client = newClient();
+  const upstream: SpanContext = {
+    traceId: '0af7651916cd43dd8448eb211c80319c',
+    spanId: 'b7ad6b7169203331',
+    traceFlags: TraceFlags.SAMPLED,
+    isRemote: true,
+  };
+  serverSpan = undefined;
+  const [traceparent] = await traceparentsSent(async () => {
+    await context.with(trace.setSpanContext(ROOT_CONTEXT, upstream), () => client.call(customers.get, { id: TRACE_ID }));
+  });
+  const [, traceId, sendSpanId, flags] = (traceparent ?? '').split('-');
+  assert.equal(traceId, upstream.traceId);
+  assert.equal(flags, '01');
+  assert.notEqual(sendSpanId, upstream.spanId);
+  const span = handledSpan();
+  assert.ok(span, 'the handler ran');
+  assert.equal(span.traceId, upstream.traceId);
+  // Recorded: the server span knows its parent, the client's span the header names.
+  assert.equal(span.parentSpanId, sendSpanId);
+});
+
 test('a traceparent among other headers continues the trace too', async () => {
-  // The server reads a header block holding only a traceparent from its bytes; any other block is decoded.
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
   const parentSpanId = '00f067aa0ba902b7';
   const headers = natsHeaders();
@@ -444,6 +518,12 @@ test('nats micro discovery lists the service and its endpoints', async () => {
   const stats = await collect(services.stats('customers'));
   const getStats = stats[0]?.endpoints?.find((e) => e.subject === 'customers.get');
   assert.ok(getStats && getStats.num_requests > 0, 'stats count requests');
+  // The framework times only a handler's synchronous part; `data` holds each answer's whole time and the error answers.
+  const answered = getStats.data as { num_requests: number; num_errors: number; processing_time: number; average_processing_time: number; last_error?: string };
+  assert.ok(answered.num_requests > 0 && answered.num_requests <= getStats.num_requests, JSON.stringify(answered));
+  assert.ok(answered.processing_time > 0 && answered.average_processing_time > 0, JSON.stringify(answered));
+  assert.ok(answered.num_errors > 0, 'error answers are counted');
+  assert.match(answered.last_error ?? '', /^\d{3} [A-Z_]+: /);
 });
 
 test('two instances in the queue group share the requests', async () => {
