@@ -7,14 +7,12 @@ import {
   loadConfigOrExit,
   portTaken,
   startProcessOps,
-  startTracing,
   stopOnSignals,
   stopTracing,
 } from '../services/kit/index.ts';
 import { BffSettings, build } from './app.ts';
 
 const settings = loadConfigOrExit(BffSettings);
-startTracing('bff', settings.ZIPKIN_URL);
 const log = createLogger('bff', settings.LOG_LEVEL);
 const nc = await connectNats('bff', settings, log);
 const metrics = new ProcessMetrics('bff');

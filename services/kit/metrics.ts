@@ -37,7 +37,6 @@ type Sample = { labels?: Record<string, string>; value: number };
 
 export class ProcessMetrics {
   readonly registry = new Registry();
-  readonly #requests: Counter<'subject'>;
   /** Per endpoint subject: requests answered, and the duration histogram's child (its labels bound once). */
   readonly #rpcSeries = new Map<string, { requests: number; duration: { observe(value: number): void } }>();
   readonly #requestErrors: Counter<'subject' | 'code'>;
@@ -54,7 +53,8 @@ export class ProcessMetrics {
     if (processMetrics) collectDefaultMetrics({ register: this.registry });
     const registers = [this.registry];
     const rpcSeries = this.#rpcSeries;
-    this.#requests = new Counter({
+    // Registered, then read only through the registry (collect below).
+    new Counter({
       name: 'shop_rpc_requests_total',
       help: 'Requests answered, by endpoint subject.',
       labelNames: ['subject'],

@@ -207,7 +207,10 @@ export class RpcClient {
     if (!pending) return; // already timed out
     this.#pending.delete(token);
     const failure = remoteFailure(msg, pending.subject);
-    if (failure) return this.#fail(pending, failure);
+    if (failure) {
+      this.#fail(pending, failure);
+      return;
+    }
     pending.trace.end();
     pending.resolve(msg);
   }

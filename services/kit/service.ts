@@ -16,7 +16,7 @@ import { connectNats, type NatsSettings } from './nats.ts';
 import { OutboxRelay, type OutboxRelayOptions } from './outbox.ts';
 import { ProcessMetrics } from './metrics.ts';
 import { startServiceOps, type OpsServer } from './ops.ts';
-import { startTracing, stopTracing } from './tracing.ts';
+import { stopTracing } from './tracing.ts';
 import type { RpcClient, RpcClientOptions } from './rpc-client.ts';
 import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
 import { ensureStreams } from './streams.ts';
@@ -187,8 +187,6 @@ function streamsTouched(emits: readonly EventContract[], consumers: readonly Eve
  */
 export async function runService<Settings>(definition: ServiceDefinition<Settings>): Promise<RunningService> {
   const settings = loadConfigOrExit(serviceSettingsSchema(definition)) as unknown as Settings & KitSettings & { LOG_LEVEL: string };
-  // Until telemetry.ts starts OpenTelemetry by itself at import (issue 12, item 1): the one line to delete then.
-  startTracing(definition.name, (settings as { ZIPKIN_URL?: string }).ZIPKIN_URL);
   const log = createLogger(definition.name, settings.LOG_LEVEL as Parameters<typeof createLogger>[1]);
   // The connection waits for NATS as long as it takes; first say why nothing happens.
   void natsProblem(settings.NATS_URL).then((problem) => problem && log.warn(`${problem}; waiting for it`));

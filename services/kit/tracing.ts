@@ -110,7 +110,7 @@ export function injectTraceContext(headers: MsgHdrs, from: Context = context.act
 }
 
 /** The active context continued with the trace context a message's headers carry. */
-export function extractTraceContext(headers: MsgHdrs | undefined): Context {
+function extractTraceContext(headers: MsgHdrs | undefined): Context {
   const active = context.active();
   return headers ? propagation.extract(active, new Map(headers), headerGetter) : active;
 }

@@ -13,7 +13,7 @@ import { EventEnvelope, checker, type Checker, type EnvelopeOf, type EventContra
 import type { Pool } from '../db.ts';
 import type { Logger } from '../log.ts';
 import type { EventOutcome } from '../metrics.ts';
-import { SpanKind, context, extractTraceContext, withMessagingSpan } from '../tracing.ts';
+import { SpanKind, context, incomingTraceContext, withMessagingSpan } from '../tracing.ts';
 import { storeDeadLetter, type DeadLetterKind } from './dead-letter.ts';
 import type { EventHandler } from './handler.ts';
 import { applyOnce } from './inbox.ts';
@@ -75,7 +75,7 @@ export function deliveryHandler(parts: DeliveryParts): (batch: JsMsg[]) => Promi
    */
   const processSpan = (msg: JsMsg, done: Promise<unknown>): Context => {
     let inside: Context = context.active();
-    withMessagingSpan(contract.subject, 'process', SpanKind.CONSUMER, extractTraceContext(msg.headers), () => {
+    withMessagingSpan(contract.subject, 'process', SpanKind.CONSUMER, incomingTraceContext(msg), () => {
       inside = context.active();
       return done;
     }).catch(() => {});
