@@ -119,7 +119,9 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
     );
     const orderId = placeOrder.id;
     await waitFor(
-      async () => (await bff.ok<{ order: { status: string } }>('query ($id: ID!) { order(id: $id) { status } }', { id: orderId }, token)).order.status === 'CONFIRMED',
+      async () =>
+        (await bff.ok<{ order: { status: string } }>('query ($id: ID!) { order(id: $id) { status } }', { id: orderId }, token)).order
+          .status === 'CONFIRMED',
       { timeoutMs: 30_000, what: 'the order to be confirmed' },
     );
 
@@ -258,6 +260,10 @@ if (import.meta.main) {
   progress(`machine: ${describeMachine(m)}`);
   const result = await runBffBench();
   process.stdout.write(`\nmachine: ${describeMachine(m)}\n\n${table(BFF_HEADER, bffRows(result))}\n\n${bffCpuTable(result)}\n`);
-  const file = await writeResults('bff', { at: new Date().toISOString(), machine: { ...m, loadAverageAtEnd: machine().loadAverage }, ...result });
+  const file = await writeResults('bff', {
+    at: new Date().toISOString(),
+    machine: { ...m, loadAverageAtEnd: machine().loadAverage },
+    ...result,
+  });
   progress(`\nwritten ${file}`);
 }

@@ -78,7 +78,10 @@ export function round(value: number, digits = 1): number {
 export function table(header: string[], rows: string[][], left = 1): string {
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => (row[column] ?? '').length)));
   const line = (cells: string[]) =>
-    cells.map((cell, column) => (column < left ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!))).join('  ').trimEnd();
+    cells
+      .map((cell, column) => (column < left ? cell.padEnd(widths[column]!) : cell.padStart(widths[column]!)))
+      .join('  ')
+      .trimEnd();
   return [line(header), line(widths.map((width) => '-'.repeat(width))), ...rows.map(line)].join('\n');
 }
 
@@ -199,9 +202,7 @@ async function backendPids(serverUrl: string, databases: readonly string[]): Pro
   const client = new pg.Client({ connectionString: url.toString() });
   await client.connect();
   try {
-    const { rows } = await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])', [
-      databases,
-    ]);
+    const { rows } = await client.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = ANY($1::text[])', [databases]);
     return rows.map((row) => row.pid);
   } finally {
     await client.end();
@@ -284,7 +285,9 @@ export interface SpawnOptions {
  * bench's memory.
  */
 export async function spawnNode(name: string, script: string | ProcessEntry, options: SpawnOptions): Promise<Child & { ready: string }> {
-  const profile = options.cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`] : [];
+  const profile = options.cpuProfileDir
+    ? ['--cpu-prof', `--cpu-prof-dir=${options.cpuProfileDir}`, `--cpu-prof-name=${name}.${Date.now()}.cpuprofile`]
+    : [];
   const lines: string[] = [];
   let readyValue: string | undefined;
   const problems = { count: 0, first: [] as string[] };
@@ -335,7 +338,6 @@ export async function freePort(): Promise<number> {
 
 // ---------------------------------------------------------------------------
 // The shop on this machine
-
 
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
@@ -463,7 +465,9 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       jwtSecret,
       pids,
       problems: () =>
-        Object.fromEntries(children.map((child) => [child.name, child.problems()]).filter(([, found]) => (found as { count: number }).count > 0)),
+        Object.fromEntries(
+          children.map((child) => [child.name, child.problems()]).filter(([, found]) => (found as { count: number }).count > 0),
+        ),
       stop: stopAll,
     };
   } catch (error) {

@@ -224,7 +224,9 @@ export async function runOutboxBench(settings: OutboxSettings = outboxSettings()
           name,
           samples: taken.map((sample) => Math.round(sample.rate)),
           median: Math.round(medianRate(name)),
-          cpuUsPerEvent: Object.fromEntries(processes.map((process) => [process, round(median(taken.map((sample) => sample.cpu[process] ?? Number.NaN)), 1)])),
+          cpuUsPerEvent: Object.fromEntries(
+            processes.map((process) => [process, round(median(taken.map((sample) => sample.cpu[process] ?? Number.NaN)), 1)]),
+          ),
           ratio: round(medianRate(name) / plain, 2),
         };
       }),
@@ -256,6 +258,10 @@ if (import.meta.main) {
   progress(`machine: ${describeMachine(m)}`);
   const result = await runOutboxBench();
   process.stdout.write(`\nmachine: ${describeMachine(m)}\n\n${table(OUTBOX_HEADER, outboxRows(result))}\n`);
-  const file = await writeResults('outbox', { at: new Date().toISOString(), machine: { ...m, loadAverageAtEnd: machine().loadAverage }, ...result });
+  const file = await writeResults('outbox', {
+    at: new Date().toISOString(),
+    machine: { ...m, loadAverageAtEnd: machine().loadAverage },
+    ...result,
+  });
   progress(`\nwritten ${file}`);
 }

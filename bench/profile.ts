@@ -56,9 +56,15 @@ export async function summarise(file: string, top: number): Promise<string> {
   const lines = [
     `${basename(file)}: ${(total / 1e6).toFixed(1)} s profiled, ${(busy / 1e6).toFixed(1)} s busy (${((busy / total) * 100).toFixed(0)}%)`,
     '  by place (self time, share of busy):',
-    ...[...places].sort((a, b) => b[1] - a[1]).slice(0, top).map(([place, micros]) => `    ${pct(micros)}  ${place}`),
+    ...[...places]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([place, micros]) => `    ${pct(micros)}  ${place}`),
     '  by function:',
-    ...[...functions].sort((a, b) => b[1] - a[1]).slice(0, top).map(([name, micros]) => `    ${pct(micros)}  ${name}`),
+    ...[...functions]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, top)
+      .map(([name, micros]) => `    ${pct(micros)}  ${name}`),
   ];
   return lines.join('\n');
 }
@@ -70,7 +76,12 @@ if (import.meta.main) {
   const files: string[] = [];
   for (const arg of args) {
     if ((await stat(arg)).isDirectory()) {
-      files.push(...(await readdir(arg)).filter((name) => name.endsWith('.cpuprofile')).sort().map((name) => join(arg, name)));
+      files.push(
+        ...(await readdir(arg))
+          .filter((name) => name.endsWith('.cpuprofile'))
+          .sort()
+          .map((name) => join(arg, name)),
+      );
     } else {
       files.push(arg);
     }

@@ -495,7 +495,8 @@ try {
   );
   const header = ['variant', 'ops/s (median)', 'range', 'ratio', 'client cpu', 'server cpu', 'nats cpu', 'pg cpu', 'total cpu'];
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
-  const line = (cells: string[]) => cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
+  const line = (cells: string[]) =>
+    cells.map((cell, column) => (column === 0 ? cell.padEnd(widths[0]!) : cell.padStart(widths[column]!))).join('  ');
   process.stdout.write(
     `\nmachine: ${machine.cores} cores, ${machine.cpu}, Node ${machine.node}, nats-server ${machine.natsServer}\n` +
       `${CONCURRENCY} in flight, median of ${ROUNDS} rounds x ${ROUND_MS} ms; cpu = CPU microseconds per call (median)\n` +

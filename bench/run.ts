@@ -129,10 +129,22 @@ for (const phase of results.saga?.phases ?? []) {
 if (results.outbox) {
   const [relay, plain, endToEnd] = results.outbox.variants;
   if (relay && plain) {
-    rows.push(['JetStream publish through the outbox relay', `${fmt(relay.median)}/s`, `${fmt(plain.median)}/s (${plain.name})`, `${relay.ratio.toFixed(2)}x`, '-']);
+    rows.push([
+      'JetStream publish through the outbox relay',
+      `${fmt(relay.median)}/s`,
+      `${fmt(plain.median)}/s (${plain.name})`,
+      `${relay.ratio.toFixed(2)}x`,
+      '-',
+    ]);
   }
   if (endToEnd && plain) {
-    rows.push([`outbox end-to-end (${endToEnd.name.split(', ')[1]}, commit included)`, `${fmt(endToEnd.median)}/s`, `${fmt(plain.median)}/s`, `${endToEnd.ratio.toFixed(2)}x`, '-']);
+    rows.push([
+      `outbox end-to-end (${endToEnd.name.split(', ')[1]}, commit included)`,
+      `${fmt(endToEnd.median)}/s`,
+      `${fmt(plain.median)}/s`,
+      `${endToEnd.ratio.toFixed(2)}x`,
+      '-',
+    ]);
   }
 }
 

@@ -307,8 +307,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
 
     const place: PlaceOrder =
       settings.via === 'rpc'
-        ? async (shopper, lines) =>
-            (await client.call(orders.place, { customerId: shopper.id, lines, paymentToken: 'tok_bench_ok' })).id
+        ? async (shopper, lines) => (await client.call(orders.place, { customerId: shopper.id, lines, paymentToken: 'tok_bench_ok' })).id
         : async (shopper, lines) =>
             (await gql.ok<{ placeOrder: { id: string } }>(PLACE_ORDER, { lines, token: 'tok_bench_ok' }, shopper.token)).placeOrder.id;
     const outcomes = new Outcomes(nc);
@@ -419,9 +418,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
       await new Promise((resolve) => setTimeout(resolve, 1000));
       progress(`saga: saturation, ${settings.inflight} orders in flight for ${settings.seconds}s`);
       phases.push(
-        await measure('saturation', `${settings.inflight} in flight`, (phase) =>
-          closedLoop(phase, settings.inflight, settings.seconds),
-        ),
+        await measure('saturation', `${settings.inflight} in flight`, (phase) => closedLoop(phase, settings.inflight, settings.seconds)),
       );
     }
     problems = shop.problems();
@@ -471,7 +468,15 @@ export function sagaCpuTable(result: SagaResult): string {
   const phases = result.phases;
   const names = [...new Set(phases.flatMap((phase) => Object.keys(phase.cpuMsPerOrder)))];
   const rows = names.map((name) => [name, ...phases.map((phase) => fmt(phase.cpuMsPerOrder[name] ?? Number.NaN, 2))]);
-  const total = ['total', ...phases.map((phase) => fmt(Object.values(phase.cpuMsPerOrder).reduce((a, b) => a + b, 0), 2))];
+  const total = [
+    'total',
+    ...phases.map((phase) =>
+      fmt(
+        Object.values(phase.cpuMsPerOrder).reduce((a, b) => a + b, 0),
+        2,
+      ),
+    ),
+  ];
   return table(['CPU ms per confirmed order', ...phases.map(phaseLabel)], [...rows, total]);
 }
 
@@ -484,6 +489,10 @@ if (import.meta.main) {
       `${table(['phase', 'confirmed/s', 'placed->confirmed p50/p99 ms', 'reply->confirmed p50/p99 ms', 'confirmed'], sagaRows(result))}\n\n` +
       `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n`,
   );
-  const file = await writeResults('saga', { at: new Date().toISOString(), machine: { ...m, loadAverageAtEnd: machine().loadAverage }, ...result });
+  const file = await writeResults('saga', {
+    at: new Date().toISOString(),
+    machine: { ...m, loadAverageAtEnd: machine().loadAverage },
+    ...result,
+  });
   progress(`\nwritten ${file}`);
 }

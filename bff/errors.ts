@@ -130,7 +130,10 @@ export function formatErrors(
   if (execution.data === undefined || execution.data === null) {
     const codes = new Set(errors.map((e) => e.extensions.code));
     if (codes.has('RATE_LIMITED')) statusCode = 429;
-    else if (['GRAPHQL_VALIDATION_FAILED', 'QUERY_TOO_DEEP', 'QUERY_TOO_COMPLEX', 'BAD_REQUEST', 'BAD_USER_INPUT'].some((c) => codes.has(c))) statusCode = 400;
+    else if (
+      ['GRAPHQL_VALIDATION_FAILED', 'QUERY_TOO_DEEP', 'QUERY_TOO_COMPLEX', 'BAD_REQUEST', 'BAD_USER_INPUT'].some((c) => codes.has(c))
+    )
+      statusCode = 400;
     else if (execution.data === undefined && codes.has('INTERNAL')) statusCode = 500;
   }
   return { statusCode, response: { data: (execution.data as Record<string, unknown> | null | undefined) ?? null, errors } };

@@ -75,9 +75,7 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
       me: (_: unknown, _args: unknown, { auth }: Context) => client.call(customers.get, { id: requireUser(auth).id }),
 
       products: async (_: unknown, args: PageArgs & { search?: string | null }) =>
-        toConnection(
-          await client.call(products.list, { ...paging(args), ...(args.search ? { search: args.search } : {}) }),
-        ),
+        toConnection(await client.call(products.list, { ...paging(args), ...(args.search ? { search: args.search } : {}) })),
 
       product: (_: unknown, { id }: { id: string }) => client.call(products.get, { id }),
 
@@ -91,8 +89,7 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
       register: async (_: unknown, args: { email: string; name: string; password: string }) =>
         signIn(await client.call(customers.register, args)),
 
-      login: async (_: unknown, args: { email: string; password: string }) =>
-        signIn(await client.call(customers.authenticate, args)),
+      login: async (_: unknown, args: { email: string; password: string }) => signIn(await client.call(customers.authenticate, args)),
 
       placeOrder: (
         _: unknown,
@@ -116,7 +113,9 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
 
       createProduct: (
         _: unknown,
-        { input }: {
+        {
+          input,
+        }: {
           input: {
             sku: string;
             name: string;

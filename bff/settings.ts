@@ -19,6 +19,11 @@ export const BffSettings = {
   ...settingVariables(settings.bff.rateLimitMax, settings.bff.rateLimitWindowMs),
   GRAPHQL_DEV: Type.Boolean({ default: false, description: 'Serve GraphiQL at /graphiql and allow introspection.' }),
   GRAPHQL_DEPTH_LIMIT: Type.Integer({ minimum: 2, maximum: 50, default: 8, description: 'Deepest query accepted.' }),
-  GRAPHQL_MAX_FIELDS: Type.Integer({ minimum: 10, maximum: 10_000, default: 300, description: 'Most fields (aliases and fragments counted) one operation may select.' }),
+  GRAPHQL_MAX_FIELDS: Type.Integer({
+    minimum: 10,
+    maximum: 10_000,
+    default: 300,
+    description: 'Most fields (aliases and fragments counted) one operation may select.',
+  }),
 };
 export type BffConfig = Static<TObject<typeof BffSettings>>;

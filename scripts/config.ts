@@ -13,14 +13,7 @@
 // Connects like the services do: NATS_URL, NATS_USER, NATS_PASSWORD.
 import { connect, type KV, type KvEntry, type NatsConnection } from 'nats';
 import type { TSchema } from '@sinclair/typebox';
-import {
-  CONFIG_BUCKET,
-  PROCESSES,
-  allSettings,
-  decodeSetting,
-  settingByKey,
-  type SettingContract,
-} from '../subjects/index.ts';
+import { CONFIG_BUCKET, PROCESSES, allSettings, decodeSetting, settingByKey, type SettingContract } from '../subjects/index.ts';
 import { ConfigError, loadConfig, ServiceSettings } from '../services/kit/config.ts';
 import { openConfigBucket, putSetting } from '../services/kit/live-config.ts';
 
@@ -222,7 +215,9 @@ async function unset(kv: KV, contract: SettingContract): Promise<void> {
     return;
   }
   await kv.delete(contract.key);
-  print(`${contract.key} removed (was ${previous.string()}). Processes go back to ${contract.env ? `${contract.env} or ` : ''}the default ${show(contract.default)}.`);
+  print(
+    `${contract.key} removed (was ${previous.string()}). Processes go back to ${contract.env ? `${contract.env} or ` : ''}the default ${show(contract.default)}.`,
+  );
 }
 
 async function history(kv: KV | undefined, contract: SettingContract, { json }: Options): Promise<void> {

@@ -19,7 +19,15 @@
 // Connects like the services do: NATS_URL, NATS_USER, NATS_PASSWORD (the
 // `admin` user of nats.conf: dead letters belong to operators).
 import { randomUUID } from 'node:crypto';
-import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type NatsConnection, type PubAck } from 'nats';
+import {
+  connect,
+  headers as natsHeaders,
+  type JetStreamClient,
+  type JetStreamManager,
+  type MsgHdrs,
+  type NatsConnection,
+  type PubAck,
+} from 'nats';
 import { streams } from '../subjects/index.ts';
 import { DeadLetterHeaders } from '../services/kit/consumer.ts';
 import { type ConfigError, loadConfig, ServiceSettings } from '../services/kit/config.ts';
@@ -224,7 +232,12 @@ function printList(letters: readonly DeadLetter[]): string {
     rows.push([String(l.seq), l.time, l.consumer ?? '?', l.originalSubject ?? '?', String(l.deliveries ?? '?'), oneLine(l.error, 70)]);
   }
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
-  const lines = rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd());
+  const lines = rows.map((row) =>
+    row
+      .map((cell, column) => cell.padEnd(widths[column]!))
+      .join('  ')
+      .trimEnd(),
+  );
   lines.splice(1, 0, widths.map((width) => '-'.repeat(width)).join('  '));
   lines.push('', `${letters.length} dead letter(s)`);
   return lines.join('\n');
@@ -238,7 +251,8 @@ function printOne(letter: DeadLetter): string {
   } catch {
     body = text;
   }
-  const cut = body.length > SHOW_LIMIT ? `${body.slice(0, SHOW_LIMIT)}\n… (${body.length - SHOW_LIMIT} more characters; --json for all)` : body;
+  const cut =
+    body.length > SHOW_LIMIT ? `${body.slice(0, SHOW_LIMIT)}\n… (${body.length - SHOW_LIMIT} more characters; --json for all)` : body;
   return [
     `seq:         ${letter.seq}`,
     `dead since:  ${letter.time}`,
@@ -262,7 +276,11 @@ function asJson(letter: DeadLetter): Record<string, unknown> {
 async function connectFromEnv(): Promise<NatsConnection> {
   let env: { NATS_URL: string; NATS_USER?: string | undefined; NATS_PASSWORD?: string | undefined };
   try {
-    env = loadConfig({ NATS_URL: ServiceSettings.NATS_URL, NATS_USER: ServiceSettings.NATS_USER, NATS_PASSWORD: ServiceSettings.NATS_PASSWORD });
+    env = loadConfig({
+      NATS_URL: ServiceSettings.NATS_URL,
+      NATS_USER: ServiceSettings.NATS_USER,
+      NATS_PASSWORD: ServiceSettings.NATS_PASSWORD,
+    });
   } catch (error) {
     throw new DlqError((error as ConfigError).message, 2);
   }
@@ -279,7 +297,10 @@ async function connectFromEnv(): Promise<NatsConnection> {
   }
 }
 
-export async function main(argv: readonly string[], out: (text: string) => void = (text) => process.stdout.write(`${text}\n`)): Promise<void> {
+export async function main(
+  argv: readonly string[],
+  out: (text: string) => void = (text) => process.stdout.write(`${text}\n`),
+): Promise<void> {
   const flags = new Set<string>(argv.filter((arg) => arg === '--json' || arg === '--force'));
   const rest = argv.filter((arg) => !flags.has(arg));
   const consumerAt = rest.indexOf('--consumer');
@@ -319,7 +340,9 @@ export async function main(argv: readonly string[], out: (text: string) => void 
         for (const seq of numbers) {
           try {
             const done = await replayDeadLetter(js, jsm, seq, { force: flags.has('--force') });
-            out(`replayed ${seq}: event ${done.eventId ?? '?'} to ${done.subject} (${done.stream} seq ${done.streamSeq}); dead letter deleted`);
+            out(
+              `replayed ${seq}: event ${done.eventId ?? '?'} to ${done.subject} (${done.stream} seq ${done.streamSeq}); dead letter deleted`,
+            );
           } catch (error) {
             if (!(error instanceof DlqError)) throw error;
             failures.push(error.message);

@@ -134,12 +134,16 @@ export class Launched {
       if (value === undefined) delete env[name];
       else env[name] = value;
     }
-    const child = spawn(process.execPath, [...(this.#options.nodeArgs ?? []), resolve(ROOT, this.#options.script), ...(this.#options.args ?? [])], {
-      cwd: ROOT,
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      detached: this.#options.detached ?? false,
-    });
+    const child = spawn(
+      process.execPath,
+      [...(this.#options.nodeArgs ?? []), resolve(ROOT, this.#options.script), ...(this.#options.args ?? [])],
+      {
+        cwd: ROOT,
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        detached: this.#options.detached ?? false,
+      },
+    );
     this.#child = child;
     const onLine = this.#options.onLine;
     if (onLine) {
@@ -153,7 +157,8 @@ export class Launched {
       child.once('error', (error) => {
         // Spawning failed (no such executable): reported as an exit, so nobody waits forever.
         onLine?.(`could not start: ${error.message}`, 'stderr');
-        if (child.exitCode === null && child.signalCode === null && child.pid === undefined) resolve(this.#ended({ code: 1, signal: null }));
+        if (child.exitCode === null && child.signalCode === null && child.pid === undefined)
+          resolve(this.#ended({ code: 1, signal: null }));
       });
       child.once('exit', (code, signal) => resolve(this.#ended({ code, signal })));
     });

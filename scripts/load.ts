@@ -243,7 +243,10 @@ class Subscriptions {
         if (complete && this.#socket.readyState === WebSocket.OPEN) this.#socket.send(JSON.stringify({ id, type: 'complete' }));
         settle();
       };
-      const timer = setTimeout(() => done(() => reject(Object.assign(new Error('not settled in time'), { code: 'UNSETTLED' })), true), timeoutMs);
+      const timer = setTimeout(
+        () => done(() => reject(Object.assign(new Error('not settled in time'), { code: 'UNSETTLED' })), true),
+        timeoutMs,
+      );
       this.#handlers.set(id, (message) => {
         if (message.type === 'next') {
           const order = message.payload?.data?.orderUpdated as OrderState | undefined;
@@ -370,7 +373,13 @@ async function shopper(client: GraphQLHttp, baseUrl: string, catalog: Catalog, s
 }
 
 /** Follows one order to its end and checks the end against its kind. */
-async function follow(client: GraphQLHttp, subscriptions: Subscriptions | undefined, token: string, orderId: string, kind: Kind): Promise<void> {
+async function follow(
+  client: GraphQLHttp,
+  subscriptions: Subscriptions | undefined,
+  token: string,
+  orderId: string,
+  kind: Kind,
+): Promise<void> {
   const timeoutMs = settings.settleS * 1000;
   const settled = await timed('follow', async () => {
     if (subscriptions) return subscriptions.untilSettled(orderId, timeoutMs);
@@ -494,8 +503,15 @@ try {
   out += `${stats.orders.confirmed} confirmed, ${stats.orders.cancelled} cancelled, ${stats.orders.unsettled} not settled, ${stats.orders.unexpected} unexpected\n\n`;
   out += `${table(['operation (ms)', 'ok', 'errors', 'p50', 'p90', 'p99', 'max'], opRows)}\n`;
   out += `  (follow: from the placeOrder answer until CONFIRMED or CANCELLED is heard)\n\n`;
-  out += `${table(['order kind -> outcome', 'orders'], [...stats.outcomes].sort().map(([key, count]) => [key, String(count)]))}\n`;
-  if (stats.errors.size > 0) out += `\n${table(['error', 'count'], [...stats.errors].sort((a, b) => b[1] - a[1]).map(([key, count]) => [key, String(count)]))}\n`;
+  out += `${table(
+    ['order kind -> outcome', 'orders'],
+    [...stats.outcomes].sort().map(([key, count]) => [key, String(count)]),
+  )}\n`;
+  if (stats.errors.size > 0)
+    out += `\n${table(
+      ['error', 'count'],
+      [...stats.errors].sort((a, b) => b[1] - a[1]).map(([key, count]) => [key, String(count)]),
+    )}\n`;
   for (const surprise of stats.surprises) out += `unexpected: ${surprise}\n`;
   process.stdout.write(out);
   const jsonFile = option('json');

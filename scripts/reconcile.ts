@@ -99,9 +99,10 @@ interface OrderRow {
 
 /** Which database each service uses: <DIR>_DATABASE_URL, else the kit's shop_<service>. */
 export function databasesFromEnv(env: NodeJS.ProcessEnv = process.env): Record<ServiceName, string> {
-  return Object.fromEntries(
-    SERVICES.map((name) => [name, env[databaseVariable(registry[name])] || databaseUrl(name)]),
-  ) as Record<ServiceName, string>;
+  return Object.fromEntries(SERVICES.map((name) => [name, env[databaseVariable(registry[name])] || databaseUrl(name)])) as Record<
+    ServiceName,
+    string
+  >;
 }
 
 async function withClient<T>(url: string, work: (db: pg.Client) => Promise<T>): Promise<T> {
@@ -159,7 +160,9 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
         [graceMs],
       )
     ).rows;
-    const lines = (await db.query<{ order_id: string; product_id: string; quantity: number }>('SELECT order_id, product_id, quantity FROM order_lines')).rows;
+    const lines = (
+      await db.query<{ order_id: string; product_id: string; quantity: number }>('SELECT order_id, product_id, quantity FROM order_lines')
+    ).rows;
     const outbox = (await db.query<{ count: number }>('SELECT count(*)::int AS count FROM outbox')).rows[0]!.count;
     await db.query('COMMIT');
     return { orders, lines, outbox };
@@ -174,7 +177,9 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
 
   const stockData = await withClient(databases.products, async (db) => {
     await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    const products = (await db.query<{ id: string; sku: string; on_hand: number; reserved: number }>('SELECT id, sku, on_hand, reserved FROM products')).rows;
+    const products = (
+      await db.query<{ id: string; sku: string; on_hand: number; reserved: number }>('SELECT id, sku, on_hand, reserved FROM products')
+    ).rows;
     const stockOrders = (await db.query<{ order_id: string; status: string }>('SELECT order_id, status FROM stock_orders')).rows;
     const reservations = (
       await db.query<{ order_id: string; product_id: string; quantity: number; status: string }>(
@@ -242,7 +247,8 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
   }
 
   const owners = new Check('every order belongs to a known customer');
-  for (const order of orders) owners.look(!customerIds.known.has(order.customer_id) && `order ${order.id}: no customer ${order.customer_id}`);
+  for (const order of orders)
+    owners.look(!customerIds.known.has(order.customer_id) && `order ${order.id}: no customer ${order.customer_id}`);
 
   // --- Stock --------------------------------------------------------------------------------
   const open = quantities(stockData.reservations.filter((r) => r.status === 'RESERVED'));
@@ -400,7 +406,9 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
 export function table(rows: readonly (readonly (string | number)[])[]): string {
   const widths = rows[0]!.map((_, column) => Math.max(...rows.map((row) => String(row[column] ?? '').length)));
   const line = (row: readonly (string | number)[]) =>
-    row.map((cell, column) => (typeof cell === 'number' ? String(cell).padStart(widths[column]!) : String(cell).padEnd(widths[column]!))).join('  ');
+    row
+      .map((cell, column) => (typeof cell === 'number' ? String(cell).padStart(widths[column]!) : String(cell).padEnd(widths[column]!)))
+      .join('  ');
   return [line(rows[0]!), widths.map((width) => '-'.repeat(width)).join('  '), ...rows.slice(1).map(line)].join('\n');
 }
 
@@ -413,8 +421,14 @@ export function formatReport(report: ReconcileReport): string {
     '',
     `orders ${t.orders}: ${t.confirmed} confirmed, ${t.cancelled} cancelled, ${t.pending} pending (${t.settling} settling, left out)`,
     `payments: ${t.captured} captured, ${t.refunded} refunded, ${t.declined} declined`,
-    `notifications: ${Object.entries(t.notifications).map(([status, n]) => `${n} ${status}`).join(', ') || 'none'}`,
-    `outbox backlog: ${Object.entries(t.outboxBacklog).map(([name, n]) => `${name} ${n}`).join(', ')}`,
+    `notifications: ${
+      Object.entries(t.notifications)
+        .map(([status, n]) => `${n} ${status}`)
+        .join(', ') || 'none'
+    }`,
+    `outbox backlog: ${Object.entries(t.outboxBacklog)
+      .map(([name, n]) => `${name} ${n}`)
+      .join(', ')}`,
   ];
   for (const check of report.checks.filter((c) => c.violations > 0)) {
     parts.push('', `${check.name}:`, ...check.examples.map((example) => `  - ${example}`));

@@ -72,7 +72,12 @@ function emit(prefix: string, line: string, stream: NodeJS.WriteStream): void {
       // Not a log line after all: print it as it came.
     }
   }
-  stream.write(`${text.split('\n').map((part) => prefix + part).join('\n')}\n`);
+  stream.write(
+    `${text
+      .split('\n')
+      .map((part) => prefix + part)
+      .join('\n')}\n`,
+  );
 }
 
 function say(message: string, stream: NodeJS.WriteStream = process.stdout): void {

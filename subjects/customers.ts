@@ -35,10 +35,7 @@ export const customers = {
     subject: 'customers.authenticate',
     description: 'Check an email and password; INVALID_CREDENTIALS when either is wrong.',
     idempotent: true,
-    request: Type.Object(
-      { email: Email, password: Type.String({ minLength: 1, maxLength: 200 }) },
-      { additionalProperties: false },
-    ),
+    request: Type.Object({ email: Email, password: Type.String({ minLength: 1, maxLength: 200 }) }, { additionalProperties: false }),
     reply: Customer,
   }),
   get: rpc({

@@ -21,9 +21,10 @@ import { payments } from './payments.ts';
 import { notifications } from './notifications.ts';
 import type { EventContract, RpcContract } from './contract.ts';
 
-const all = [customers, products, orders, inventory, payments, notifications].flatMap((group) =>
-  Object.values(group),
-) as (RpcContract | EventContract)[];
+const all = [customers, products, orders, inventory, payments, notifications].flatMap((group) => Object.values(group)) as (
+  | RpcContract
+  | EventContract
+)[];
 
 /** Every request-reply operation, for tooling (AsyncAPI, permissions, tests). */
 export const allOperations: readonly RpcContract[] = all.filter((c): c is RpcContract => c.kind === 'rpc');

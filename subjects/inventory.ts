@@ -11,10 +11,7 @@ export const inventory = {
     subject: 'inventory.events.reserved',
     stream: 'INVENTORY',
     description: 'Every line of the order is reserved; carries the payment request on to the payment step.',
-    data: Type.Object(
-      { ...OrderRef, lines: Type.Array(ReservationLine), payment: PaymentRequest },
-      { additionalProperties: false },
-    ),
+    data: Type.Object({ ...OrderRef, lines: Type.Array(ReservationLine), payment: PaymentRequest }, { additionalProperties: false }),
   }),
   rejected: event({
     subject: 'inventory.events.rejected',
@@ -25,10 +22,7 @@ export const inventory = {
         ...OrderRef,
         reason: Type.String(),
         shortages: Type.Array(
-          Type.Object(
-            { productId: Id, requested: Type.Integer(), available: Type.Integer() },
-            { additionalProperties: false },
-          ),
+          Type.Object({ productId: Id, requested: Type.Integer(), available: Type.Integer() }, { additionalProperties: false }),
         ),
       },
       { additionalProperties: false },

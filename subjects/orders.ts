@@ -48,10 +48,7 @@ export const Order = Type.Object(
 );
 export type Order = Static<typeof Order>;
 
-const LineRequest = Type.Object(
-  { productId: Id, quantity: Type.Integer({ minimum: 1, maximum: 1000 }) },
-  { additionalProperties: false },
-);
+const LineRequest = Type.Object({ productId: Id, quantity: Type.Integer({ minimum: 1, maximum: 1000 }) }, { additionalProperties: false });
 
 /** What the payment step needs, carried along the saga's events. */
 export const PaymentRequest = Type.Object(
@@ -59,10 +56,7 @@ export const PaymentRequest = Type.Object(
   { additionalProperties: false },
 );
 
-export const ReservationLine = Type.Object(
-  { productId: Id, quantity: Type.Integer({ minimum: 1 }) },
-  { additionalProperties: false },
-);
+export const ReservationLine = Type.Object({ productId: Id, quantity: Type.Integer({ minimum: 1 }) }, { additionalProperties: false });
 
 const OrderRef = { orderId: Id, customerId: Id };
 

@@ -52,10 +52,7 @@ export const products = {
     subject: 'products.list',
     description: 'Catalog page by name, optionally filtered by text in name, sku or description.',
     idempotent: true,
-    request: Type.Object(
-      { search: Type.Optional(Type.String({ maxLength: 200 })), ...PageRequest },
-      { additionalProperties: false },
-    ),
+    request: Type.Object({ search: Type.Optional(Type.String({ maxLength: 200 })), ...PageRequest }, { additionalProperties: false }),
     reply: Page(Product),
   }),
   restock: rpc({

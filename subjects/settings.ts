@@ -22,7 +22,6 @@ export const CONFIG_BUCKET = 'config';
 /** Revisions kept per key: what `npm run config -- history` can show. */
 export const CONFIG_HISTORY = 20;
 
-
 export interface SettingContract<T extends TSchema = TSchema, E extends string = string> {
   readonly kind: 'setting';
   /** The key in the bucket: lower-case dot-separated tokens, `<area>.<name>`. */

@@ -46,24 +46,45 @@ test('the document is valid AsyncAPI 3 (@asyncapi/parser: spec schema and rules)
 
 test('every subject is in it, with who sends and who receives', () => {
   assert.ok(document, 'parsed in the previous test');
-  const addresses = new Set(document.channels().all().map((channel) => channel.address()));
+  const addresses = new Set(
+    document
+      .channels()
+      .all()
+      .map((channel) => channel.address()),
+  );
   for (const contract of [...allOperations, ...allEvents]) assert.ok(addresses.has(contract.subject), contract.subject);
 
   const operations = document.operations().all();
   const by = (action: string, address: string) =>
     operations
-      .filter((operation) => operation.action() === action && operation.channels().all().some((channel) => channel.address() === address))
+      .filter(
+        (operation) =>
+          operation.action() === action &&
+          operation
+            .channels()
+            .all()
+            .some((channel) => channel.address() === address),
+      )
       .map((operation) => operation.json()['x-service'] as string)
       .sort();
 
   for (const contract of allOperations) {
     assert.deepEqual(by('receive', contract.subject), [contract.service], `${contract.subject} is answered by its service`);
     const replies = operations.find((operation) => operation.id() === `${contract.service}.receive.${contract.subject}`)?.reply();
-    assert.ok(replies?.messages().all().some((message) => message.name() === `${contract.subject}.reply`), `${contract.subject} has its reply`);
+    assert.ok(
+      replies
+        ?.messages()
+        .all()
+        .some((message) => message.name() === `${contract.subject}.reply`),
+      `${contract.subject} has its reply`,
+    );
   }
   for (const contract of allEvents) {
     assert.equal(by('send', contract.subject).length, 1, `${contract.subject} has exactly one emitting service`);
-    assert.equal(by('send', contract.subject)[0], contract.subject.split('.')[0] === 'inventory' ? 'products' : contract.subject.split('.')[0]);
+    assert.equal(
+      by('send', contract.subject)[0],
+      contract.subject.split('.')[0] === 'inventory' ? 'products' : contract.subject.split('.')[0],
+    );
   }
   // Spot checks of the wiring read from the code.
   assert.deepEqual(by('receive', 'inventory.events.reserved'), ['payments']);
@@ -71,15 +92,25 @@ test('every subject is in it, with who sends and who receives', () => {
   assert.ok(by('send', 'products.getMany').includes('orders'), 'the order service prices its lines');
 
   // The message of an event is its envelope around the contract's data schema.
-  const placed = document.messages().all().find((message) => message.name() === 'orders.events.placed');
+  const placed = document
+    .messages()
+    .all()
+    .find((message) => message.name() === 'orders.events.placed');
   const payload = placed?.payload()?.json() as { properties: { type: { const: string }; data: { required: string[] } } };
   assert.equal(payload.properties.type.const, 'orders.events.placed');
   assert.ok(payload.properties.data.required.includes('orderId'));
 
   // The live settings, one message per key of the config bucket.
-  const config = document.channels().all().find((channel) => channel.address() === '$KV.config.{key}');
+  const config = document
+    .channels()
+    .all()
+    .find((channel) => channel.address() === '$KV.config.{key}');
   assert.deepEqual(
-    config?.messages().all().map((message) => message.name()).sort(),
+    config
+      ?.messages()
+      .all()
+      .map((message) => message.name())
+      .sort(),
     allSettings.map((contract) => contract.key).sort(),
   );
 });

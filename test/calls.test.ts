@@ -74,6 +74,9 @@ test('a client given no declaration calls anything (tools and tests); one given 
   await assert.rejects(none.call(customers.get, { id: randomUUID() }), UndeclaredCallError);
   none.close();
   const any = new LiveRpcClient(nc, live, { timeoutMs: 200, retries: 0 });
-  await assert.rejects(any.call(payments.getByOrder, { orderId: randomUUID() }), (error: unknown) => !(error instanceof UndeclaredCallError));
+  await assert.rejects(
+    any.call(payments.getByOrder, { orderId: randomUUID() }),
+    (error: unknown) => !(error instanceof UndeclaredCallError),
+  );
   any.close();
 });

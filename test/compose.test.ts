@@ -95,7 +95,8 @@ async function variablesRead(program: Program): Promise<Set<string>> {
   const files = [...(await sources('services/kit')), ...(await sources('subjects')), ...(await sources(program.dir))];
   for (const file of files) {
     const text = await readFile(join(ROOT, file), 'utf8');
-    for (const match of text.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[['"]([A-Z][A-Z0-9_]*)['"]\])/g)) read.add(match[1] ?? match[2]!);
+    for (const match of text.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[['"]([A-Z][A-Z0-9_]*)['"]\])/g))
+      read.add(match[1] ?? match[2]!);
   }
   return read;
 }
@@ -147,7 +148,11 @@ test('every process signs in to NATS as its own user, with the password the serv
     const env = environment(service);
     const user = code.get(entry)!.name;
     assert.equal(env.NATS_USER, user, `${name} signs in as ${user}`);
-    assert.match(natsConf, new RegExp(`user: ${user}\\s+password: \\$NATS_${user.toUpperCase()}_PASSWORD`), `nats.conf has the user ${user}`);
+    assert.match(
+      natsConf,
+      new RegExp(`user: ${user}\\s+password: \\$NATS_${user.toUpperCase()}_PASSWORD`),
+      `nats.conf has the user ${user}`,
+    );
     for (const server of natsServers) {
       const known = environment(server)[`NATS_${user.toUpperCase()}_PASSWORD`];
       assert.ok(known, `the NATS servers are given NATS_${user.toUpperCase()}_PASSWORD`);

@@ -172,7 +172,10 @@ test('a poison event and a failing one become dead letters; list and show say wh
   }
   assert.match(list.stdout, /2 dead letter\(s\)/);
   const json = JSON.parse((await dlq('list', '--json', '--consumer', CONSUMER)).stdout) as { seq: number; error: string }[];
-  assert.deepEqual(json.map((letter) => letter.seq), [poison.seq, failed.seq]);
+  assert.deepEqual(
+    json.map((letter) => letter.seq),
+    [poison.seq, failed.seq],
+  );
 
   const show = await cli('show', String(failed.seq));
   assert.equal(show.code, 0, show.stderr);
@@ -197,7 +200,10 @@ test('replayed once the cause is fixed: handled by the consumer that failed, and
   assert.deepEqual(ids, [poison.seq], 'only the poison letter is left');
   // The replay is the same envelope (one id), and says where it came from.
   const copies = (await ordersMessages()).filter((message) => message.id === failed.eventId);
-  assert.deepEqual(copies.map((copy) => copy.replayedFrom), [undefined, String(failed.seq)]);
+  assert.deepEqual(
+    copies.map((copy) => copy.replayedFrom),
+    [undefined, String(failed.seq)],
+  );
 });
 
 test('replaying an event that was handled meanwhile changes nothing: the inbox knows its id', async () => {
@@ -287,5 +293,8 @@ test('mistakes get a message and a non-zero exit, and change nothing', async () 
   const usage = await cli();
   assert.equal(usage.code, 2);
   assert.match(usage.stdout, /usage: npm run dlq/);
-  assert.deepEqual((await listDeadLetters(js, jsm)).map((letter) => letter.seq), before);
+  assert.deepEqual(
+    (await listDeadLetters(js, jsm)).map((letter) => letter.seq),
+    before,
+  );
 });

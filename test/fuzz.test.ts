@@ -126,9 +126,17 @@ test('every event subject: each poison event is dead-lettered by every consumer 
   const missing = [...expected].filter((key) => !found.has(key));
   const unexplained = letters.filter((l) => !expected.has(`${l.originalStream}:${l.originalSeq}:${l.consumer}`));
   assert.deepEqual(missing, [], 'every consumer dead-lettered every bad event of its subject');
-  assert.deepEqual(unexplained.map((l) => `${l.subject} ${l.error}`), [], 'no other dead letter');
+  assert.deepEqual(
+    unexplained.map((l) => `${l.subject} ${l.error}`),
+    [],
+    'no other dead letter',
+  );
   const notPoison = letters.filter((l) => !l.error?.startsWith('poison: '));
-  assert.deepEqual(notPoison.map((l) => l.error), [], 'each was refused at once as poison, not retried');
+  assert.deepEqual(
+    notPoison.map((l) => l.error),
+    [],
+    'each was refused at once as poison, not retried',
+  );
   await unchanged();
 });
 
@@ -158,7 +166,9 @@ function notTyped({ status, body }: { status: number; body: unknown }): string |
   const { errors, code, data } = body as { errors?: { extensions?: { code?: unknown } }[]; code?: unknown; data?: unknown };
   if (Array.isArray(errors) && errors.length > 0) {
     const untyped = errors.filter((e) => typeof e.extensions?.code !== 'string' || e.extensions.code === 'INTERNAL');
-    return untyped.length === 0 ? undefined : `${untyped.length} error(s) without a code or INTERNAL: ${JSON.stringify(untyped[0]).slice(0, 200)}`;
+    return untyped.length === 0
+      ? undefined
+      : `${untyped.length} error(s) without a code or INTERNAL: ${JSON.stringify(untyped[0]).slice(0, 200)}`;
   }
   // Refused by fastify before GraphQL (body too large, content type): its own error with a code.
   if (typeof code === 'string' && status >= 400) return undefined;

@@ -155,7 +155,16 @@ export async function waitFor<T>(
 // ---------------------------------------------------------------------------
 // Services under test
 
-import { loadConfig, createLogger, startService, serviceSettingsSchema, type KitSettings, type RunningService, type ServiceDefinition, type StartOptions } from '../services/kit/index.ts';
+import {
+  loadConfig,
+  createLogger,
+  startService,
+  serviceSettingsSchema,
+  type KitSettings,
+  type RunningService,
+  type ServiceDefinition,
+  type StartOptions,
+} from '../services/kit/index.ts';
 import type { TProperties } from '@sinclair/typebox';
 import type { LevelWithSilent } from 'pino';
 

@@ -37,7 +37,10 @@ test('every line reaches the caller, from stdout and stderr', async () => {
 test('stop() sends SIGTERM, and SIGKILL to a process still running after the grace', async () => {
   const stubborn = launch({
     name: 'stubborn',
-    script: await script('stubborn.mjs', "process.on('SIGTERM', () => console.log('ignored')); console.log('up'); setInterval(() => {}, 1000);"),
+    script: await script(
+      'stubborn.mjs',
+      "process.on('SIGTERM', () => console.log('ignored')); console.log('up'); setInterval(() => {}, 1000);",
+    ),
     onLine: () => {},
   });
   await new Promise((resolve) => setTimeout(resolve, 300));
@@ -76,7 +79,11 @@ test('with restart, a process that exits on its own starts again; one that exits
 });
 
 test('a process of the registry gets its name, its NATS user when its password is set, and its ports', () => {
-  const env = processEnvironment(registry.orders, { opsPort: 9467, databaseUrl: 'postgresql://db/orders', env: { NATS_ORDERS_PASSWORD: 'secret' } });
+  const env = processEnvironment(registry.orders, {
+    opsPort: 9467,
+    databaseUrl: 'postgresql://db/orders',
+    env: { NATS_ORDERS_PASSWORD: 'secret' },
+  });
   assert.deepEqual(env, {
     OTEL_SERVICE_NAME: 'orders',
     NATS_USER: 'orders',

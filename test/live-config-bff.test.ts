@@ -40,8 +40,7 @@ after(async () => {
 });
 
 /** One GraphQL request from `ip` (the limit is counted per IP without a token). */
-const ask = (ip: string) =>
-  bff.inject({ method: 'POST', url: '/graphql', remoteAddress: ip, payload: { query: '{ __typename }' } });
+const ask = (ip: string) => bff.inject({ method: 'POST', url: '/graphql', remoteAddress: ip, payload: { query: '{ __typename }' } });
 
 /** Waits until the BFF has taken in `revision` of `contract`'s key (applied or refused). */
 const seen = (contract: SettingContract, revision: number) =>

@@ -30,7 +30,14 @@ import {
   type SettingContract,
 } from '../subjects/index.ts';
 import { Type } from '@sinclair/typebox';
-import { RpcClient, ServiceSettings, loadConfig, openConfigBucket, serviceSettingsSchema, type RunningService } from '../services/kit/index.ts';
+import {
+  RpcClient,
+  ServiceSettings,
+  loadConfig,
+  openConfigBucket,
+  serviceSettingsSchema,
+  type RunningService,
+} from '../services/kit/index.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { CustomerSettings, customerService } from '../services/customer/app.ts';
 import { ProductSettings, productService } from '../services/product/app.ts';
@@ -184,7 +191,10 @@ test('the amount limit: set through the CLI, applied at once, and unset back to 
   assert.equal(over.payment.declineReason, 'amount over limit');
 
   const get = JSON.parse((await config('get', limit.key, '--json')).stdout) as { value: unknown; env: string; default: unknown };
-  assert.deepEqual({ value: get.value, env: get.env, default: get.default }, { value: 5000, env: 'PAYMENT_AMOUNT_LIMIT', default: 100_000_000 });
+  assert.deepEqual(
+    { value: get.value, env: get.env, default: get.default },
+    { value: 5000, env: 'PAYMENT_AMOUNT_LIMIT', default: 100_000_000 },
+  );
 
   const unset = await config('unset', limit.key);
   assert.equal(unset.code, 0, unset.stderr);
@@ -298,12 +308,9 @@ test('each variable of a live setting is declared once, by the setting; environm
   assert.deepEqual(declaredAgain({ RPC_TIMEOUT_MS: Type.Integer({ default: 2000 }), SMTP_PORT: Type.Integer() }), ['RPC_TIMEOUT_MS']);
 });
 
-test(
-  "the BFF's environment schema takes its settings' variables from them too",
-  () => {
-    assert.deepEqual(declaredAgain(BffSettings), []);
-  },
-);
+test("the BFF's environment schema takes its settings' variables from them too", () => {
+  assert.deepEqual(declaredAgain(BffSettings), []);
+});
 
 test('a variable of a live setting reads at start as the setting reads the bucket', () => {
   const schema = serviceSettingsSchema({ name: 'payments' });
@@ -311,6 +318,9 @@ test('a variable of a live setting reads at start as the setting reads the bucke
   assert.deepEqual(loaded.PAYMENT_DECLINE_TOKENS, { tok_x: 'no' });
   assert.equal(loaded.LOG_LEVEL, 'debug');
   assert.equal(loaded.PAYMENT_AMOUNT_LIMIT, settings.payments.amountLimit.default);
-  assert.throws(() => loadConfig(schema, { PAYMENT_DECLINE_TOKENS: '[1]' }), /PAYMENT_DECLINE_TOKENS \("\[1\]"\): payments\.decline_tokens/);
+  assert.throws(
+    () => loadConfig(schema, { PAYMENT_DECLINE_TOKENS: '[1]' }),
+    /PAYMENT_DECLINE_TOKENS \("\[1\]"\): payments\.decline_tokens/,
+  );
   assert.throws(() => loadConfig(schema, { RPC_TIMEOUT_MS: '5' }), /RPC_TIMEOUT_MS \("5"\): kit\.rpc_timeout_ms/);
 });

@@ -95,4 +95,3 @@ export async function tableFingerprint(db: Queryable, table: string): Promise<st
   );
   return rows[0]!.fingerprint;
 }
-

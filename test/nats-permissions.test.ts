@@ -39,16 +39,7 @@ import { serviceDefinition } from '../services/kit/definitions.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
 import { BffSettings, build, type Bff } from '../bff/app.ts';
 import { countBySubject, withCode } from './messaging.ts';
-import {
-  ROOT,
-  dropTestDatabases,
-  natsCredentials,
-  startNats,
-  startTestService,
-  waitFor,
-  type NatsUser,
-  type TestNats,
-} from './harness.ts';
+import { ROOT, dropTestDatabases, natsCredentials, startNats, startTestService, waitFor, type NatsUser, type TestNats } from './harness.ts';
 
 // --- What the code says each process does (docs/asyncapi.json, kept current by asyncapi.test.ts) ---
 
@@ -108,8 +99,7 @@ const domainStreams = Object.values(streams).map((stream) => stream.name);
 
 /** Every subject the check publishes to, and whether `process` may. */
 function expectedPublish(process: string): Map<string, boolean> {
-  const mine = (action: string) =>
-    new Set(operations.filter((o) => o.process === process && o.action === action).map((o) => o.channel));
+  const mine = (action: string) => new Set(operations.filter((o) => o.process === process && o.action === action).map((o) => o.channel));
   const sends = mine('send');
   const expected = new Map<string, boolean>();
   for (const subject of [...rpcSubjects, ...eventSubjects]) expected.set(subject, sends.has(subject));

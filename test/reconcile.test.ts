@@ -24,16 +24,29 @@ const databases = () =>
 before(async () => {
   shop = await Shop.start();
   const customer = await shop.client.call(customers.register, { email: email('books'), name: 'Books', password: 'correct horse' });
-  const plenty = await shop.client.call(products.create, { sku: `REC-${randomUUID().slice(0, 8)}`, name: 'Plenty', price: { amount: 700, currency: 'EUR' }, initialStock: 100 });
-  const scarce = await shop.client.call(products.create, { sku: `REC-${randomUUID().slice(0, 8)}`, name: 'Scarce', price: { amount: 900, currency: 'EUR' }, initialStock: 1 });
+  const plenty = await shop.client.call(products.create, {
+    sku: `REC-${randomUUID().slice(0, 8)}`,
+    name: 'Plenty',
+    price: { amount: 700, currency: 'EUR' },
+    initialStock: 100,
+  });
+  const scarce = await shop.client.call(products.create, {
+    sku: `REC-${randomUUID().slice(0, 8)}`,
+    name: 'Scarce',
+    price: { amount: 900, currency: 'EUR' },
+    initialStock: 1,
+  });
   initialStock.set(plenty.id, 100).set(scarce.id, 1);
   const place = (productId: string, quantity: number, paymentToken = 'tok_visa') =>
     shop.client.call(orders.place, { customerId: customer.id, lines: [{ productId, quantity }], paymentToken });
   const final = (id: string) =>
-    waitFor(async () => {
-      const order = await shop.client.call(orders.get, { id });
-      return order.status !== 'PENDING' && order;
-    }, { timeoutMs: 20_000, what: `order ${id} to settle` });
+    waitFor(
+      async () => {
+        const order = await shop.client.call(orders.get, { id });
+        return order.status !== 'PENDING' && order;
+      },
+      { timeoutMs: 20_000, what: `order ${id} to settle` },
+    );
 
   placed.confirmed = await final((await place(plenty.id, 3)).id);
   placed.declined = await final((await place(plenty.id, 1, 'tok_decline')).id);
@@ -73,7 +86,12 @@ test('the books of a real run reconcile: every check looks at something and find
   for (const check of report.checks) assert.ok(check.checked > 0, `${check.name} looked at something`);
   assert.equal(report.checks.length, 10);
   assert.deepEqual(
-    { orders: report.totals.orders, confirmed: report.totals.confirmed, captured: report.totals.captured, refunded: report.totals.refunded },
+    {
+      orders: report.totals.orders,
+      confirmed: report.totals.confirmed,
+      captured: report.totals.captured,
+      refunded: report.totals.refunded,
+    },
     { orders: 4, confirmed: 1, captured: 1, refunded: 1 },
   );
 
@@ -101,24 +119,45 @@ test('each invariant broken on purpose is found, and named', async () => {
   const { confirmed, declined, refunded } = placed;
   const productId = confirmed.lines[0]!.productId;
 
-  await broken('product', 'UPDATE products SET reserved = reserved + 3, on_hand = on_hand + 3 WHERE id = $1', 'UPDATE products SET reserved = reserved - 3, on_hand = on_hand - 3 WHERE id = $1', [productId], [
-    'reserved stock = sum of open reservations',
-    'on hand = initial stock − committed units',
-  ]);
-  await broken('product', 'UPDATE products SET on_hand = on_hand - 1 WHERE id = $1', 'UPDATE products SET on_hand = on_hand + 1 WHERE id = $1', [productId], [
-    'on hand = initial stock − committed units',
-  ]);
-  await broken('product', "UPDATE stock_orders SET status = 'RESERVED' WHERE order_id = $1", "UPDATE stock_orders SET status = 'RELEASED' WHERE order_id = $1", [refunded.id], [
-    'stock follows the order: committed if confirmed, given back if cancelled',
-  ]);
-  await broken('payment', "UPDATE payments SET status = 'DECLINED' WHERE order_id = $1", "UPDATE payments SET status = 'CAPTURED' WHERE order_id = $1", [confirmed.id], [
-    'payments: confirmed = captured total, cancelled = nothing kept',
-  ]);
-  await broken('payment', "UPDATE payments SET status = 'CAPTURED' WHERE order_id = $1", "UPDATE payments SET status = 'REFUNDED' WHERE order_id = $1", [refunded.id], [
-    'payments: confirmed = captured total, cancelled = nothing kept',
-    // A refund notification exists for a payment no longer refunded.
-    'one notification per outcome of every settled order',
-  ]);
+  await broken(
+    'product',
+    'UPDATE products SET reserved = reserved + 3, on_hand = on_hand + 3 WHERE id = $1',
+    'UPDATE products SET reserved = reserved - 3, on_hand = on_hand - 3 WHERE id = $1',
+    [productId],
+    ['reserved stock = sum of open reservations', 'on hand = initial stock − committed units'],
+  );
+  await broken(
+    'product',
+    'UPDATE products SET on_hand = on_hand - 1 WHERE id = $1',
+    'UPDATE products SET on_hand = on_hand + 1 WHERE id = $1',
+    [productId],
+    ['on hand = initial stock − committed units'],
+  );
+  await broken(
+    'product',
+    "UPDATE stock_orders SET status = 'RESERVED' WHERE order_id = $1",
+    "UPDATE stock_orders SET status = 'RELEASED' WHERE order_id = $1",
+    [refunded.id],
+    ['stock follows the order: committed if confirmed, given back if cancelled'],
+  );
+  await broken(
+    'payment',
+    "UPDATE payments SET status = 'DECLINED' WHERE order_id = $1",
+    "UPDATE payments SET status = 'CAPTURED' WHERE order_id = $1",
+    [confirmed.id],
+    ['payments: confirmed = captured total, cancelled = nothing kept'],
+  );
+  await broken(
+    'payment',
+    "UPDATE payments SET status = 'CAPTURED' WHERE order_id = $1",
+    "UPDATE payments SET status = 'REFUNDED' WHERE order_id = $1",
+    [refunded.id],
+    [
+      'payments: confirmed = captured total, cancelled = nothing kept',
+      // A refund notification exists for a payment no longer refunded.
+      'one notification per outcome of every settled order',
+    ],
+  );
   await broken(
     'payment',
     "UPDATE simulator_ledger SET operation = 'charge', outcome = 'captured', idempotency_key = 'moved:' || idempotency_key WHERE operation = 'refund' AND idempotency_key = 'refund:' || $1",
@@ -160,7 +199,10 @@ test('orders still moving are left out of the saga checks, and a wrong option is
   // Within the grace every order counts as settling.
   const report = await reconcile({ databases: databases(), graceMs: 3_600_000 });
   assert.equal(report.totals.settling, 4);
-  assert.equal(report.checks.find((c) => c.name.startsWith('payments'))!.checked, 0 + report.totals.captured + report.totals.refunded + report.totals.declined);
+  assert.equal(
+    report.checks.find((c) => c.name.startsWith('payments'))!.checked,
+    0 + report.totals.captured + report.totals.refunded + report.totals.declined,
+  );
   const wrong = await cli('--grace-ms');
   assert.equal(wrong.code, 2);
 });

@@ -8,7 +8,17 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { PROCESSES, SERVICES, allSettings, entryScript, folderName, processByFolder, registry, streams, type ProcessEntry } from '../subjects/index.ts';
+import {
+  PROCESSES,
+  SERVICES,
+  allSettings,
+  entryScript,
+  folderName,
+  processByFolder,
+  registry,
+  streams,
+  type ProcessEntry,
+} from '../subjects/index.ts';
 import { serviceSettingsSchema } from '../services/kit/config.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ROOT } from './harness.ts';
@@ -20,7 +30,11 @@ test('every program of the code is a process of the registry, and every process 
     .filter((entry) => entry.isDirectory() && existsSync(join(ROOT, 'services', entry.name, 'main.ts')))
     .map((entry) => `services/${entry.name}`);
   if (existsSync(join(ROOT, 'bff', 'main.ts'))) programs.push('bff');
-  assert.deepEqual(programs.filter((folder) => !processByFolder(folder)), [], 'a main.ts the registry does not know');
+  assert.deepEqual(
+    programs.filter((folder) => !processByFolder(folder)),
+    [],
+    'a main.ts the registry does not know',
+  );
   for (const entry of entries) assert.ok(existsSync(join(ROOT, entryScript(entry))), `${entry.name}: ${entryScript(entry)} exists`);
 });
 
@@ -28,7 +42,11 @@ test("each service's folder defines the service the registry names, writing to t
   for (const name of SERVICES) {
     const definition = await serviceDefinition(registry[name]);
     assert.equal(definition.name, name);
-    assert.deepEqual([...new Set(definition.emits.map((event) => event.stream))].sort(), [...registry[name].streams].sort(), `${name} streams`);
+    assert.deepEqual(
+      [...new Set(definition.emits.map((event) => event.stream))].sort(),
+      [...registry[name].streams].sort(),
+      `${name} streams`,
+    );
     for (const stream of registry[name].streams) assert.ok(stream in streams, `${stream} is a stream of subjects/streams.ts`);
   }
   assert.equal(processByFolder('order'), registry.orders);

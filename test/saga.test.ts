@@ -59,9 +59,7 @@ function parseMail(raw: string, to: string[]): Mail {
       ?.slice(name.length + 1)
       .trim() ?? '';
   if (/quoted-printable/i.test(header('Content-Transfer-Encoding'))) {
-    body = body
-      .replace(/=\r\n/g, '')
-      .replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
+    body = body.replace(/=\r\n/g, '').replace(/=([0-9A-F]{2})/g, (_, hex: string) => String.fromCharCode(Number.parseInt(hex, 16)));
   }
   return { to, subject: header('Subject'), messageId: header('Message-ID'), body };
 }
@@ -76,7 +74,12 @@ async function startSmtp(): Promise<{ port: number; mails: Mail[]; close(): Prom
       const chunks: Buffer[] = [];
       stream.on('data', (chunk: Buffer) => chunks.push(chunk));
       stream.on('end', () => {
-        mails.push(parseMail(Buffer.concat(chunks).toString('utf8'), session.envelope.rcptTo.map((rcpt) => rcpt.address)));
+        mails.push(
+          parseMail(
+            Buffer.concat(chunks).toString('utf8'),
+            session.envelope.rcptTo.map((rcpt) => rcpt.address),
+          ),
+        );
         callback();
       });
     },

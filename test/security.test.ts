@@ -61,9 +61,11 @@ async function ok(query: string, variables: Record<string, unknown> = {}, token?
 
 const code = (response: Gql) => response.errors?.[0]?.extensions.code;
 
-const REGISTER = 'mutation($e: String!, $n: String!, $p: String!) { register(email: $e, name: $n, password: $p) { token customer { id } } }';
+const REGISTER =
+  'mutation($e: String!, $n: String!, $p: String!) { register(email: $e, name: $n, password: $p) { token customer { id } } }';
 const PLACE = 'mutation($lines: [OrderLineInput!]!, $t: String!) { placeOrder(lines: $lines, paymentToken: $t) { id status } }';
-const ORDER = 'query($id: ID!) { order(id: $id) { id status total { amount } customer { email } payment { status } history { status reason } } }';
+const ORDER =
+  'query($id: ID!) { order(id: $id) { id status total { amount } customer { email } payment { status } history { status reason } } }';
 
 async function register(name: string, address = email(name.toLowerCase()), password = 'correct horse'): Promise<User> {
   const data = await ok(REGISTER, { e: address, n: name, p: password });
@@ -103,7 +105,13 @@ after(async () => {
 const base64url = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
 /** A JWT made by hand: any header, any claims, signed with `secret` under `hash`, or given a `signature`. */
-function jwt(header: Record<string, unknown>, claims: Record<string, unknown>, secret = JWT_SECRET, hash = 'sha256', signature?: string): string {
+function jwt(
+  header: Record<string, unknown>,
+  claims: Record<string, unknown>,
+  secret = JWT_SECRET,
+  hash = 'sha256',
+  signature?: string,
+): string {
   const input = `${base64url(header)}.${base64url(claims)}`;
   return `${input}.${signature ?? createHmac(hash, secret).update(input).digest('base64url')}`;
 }
@@ -192,14 +200,19 @@ test("one customer cannot read or cancel another's order, by any path", async ()
   const before = await settled(placed.id, alice.token);
   assert.equal(before.status, 'CONFIRMED');
   const secret = [alice.email, String(before.total.amount)];
-  const leaks = (response: { text?: string } | string) => secret.filter((s) => (typeof response === 'string' ? response : response.text!).includes(s));
+  const leaks = (response: { text?: string } | string) =>
+    secret.filter((s) => (typeof response === 'string' ? response : response.text!).includes(s));
 
   // Reading it: directly, through lists, through nested fields.
   const read = await gql(ORDER, { id: placed.id }, bob.token);
   assert.equal(code(read), 'ORDER_NOT_FOUND');
   assert.equal(read.data?.order, null);
   assert.deepEqual(leaks(read), []);
-  const lists = await gql('{ orders(first: 100) { edges { node { id } } } me { orders(first: 100) { edges { node { id } } } } }', {}, bob.token);
+  const lists = await gql(
+    '{ orders(first: 100) { edges { node { id } } } me { orders(first: 100) { edges { node { id } } } } }',
+    {},
+    bob.token,
+  );
   assert.equal(lists.errors, undefined);
   assert.ok(!lists.text.includes(placed.id), "Bob's lists hold nothing of Alice's");
   const nested = await gql(
@@ -211,11 +224,17 @@ test("one customer cannot read or cancel another's order, by any path", async ()
   assert.deepEqual(leaks(nested), []);
   // Without a token, and with a token naming Alice that is not signed with the secret.
   assert.equal(code(await gql(ORDER, { id: placed.id })), 'UNAUTHENTICATED');
-  const posing = jwt({ alg: 'HS256' }, { sub: alice.id, role: 'customer', iat: now(), exp: now() + 600 }, 'guessed-secret-guessed-secret-guessed-secret');
+  const posing = jwt(
+    { alg: 'HS256' },
+    { sub: alice.id, role: 'customer', iat: now(), exp: now() + 600 },
+    'guessed-secret-guessed-secret-guessed-secret',
+  );
   assert.equal(code(await gql(ORDER, { id: placed.id }, posing)), 'UNAUTHENTICATED');
 
   // Following it live.
-  const live = await subscribe(bob.token, 'subscription($id: ID!) { orderUpdated(id: $id) { id status total { amount } } }', { id: placed.id });
+  const live = await subscribe(bob.token, 'subscription($id: ID!) { orderUpdated(id: $id) { id status total { amount } } }', {
+    id: placed.id,
+  });
   assert.equal(live.first.type, 'error');
   assert.equal(live.first.payload[0].extensions.code, 'ORDER_NOT_FOUND');
   assert.ok(!live.messages.some((m) => m.type === 'next'), 'nothing of the order was pushed');
@@ -224,7 +243,11 @@ test("one customer cannot read or cancel another's order, by any path", async ()
 
   // Cancelling it, with and without a reason, twice.
   for (const reason of [undefined, 'mine now', undefined]) {
-    const cancel = await gql('mutation($id: ID!, $r: String) { cancelOrder(id: $id, reason: $r) { id status } }', { id: placed.id, r: reason }, bob.token);
+    const cancel = await gql(
+      'mutation($id: ID!, $r: String) { cancelOrder(id: $id, reason: $r) { id status } }',
+      { id: placed.id, r: reason },
+      bob.token,
+    );
     assert.equal(code(cancel), 'ORDER_NOT_FOUND');
     assert.deepEqual(leaks(cancel), []);
   }
@@ -240,7 +263,8 @@ test("one customer cannot read or cancel another's order, by any path", async ()
 // --- Roles -------------------------------------------------------------------------------------
 
 test('admin mutations need the admin role', async () => {
-  const catalog = async () => (await shop.query('product', 'SELECT id, sku, name, on_hand FROM products ORDER BY id')).map((row) => JSON.stringify(row));
+  const catalog = async () =>
+    (await shop.query('product', 'SELECT id, sku, name, on_hand FROM products ORDER BY id')).map((row) => JSON.stringify(row));
   const before = await catalog();
   const create = 'mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }';
   const input = { sku: `ROLE-${randomUUID().slice(0, 8)}`, name: 'Not yours', price: { amount: 100, currency: 'EUR' }, initialStock: 5 };
@@ -248,7 +272,11 @@ test('admin mutations need the admin role', async () => {
   for (const [who, token, expected] of [
     ['a customer', alice.token, 'FORBIDDEN'],
     ['nobody', undefined, 'UNAUTHENTICATED'],
-    ['a customer whose token claims admin', jwt({ alg: 'HS256' }, { sub: alice.id, role: 'admin', iat: now(), exp: now() + 600 }, 'wrong-secret-wrong-secret-wrong-secret'), 'UNAUTHENTICATED'],
+    [
+      'a customer whose token claims admin',
+      jwt({ alg: 'HS256' }, { sub: alice.id, role: 'admin', iat: now(), exp: now() + 600 }, 'wrong-secret-wrong-secret-wrong-secret'),
+      'UNAUTHENTICATED',
+    ],
   ] as const) {
     assert.equal(code(await gql(create, { i: input }, token)), expected, `createProduct by ${who}`);
     assert.equal(code(await gql(restock, { p: product.id }, token)), expected, `restock by ${who}`);
@@ -282,9 +310,19 @@ test('the rate limit holds under a concurrent burst, per user and per address, f
     // Another user's budget is their own.
     assert.equal((await gql('{ me { id } }', {}, bob.token, limited.url)).status, 200);
     // Without a valid token the address is the key: a fresh forged token per request does not escape it.
-    const forged = await burst(60, (i) => jwt({ alg: 'HS256' }, { sub: randomUUID(), role: 'customer', iat: now(), exp: now() + 600 }, `forger-${i}-forger-forger-forger-forger-forger`));
+    const forged = await burst(60, (i) =>
+      jwt(
+        { alg: 'HS256' },
+        { sub: randomUUID(), role: 'customer', iat: now(), exp: now() + 600 },
+        `forger-${i}-forger-forger-forger-forger-forger`,
+      ),
+    );
     assert.deepEqual(Object.fromEntries(forged.statuses), { 200: 20, 429: 40 });
-    assert.equal((await gql('{ products(first: 1) { edges { node { id } } } }', {}, undefined, limited.url)).status, 429, 'anonymous callers share it');
+    assert.equal(
+      (await gql('{ products(first: 1) { edges { node { id } } } }', {}, undefined, limited.url)).status,
+      429,
+      'anonymous callers share it',
+    );
   } finally {
     await shop.stopBff(limited);
   }
@@ -302,7 +340,11 @@ test("nats.conf: no process may publish another domain's events, nor another's d
     return nc;
   };
   try {
-    await assert.rejects(connect({ servers: nats.url, noAsyncTraces: true, reconnect: false }), /authorization/i, 'no credentials, no entry');
+    await assert.rejects(
+      connect({ servers: nats.url, noAsyncTraces: true, reconnect: false }),
+      /authorization/i,
+      'no credentials, no entry',
+    );
     const adminNc = await connectAs('admin');
     const jsm = await adminNc.jetstreamManager();
     for (const stream of Object.values(streams) as StreamDefinition[]) await jsm.streams.add(toStreamConfig(stream, 1));
@@ -315,7 +357,10 @@ test("nats.conf: no process may publish another domain's events, nor another's d
     const streamOf = new Map(allEvents.map((event) => [event.subject, event.stream]));
     const durables = Object.values(asyncapi.operations)
       .filter((operation) => operation['x-durable'])
-      .map((operation) => ({ owner: operation['x-service'], subject: `dlq.${streamOf.get(operation.channel.$ref.split('/').pop()!)}.${operation['x-durable']}` }));
+      .map((operation) => ({
+        owner: operation['x-service'],
+        subject: `dlq.${streamOf.get(operation.channel.$ref.split('/').pop()!)}.${operation['x-durable']}`,
+      }));
     assert.ok(durables.length >= 10);
 
     const wrong: string[] = [];
@@ -389,12 +434,20 @@ test('hostile strings in every text field are stored and returned verbatim: SQL 
     const user = await register(hostile, address, `${hostile}-password`);
     const me = (await ok('{ me { name email } }', {}, user.token)).me;
     assert.deepEqual(me, { name: hostile, email: address.toLowerCase() });
-    const login = await ok('mutation($e: String!, $p: String!) { login(email: $e, password: $p) { customer { id } } }', { e: address, p: `${hostile}-password` });
+    const login = await ok('mutation($e: String!, $p: String!) { login(email: $e, password: $p) { customer { id } } }', {
+      e: address,
+      p: `${hostile}-password`,
+    });
     assert.equal(login.login.customer.id, user.id);
-    const wrong = await gql('mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }', { e: address, p: "' OR '1'='1" });
+    const wrong = await gql('mutation($e: String!, $p: String!) { login(email: $e, password: $p) { token } }', {
+      e: address,
+      p: "' OR '1'='1",
+    });
     assert.equal(code(wrong), 'INVALID_CREDENTIALS');
   }
-  const [stored] = await shop.query<{ count: number }>('customer', 'SELECT count(*)::int AS count FROM customers WHERE name = ANY($1)', [HOSTILE]);
+  const [stored] = await shop.query<{ count: number }>('customer', 'SELECT count(*)::int AS count FROM customers WHERE name = ANY($1)', [
+    HOSTILE,
+  ]);
   assert.equal(stored!.count, HOSTILE.length, 'every hostile name stored as given');
 
   // Products: hostile names and descriptions; search takes them literally.
@@ -402,7 +455,15 @@ test('hostile strings in every text field are stored and returned verbatim: SQL 
   for (const [i, hostile] of HOSTILE.entries()) {
     const data = await ok(
       'mutation($i: CreateProductInput!) { createProduct(input: $i) { id name description } }',
-      { i: { sku: `HOSTILE-${i}-${randomUUID().slice(0, 6)}`, name: hostile, description: `about ${hostile}`, price: { amount: 100, currency: 'EUR' }, initialStock: 50 } },
+      {
+        i: {
+          sku: `HOSTILE-${i}-${randomUUID().slice(0, 6)}`,
+          name: hostile,
+          description: `about ${hostile}`,
+          price: { amount: 100, currency: 'EUR' },
+          initialStock: 50,
+        },
+      },
       admin.token,
     );
     assert.equal(data.createProduct.name, hostile);
@@ -410,14 +471,25 @@ test('hostile strings in every text field are stored and returned verbatim: SQL 
     created.push(data.createProduct);
   }
   for (const item of created) {
-    const found = await ok('query($s: String) { products(search: $s, first: 100) { edges { node { id name } } } }', { s: item.name.trim() });
+    const found = await ok('query($s: String) { products(search: $s, first: 100) { edges { node { id name } } } }', {
+      s: item.name.trim(),
+    });
     const names = found.products.edges.map((edge: { node: { name: string } }) => edge.node.name);
     assert.ok(names.includes(item.name), `search for ${JSON.stringify(item.name)} finds it`);
-    assert.ok(names.every((name: string) => name.includes(item.name.trim())), `search for ${JSON.stringify(item.name)} matches literally: ${names}`);
+    assert.ok(
+      names.every((name: string) => name.includes(item.name.trim())),
+      `search for ${JSON.stringify(item.name)} matches literally: ${names}`,
+    );
   }
   for (const cursor of HOSTILE) {
-    assert.equal(code(await gql('query($a: String) { products(after: $a) { edges { node { id } } } }', { a: cursor })), 'VALIDATION_FAILED');
-    assert.equal(code(await gql('query($a: String) { orders(after: $a) { edges { node { id } } } }', { a: cursor }, alice.token)), 'VALIDATION_FAILED');
+    assert.equal(
+      code(await gql('query($a: String) { products(after: $a) { edges { node { id } } } }', { a: cursor })),
+      'VALIDATION_FAILED',
+    );
+    assert.equal(
+      code(await gql('query($a: String) { orders(after: $a) { edges { node { id } } } }', { a: cursor }, alice.token)),
+      'VALIDATION_FAILED',
+    );
   }
 
   // Orders: a hostile payment token goes through the saga to the provider; a hostile cancel reason into the history.
@@ -425,7 +497,11 @@ test('hostile strings in every text field are stored and returned verbatim: SQL 
     const placed = (await ok(PLACE, { lines: [{ productId: created[0]!.id, quantity: 1 }], t: hostile }, alice.token)).placeOrder;
     const done = await settled(placed.id, alice.token);
     assert.equal(done.status, 'CONFIRMED', `paid with token ${JSON.stringify(hostile)}`);
-    const cancelled = await ok('mutation($id: ID!, $r: String) { cancelOrder(id: $id, reason: $r) { status history { reason } } }', { id: placed.id, r: hostile }, alice.token);
+    const cancelled = await ok(
+      'mutation($id: ID!, $r: String) { cancelOrder(id: $id, reason: $r) { status history { reason } } }',
+      { id: placed.id, r: hostile },
+      alice.token,
+    );
     assert.equal(cancelled.cancelOrder.status, 'CANCELLED');
     assert.equal(cancelled.cancelOrder.history.at(-1).reason, hostile);
   }

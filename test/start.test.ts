@@ -59,7 +59,10 @@ test('npm start with no NATS server answering says so in one line and ends, star
   assert.equal(run.code, 1, run.text);
   const line = run.lines.find((candidate) => candidate.includes('no NATS server answers'));
   assert.ok(line, run.text);
-  assert.match(line, new RegExp(`no NATS server answers at nats://127\\.0\\.0\\.1:${port}: start one with \`nats-server -js\`, or set NATS_URL$`));
+  assert.match(
+    line,
+    new RegExp(`no NATS server answers at nats://127\\.0\\.0\\.1:${port}: start one with \`nats-server -js\`, or set NATS_URL$`),
+  );
   assert.doesNotMatch(run.text, /service started|starting customers/);
   noStackTrace(run.text);
 });
@@ -76,15 +79,34 @@ test('npm start with BFF_PORT and an operations port taken, and PostgreSQL absen
     launch({
       name: 'start',
       script: 'scripts/start.ts',
-      env: { NATS_URL: nats.url, BFF_PORT: String(taken), BFF_HOST: '127.0.0.1', PGHOST: '127.0.0.1', PGPORT: String(noDatabase), DATABASE_URL: undefined },
+      env: {
+        NATS_URL: nats.url,
+        BFF_PORT: String(taken),
+        BFF_HOST: '127.0.0.1',
+        PGHOST: '127.0.0.1',
+        PGPORT: String(noDatabase),
+        DATABASE_URL: undefined,
+      },
       onLine,
     }),
   );
   assert.equal(run.code, 1, run.text);
-  assert.ok(run.lines.some((line) => line.endsWith(`port ${taken} (BFF_PORT) is taken: stop what listens there, or set BFF_PORT to a free port`)), run.text);
-  assert.ok(run.lines.some((line) => line.endsWith(`no PostgreSQL server answers at 127.0.0.1:${noDatabase}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`)), run.text);
   assert.ok(
-    run.lines.some((line) => line.endsWith(`port ${opsPort} (OPS_PORT of notifications) is taken: stop what listens there, or give notifications another opsPort in subjects/services.ts`)),
+    run.lines.some((line) => line.endsWith(`port ${taken} (BFF_PORT) is taken: stop what listens there, or set BFF_PORT to a free port`)),
+    run.text,
+  );
+  assert.ok(
+    run.lines.some((line) =>
+      line.endsWith(`no PostgreSQL server answers at 127.0.0.1:${noDatabase}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`),
+    ),
+    run.text,
+  );
+  assert.ok(
+    run.lines.some((line) =>
+      line.endsWith(
+        `port ${opsPort} (OPS_PORT of notifications) is taken: stop what listens there, or give notifications another opsPort in subjects/services.ts`,
+      ),
+    ),
     run.text,
   );
   assert.ok(!run.lines.some((line) => line.includes('NATS')), 'NATS answers: nothing said about it');
@@ -97,10 +119,15 @@ test('npm start names an unknown process and lists those of the registry', async
   assert.equal(run.text, 'unknown process frobnicate; there are: customers, products, orders, payments, notifications, bff');
 });
 
-test("a service whose ops port is taken ends with one line saying so, and exit 1", async () => {
+test('a service whose ops port is taken ends with one line saying so, and exit 1', async () => {
   const taken = await takenPort();
   const run = await outcome((onLine) =>
-    launchProcess(registry.customers, { opsPort: taken, databaseUrl: testDatabaseUrl('start'), env: { NATS_URL: nats.url, LOG_FORMAT: 'json' }, onLine }),
+    launchProcess(registry.customers, {
+      opsPort: taken,
+      databaseUrl: testDatabaseUrl('start'),
+      env: { NATS_URL: nats.url, LOG_FORMAT: 'json' },
+      onLine,
+    }),
   );
   assert.equal(run.code, 1, run.text);
   assert.ok(run.lines.includes(`port ${taken} (OPS_PORT) is taken: stop what listens there, or set OPS_PORT to a free port`), run.text);
@@ -116,7 +143,12 @@ test('a service with no PostgreSQL ends with one line saying so; with no NATS it
     }),
   );
   assert.equal(refused.code, 1, refused.text);
-  assert.ok(refused.lines.includes(`no PostgreSQL server answers at 127.0.0.1:${noDatabase}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`), refused.text);
+  assert.ok(
+    refused.lines.includes(
+      `no PostgreSQL server answers at 127.0.0.1:${noDatabase}: start one, or set PGHOST and PGPORT (or DATABASE_URL)`,
+    ),
+    refused.text,
+  );
   noStackTrace(refused.text);
 
   const noNats = await silentPort();
@@ -127,8 +159,16 @@ test('a service with no PostgreSQL ends with one line saying so; with no NATS it
     onLine: (line) => lines.push(line),
   });
   try {
-    const warned = await waitFor(() => lines.find((line) => line.includes('no NATS server answers')), { timeoutMs: 15_000, what: 'the warning' });
-    assert.match(warned, new RegExp(`no NATS server answers at nats://127\\.0\\.0\\.1:${noNats}: start one with \`nats-server -js\`, or set NATS_URL; waiting for it`));
+    const warned = await waitFor(() => lines.find((line) => line.includes('no NATS server answers')), {
+      timeoutMs: 15_000,
+      what: 'the warning',
+    });
+    assert.match(
+      warned,
+      new RegExp(
+        `no NATS server answers at nats://127\\.0\\.0\\.1:${noNats}: start one with \`nats-server -js\`, or set NATS_URL; waiting for it`,
+      ),
+    );
     assert.ok(waiting.running, 'it waits for NATS');
   } finally {
     await waiting.stop(2000);

@@ -78,7 +78,16 @@ interface OtlpValue {
 interface OtlpTraces {
   resourceSpans: {
     resource?: { attributes?: { key: string; value: OtlpValue }[] };
-    scopeSpans: { spans: { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes?: { key: string; value: OtlpValue }[] }[] }[];
+    scopeSpans: {
+      spans: {
+        traceId: string;
+        spanId: string;
+        parentSpanId?: string;
+        name: string;
+        kind: number;
+        attributes?: { key: string; value: OtlpValue }[];
+      }[];
+    }[];
   }[];
 }
 const OTLP_KINDS = ['UNSPECIFIED', 'INTERNAL', 'SERVER', 'CLIENT', 'PRODUCER', 'CONSUMER'];
@@ -140,7 +149,11 @@ async function oneCallTraced(variables: Record<string, string>, received: Receiv
     startTracing('trace-test-caller');
     const client = new RpcClient(nc, { timeoutMs: 5000 });
     try {
-      const created = await client.call(customers.register, { email: `${Date.now()}@trace.test`, name: 'Tracy', password: 'correct horse battery' });
+      const created = await client.call(customers.register, {
+        email: `${Date.now()}@trace.test`,
+        name: 'Tracy',
+        password: 'correct horse battery',
+      });
       const caller = await trace.getTracer('trace-test').startActiveSpan('caller', async (span) => {
         try {
           await client.call(customers.get, { id: created.id });
@@ -152,10 +165,17 @@ async function oneCallTraced(variables: Record<string, string>, received: Receiv
       // Both sides export within a moment; this side's spans leave when its tracing stops.
       await stopTracing();
       const inTrace = () => received.filter((span) => span.traceId === caller.traceId);
-      await waitFor(() => inTrace().some((span) => span.name === 'customers.get process') && inTrace().some((span) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql'), {
-        what: 'the service side of the trace',
-      }).catch((error: Error) => {
-        throw new Error(`${error.message}; received: ${JSON.stringify(received.map(({ service, name, traceId }) => ({ service, name, traceId })))}`);
+      await waitFor(
+        () =>
+          inTrace().some((span) => span.name === 'customers.get process') &&
+          inTrace().some((span) => span.attributes['db.system'] === 'postgresql' || span.attributes['db.system.name'] === 'postgresql'),
+        {
+          what: 'the service side of the trace',
+        },
+      ).catch((error: Error) => {
+        throw new Error(
+          `${error.message}; received: ${JSON.stringify(received.map(({ service, name, traceId }) => ({ service, name, traceId })))}`,
+        );
       });
       return { caller, spans: inTrace() };
     } finally {

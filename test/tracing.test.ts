@@ -199,10 +199,7 @@ test('one trace follows an order from the GraphQL request to the email, and its 
   });
 
   // Every process of the order is in it.
-  assert.deepEqual(
-    [...new Set(spans.map(serviceOf))].sort(),
-    ['bff', 'customers', 'notifications', 'orders', 'payments', 'products'],
-  );
+  assert.deepEqual([...new Set(spans.map(serviceOf))].sort(), ['bff', 'customers', 'notifications', 'orders', 'payments', 'products']);
   // The root is the BFF's HTTP request (instrumentation-http), above fastify's and GraphQL's spans.
   const root = spans.find((span) => !span.parentId)!;
   assert.equal(serviceOf(root), 'bff');
@@ -211,11 +208,15 @@ test('one trace follows an order from the GraphQL request to the email, and its 
   const byId = new Map(spans.map((span) => [span.id, span]));
   const ancestors = (span: ZipkinSpan) => {
     const chain: ZipkinSpan[] = [];
-    for (let at = span.parentId ? byId.get(span.parentId) : undefined; at; at = at.parentId ? byId.get(at.parentId) : undefined) chain.push(at);
+    for (let at = span.parentId ? byId.get(span.parentId) : undefined; at; at = at.parentId ? byId.get(at.parentId) : undefined)
+      chain.push(at);
     return chain;
   };
   const placeAncestors = ancestors(place).map((span) => span.name);
-  assert.ok(placeAncestors.some((name) => /graphql|mutation|placeOrder/i.test(name)), `a GraphQL span above orders.place: ${placeAncestors}`);
+  assert.ok(
+    placeAncestors.some((name) => /graphql|mutation|placeOrder/i.test(name)),
+    `a GraphQL span above orders.place: ${placeAncestors}`,
+  );
   assert.ok(
     spans.some((span) => serviceOf(span) === 'bff' && span.tags?.['fastify.type'] !== undefined),
     'fastify spans (@fastify/otel) in the BFF',
@@ -280,14 +281,19 @@ test("a POST /graphql sent with a caller's traceparent is handled in the caller'
       // The HTTP server span ends last in the BFF: once it is here, the BFF's other spans are too.
       const whole =
         trace.some((span) => serviceOf(span) === 'products' && span.name.endsWith(' process')) &&
-        trace.some((span) => serviceOf(span) === 'bff' && span.kind === 'SERVER' && (span.tags?.['http.request.method'] ?? span.tags?.['http.method']));
+        trace.some(
+          (span) =>
+            serviceOf(span) === 'bff' && span.kind === 'SERVER' && (span.tags?.['http.request.method'] ?? span.tags?.['http.method']),
+        );
       return whole ? trace : undefined;
     },
     { what: "the request's spans, from the BFF's HTTP span down to the product service" },
   );
   // The caller's span is not among them: exactly one span hangs right under it, the BFF's HTTP server span.
   const underCaller = spans.filter((span) => span.parentId === callerSpanId);
-  const described = underCaller.map((span) => `${serviceOf(span)} ${span.kind} "${span.name}" from ${span.tags?.['otel.scope.name'] ?? '?'}`);
+  const described = underCaller.map(
+    (span) => `${serviceOf(span)} ${span.kind} "${span.name}" from ${span.tags?.['otel.scope.name'] ?? '?'}`,
+  );
   assert.equal(underCaller.length, 1, `one child of the caller span: ${described.join(', ')}`);
   const server = underCaller[0]!;
   assert.equal(serviceOf(server), 'bff');
@@ -296,7 +302,8 @@ test("a POST /graphql sent with a caller's traceparent is handled in the caller'
   // Everything else of the request hangs, hop by hop, below that span.
   const ids = new Set(spans.map((span) => span.id));
   for (const span of spans) {
-    if (span !== server) assert.ok(span.parentId && ids.has(span.parentId), `${serviceOf(span)} "${span.name}" has its parent in the trace`);
+    if (span !== server)
+      assert.ok(span.parentId && ids.has(span.parentId), `${serviceOf(span)} "${span.name}" has its parent in the trace`);
   }
 });
 

@@ -28,10 +28,7 @@ export default fp<GraphQLSettings>(
       jit: 1,
       queryDepth: settings.GRAPHQL_DEPTH_LIMIT,
       graphiql: settings.GRAPHQL_DEV,
-      validationRules: [
-        maxFieldsRule(settings.GRAPHQL_MAX_FIELDS),
-        ...(settings.GRAPHQL_DEV ? [] : [NoSchemaIntrospectionCustomRule]),
-      ],
+      validationRules: [maxFieldsRule(settings.GRAPHQL_MAX_FIELDS), ...(settings.GRAPHQL_DEV ? [] : [NoSchemaIntrospectionCustomRule])],
       context: (request) => ({ auth: request.auth }),
       subscription: {
         // Browsers cannot set headers on a WebSocket: the token rides in connection_init.
@@ -42,8 +39,7 @@ export default fp<GraphQLSettings>(
         },
         keepAlive: 30_000,
       },
-      errorFormatter: (execution) =>
-        formatErrors(execution as typeof execution & { errors: readonly GraphQLError[] }, app.log),
+      errorFormatter: (execution) => formatErrors(execution as typeof execution & { errors: readonly GraphQLError[] }, app.log),
     });
   },
   { name: 'graphql', fastify: '5.x', dependencies: ['shop', 'auth'] },

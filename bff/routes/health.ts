@@ -27,9 +27,7 @@ async function readiness(nc: NatsConnection, feed: OrderFeed) {
   }
   if (nats) {
     try {
-      const replies = await nc.services
-        .client({ strategy: RequestStrategy.JitterTimer, maxWait: 1500, jitter: 200 })
-        .ping();
+      const replies = await nc.services.client({ strategy: RequestStrategy.JitterTimer, maxWait: 1500, jitter: 200 }).ping();
       for await (const identity of replies) if (identity.name in services) services[identity.name] = true;
     } catch {
       // no responders: every service stays false
@@ -40,8 +38,7 @@ async function readiness(nc: NatsConnection, feed: OrderFeed) {
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    promise,
-    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), ms))),
-  ]).finally(() => clearTimeout(timer));
+  return Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), ms)))]).finally(
+    () => clearTimeout(timer),
+  );
 }

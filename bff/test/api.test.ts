@@ -85,10 +85,7 @@ test('register and login answer a token and the customer; me is the token holder
   assert.equal(registered.register.customer.email, email.toLowerCase());
   assert.ok(Date.parse(registered.register.expiresAt) > Date.now());
 
-  const login = await ok(
-    url,
-    `mutation { login(email: "${email}", password: "correct horse") { token customer { id name } } }`,
-  );
+  const login = await ok(url, `mutation { login(email: "${email}", password: "correct horse") { token customer { id name } } }`);
   assert.equal(login.login.customer.id, registered.register.customer.id);
   const me = await ok(url, `{ me { id email name role } }`, {}, login.login.token);
   assert.deepEqual(me.me, { ...registered.register.customer });
@@ -107,12 +104,19 @@ test('register and login answer a token and the customer; me is the token holder
 });
 
 test('products: Relay paging, search, one by id with its stock', async () => {
-  const first = await ok(url, `{ products(first: 3) { edges { node { id name available price { amount currency } } } pageInfo { endCursor hasNextPage } } }`);
+  const first = await ok(
+    url,
+    `{ products(first: 3) { edges { node { id name available price { amount currency } } } pageInfo { endCursor hasNextPage } } }`,
+  );
   assert.equal(first.products.edges.length, 3);
   assert.equal(first.products.pageInfo.hasNextPage, true);
-  const rest = await ok(url, `query($after: String) { products(first: 3, after: $after) { edges { node { id } } pageInfo { endCursor hasNextPage } } }`, {
-    after: first.products.pageInfo.endCursor,
-  });
+  const rest = await ok(
+    url,
+    `query($after: String) { products(first: 3, after: $after) { edges { node { id } } pageInfo { endCursor hasNextPage } } }`,
+    {
+      after: first.products.pageInfo.endCursor,
+    },
+  );
   assert.equal(rest.products.edges.length, 1);
   assert.equal(rest.products.pageInfo.hasNextPage, false);
   assert.equal(rest.products.pageInfo.endCursor, null);
@@ -122,7 +126,9 @@ test('products: Relay paging, search, one by id with its stock', async () => {
   const teas = await ok(url, `{ products(search: "tea") { edges { node { name } } } }`);
   assert.deepEqual(teas.products.edges.map((e: { node: { name: string } }) => e.node.name).sort(), ['Black tea', 'Green tea']);
 
-  const one = await ok(url, `query($id: ID!) { product(id: $id) { id sku name available price { amount currency } } }`, { id: catalog[0]!.id });
+  const one = await ok(url, `query($id: ID!) { product(id: $id) { id sku name available price { amount currency } } }`, {
+    id: catalog[0]!.id,
+  });
   assert.equal(one.product.sku, 'mug-blue');
   assert.equal(typeof one.product.available, 'number');
   assert.deepEqual(one.product.price, { amount: 1299, currency: 'EUR' });
@@ -170,9 +176,15 @@ test('an order is placed PENDING, settles CONFIRMED with its lines, payment, his
   assert.equal(order.status, 'CONFIRMED');
   assert.equal(order.currency, 'EUR');
   assert.deepEqual(order.total, { amount: 2 * 1299 + 650, currency: 'EUR' });
-  assert.deepEqual(order.lines.map((l: { product: { name: string } }) => l.product.name), ['Blue mug', 'Green tea']);
+  assert.deepEqual(
+    order.lines.map((l: { product: { name: string } }) => l.product.name),
+    ['Blue mug', 'Green tea'],
+  );
   assert.equal(order.lines[0].lineTotal.amount, 2598);
-  assert.deepEqual(order.history.map((h: { status: string }) => h.status), ['PENDING', 'CONFIRMED']);
+  assert.deepEqual(
+    order.history.map((h: { status: string }) => h.status),
+    ['PENDING', 'CONFIRMED'],
+  );
   assert.equal(order.customer.id, alice.id);
   assert.equal(order.payment.status, 'CAPTURED');
   assert.deepEqual(order.payment.amount, order.total);
@@ -230,7 +242,11 @@ test("another customer's order is invisible: query, list, cancel and subscriptio
   assert.equal(own.errors, undefined, 'Customer.orders of oneself is allowed');
 
   const ws = await openWs(url, bob.token);
-  ws.send({ id: 'peek', type: 'subscribe', payload: { query: `subscription($id: ID!) { orderUpdated(id: $id) { id status } }`, variables: { id: placed.id } } });
+  ws.send({
+    id: 'peek',
+    type: 'subscribe',
+    payload: { query: `subscription($id: ID!) { orderUpdated(id: $id) { id status } }`, variables: { id: placed.id } },
+  });
   const refused = await ws.waitFor((m) => m.id === 'peek' && m.type === 'error', 'the subscription to be refused');
   assert.equal(refused.payload[0].extensions.code, 'ORDER_NOT_FOUND');
   assert.ok(!ws.messages.some((m) => m.type === 'next'), 'nothing of the order was sent');
@@ -316,7 +332,10 @@ test('orderUpdated pushes PENDING, then CONFIRMED, to its owner over WebSocket',
     (m) => m.id === 'watch' && m.type === 'next' && m.payload.data.orderUpdated.status === 'CONFIRMED',
     'CONFIRMED to be pushed',
   );
-  assert.deepEqual(confirmed.payload.data.orderUpdated.history.map((h: { status: string }) => h.status), ['PENDING', 'CONFIRMED']);
+  assert.deepEqual(
+    confirmed.payload.data.orderUpdated.history.map((h: { status: string }) => h.status),
+    ['PENDING', 'CONFIRMED'],
+  );
   const statuses = ws.messages.filter((m) => m.id === 'watch' && m.type === 'next').map((m) => m.payload.data.orderUpdated.status);
   assert.deepEqual(statuses, ['PENDING', 'CONFIRMED'], 'each status once, in order');
 
@@ -398,13 +417,19 @@ test('the rate limit answers 429 per user and per address', async () => {
   const limited = await stack.startBff({ RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_MS: '60000' });
   const anonymous = [];
   for (let i = 0; i < 4; i++) anonymous.push(await gql(limited.url, `{ products(first: 1) { edges { node { id } } } }`));
-  assert.deepEqual(anonymous.map((r) => r.status), [200, 200, 200, 429]);
+  assert.deepEqual(
+    anonymous.map((r) => r.status),
+    [200, 200, 200, 429],
+  );
   assert.equal(anonymous[3]!.errors?.[0]?.extensions.code, 'RATE_LIMITED');
 
   // A signed-in user counts on their own key, not on the address's.
   const mine = [];
   for (let i = 0; i < 4; i++) mine.push(await gql(limited.url, `{ me { id } }`, {}, alice.token));
-  assert.deepEqual(mine.map((r) => r.status), [200, 200, 200, 429]);
+  assert.deepEqual(
+    mine.map((r) => r.status),
+    [200, 200, 200, 429],
+  );
   const other = await gql(limited.url, `{ me { id } }`, {}, bob.token);
   assert.equal(other.status, 200, "another user's budget is untouched");
   assert.equal((await fetch(`${limited.url}/health/live`)).status, 200, 'health is never limited');

@@ -11,7 +11,10 @@ import { ttlSeconds } from '../plugins/auth.ts';
 import { JWT_SECRET } from './stack.ts';
 
 test('JWT_SECRET is required and at least 32 characters; the rest has defaults', () => {
-  assert.throws(() => loadConfig(BffSettings, {}), (error: Error) => error instanceof ConfigError && /JWT_SECRET \(unset\)/.test(error.message));
+  assert.throws(
+    () => loadConfig(BffSettings, {}),
+    (error: Error) => error instanceof ConfigError && /JWT_SECRET \(unset\)/.test(error.message),
+  );
   assert.throws(() => loadConfig(BffSettings, { JWT_SECRET: 'short' }), /JWT_SECRET \("short"\)/);
   const settings = loadConfig(BffSettings, { JWT_SECRET });
   assert.equal(settings.BFF_PORT, 4000);

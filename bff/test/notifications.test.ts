@@ -90,6 +90,9 @@ test('the oldest order of a customer with more than 500 emails still shows its o
   );
   // And in the list of orders, batched with the rest of the page.
   const { orders } = await ok(url, `{ orders(first: 5) { edges { node { id notifications { eventType } } } } }`, {}, customer.token);
-  assert.deepEqual(orders.edges.map((e: { node: { id: string } }) => e.node.id), [placeOrder.id]);
+  assert.deepEqual(
+    orders.edges.map((e: { node: { id: string } }) => e.node.id),
+    [placeOrder.id],
+  );
   assert.equal(orders.edges[0].node.notifications.length, 1);
 });

@@ -99,7 +99,10 @@ test('with the order service stopped too, each field fails on its own', async ()
   assert.equal(response.status, 200);
   assert.equal(response.data?.me.name, 'Erin');
   assert.equal(response.data?.orders, null);
-  assert.deepEqual(response.errors?.map((e) => [e.path?.join('.'), e.extensions.code]), [['orders', 'SERVICE_UNAVAILABLE']]);
+  assert.deepEqual(
+    response.errors?.map((e) => [e.path?.join('.'), e.extensions.code]),
+    [['orders', 'SERVICE_UNAVAILABLE']],
+  );
 
   const place = await gql(
     url,

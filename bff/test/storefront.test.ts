@@ -104,7 +104,14 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--no-first-run',
+    ],
   });
   page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   page.on('websocket', () => sockets++);
@@ -214,7 +221,10 @@ test('a status event updates the catalog in place, keeping the pages loaded with
   await page.locator('.product', { hasText: 'Copper kettle' }).locator('button.add').click();
   await placeOrderConfirmed();
   // The kettle's card shows its new stock where it stands, on the second page, which stays.
-  await page.locator('.product', { hasText: 'Copper kettle' }).locator('.stock', { hasText: `${before - 1} in stock` }).waitFor();
+  await page
+    .locator('.product', { hasText: 'Copper kettle' })
+    .locator('.stock', { hasText: `${before - 1} in stock` })
+    .waitFor();
   assert.equal(await page.locator('.product').count(), 15);
   assert.equal(await page.locator('#more-products').isHidden(), true, 'every page is still loaded');
 });

@@ -34,10 +34,7 @@ export async function findCustomer(db: Queryable, id: string): Promise<Customer 
 }
 
 /** The customer and their password hash, for authentication only. */
-export async function findCredentials(
-  db: Queryable,
-  email: string,
-): Promise<{ customer: Customer; passwordHash: string } | undefined> {
+export async function findCredentials(db: Queryable, email: string): Promise<{ customer: Customer; passwordHash: string } | undefined> {
   const { rows } = await db.query<CustomerRow>(`SELECT ${COLUMNS} FROM customers WHERE email = $1`, [email]);
   const row = rows[0];
   return row && { customer: toCustomer(row), passwordHash: row.password_hash };

@@ -33,7 +33,11 @@ export const ServiceSettings = {
   SHUTDOWN_TIMEOUT_MS: Type.Integer({ minimum: 100, maximum: 600_000, default: 10_000 }),
   ZIPKIN_URL: Type.Optional(Type.String({ pattern: '^https?://', description: 'Zipkin v2 spans endpoint.' })),
   OPS_PORT: Type.Optional(
-    Type.Integer({ minimum: 0, maximum: 65_535, description: 'Port of /metrics and /health/*; 0 picks a free one; unset, none is served.' }),
+    Type.Integer({
+      minimum: 0,
+      maximum: 65_535,
+      description: 'Port of /metrics and /health/*; 0 picks a free one; unset, none is served.',
+    }),
   ),
   OPS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address the operations port listens on; 0.0.0.0 for all.' }),
 };
@@ -85,15 +89,21 @@ export function loadConfig<P extends TProperties>(
     else malformed.push(`${key} (${JSON.stringify(value)}): ${decoded.reason}`);
   }
   // TypeBox's conversion is lenient ("2.5" becomes 2); refuse such text first.
-  malformed.push(...Object.entries(raw).flatMap(([name, text]) => {
-    if (typeof text !== 'string') return [];
-    const expected = scalarType(properties[name]!);
-    const ok = expected === 'integer' ? /^-?\d+$/.test(String(text).trim())
-      : expected === 'number' ? /^-?\d+(\.\d+)?$/.test(String(text).trim())
-      : expected === 'boolean' ? /^(true|false)$/.test(String(text).trim())
-      : true;
-    return ok ? [] : [`${name} (${JSON.stringify(text)}): expected ${expected === 'boolean' ? 'true or false' : `a plain ${expected}`}`];
-  }));
+  malformed.push(
+    ...Object.entries(raw).flatMap(([name, text]) => {
+      if (typeof text !== 'string') return [];
+      const expected = scalarType(properties[name]!);
+      const ok =
+        expected === 'integer'
+          ? /^-?\d+$/.test(String(text).trim())
+          : expected === 'number'
+            ? /^-?\d+(\.\d+)?$/.test(String(text).trim())
+            : expected === 'boolean'
+              ? /^(true|false)$/.test(String(text).trim())
+              : true;
+      return ok ? [] : [`${name} (${JSON.stringify(text)}): expected ${expected === 'boolean' ? 'true or false' : `a plain ${expected}`}`];
+    }),
+  );
   const value = Value.Default(schema, Value.Convert(schema, raw)) as Record<string, unknown>;
   // A setting's value is its variable's, whole, or its default (TypeBox's Default would merge an object default into it).
   for (const key of Object.keys(properties)) {

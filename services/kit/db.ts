@@ -66,10 +66,11 @@ export async function migrate(pool: Pool, service: string, migrationsDir: string
     await client.query(
       'CREATE TABLE IF NOT EXISTS schema_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())',
     );
-    const applied = new Set(
-      (await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((row) => row.name),
-    );
-    for (const [scope, dir] of [['kit', KIT_MIGRATIONS], [service, migrationsDir]] as const) {
+    const applied = new Set((await client.query<{ name: string }>('SELECT name FROM schema_migrations')).rows.map((row) => row.name));
+    for (const [scope, dir] of [
+      ['kit', KIT_MIGRATIONS],
+      [service, migrationsDir],
+    ] as const) {
       const files = (await readdir(dir)).filter((file) => /^\d+_.+\.sql$/.test(file)).sort();
       for (const file of files) {
         const name = `${scope}/${file}`;
@@ -210,7 +211,12 @@ export class Transaction implements Queryable {
     } catch (error) {
       tx.#ended = true;
       // A connection that cannot even roll back is closed rather than handed out again.
-      const rolledBack = !tx.#begun || (await client.query('ROLLBACK').then(() => true, () => false));
+      const rolledBack =
+        !tx.#begun ||
+        (await client.query('ROLLBACK').then(
+          () => true,
+          () => false,
+        ));
       client.release(!rolledBack);
       throw error;
     }

@@ -51,13 +51,9 @@ export class LiveRpcClient extends RpcClient {
     this.#process = live.process;
     this.#declared = declared && new Set(declared.map((contract) => contract.subject));
     const follow = () => this.configure(optionsFrom(live, fixed));
-    this.#unsubscribe = [
-      kit.rpcTimeoutMs,
-      kit.rpcRetries,
-      kit.breakerErrorPercentage,
-      kit.breakerVolumeThreshold,
-      kit.breakerResetMs,
-    ].map((contract) => live.onChange(contract, follow));
+    this.#unsubscribe = [kit.rpcTimeoutMs, kit.rpcRetries, kit.breakerErrorPercentage, kit.breakerVolumeThreshold, kit.breakerResetMs].map(
+      (contract) => live.onChange(contract, follow),
+    );
   }
 
   override call<C extends RpcContract>(contract: C, input: RequestOf<C>, options?: CallOptions): Promise<ReplyOf<C>> {

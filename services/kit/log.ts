@@ -14,17 +14,20 @@ export type { Logger };
 
 export function createLogger(service: string, level: LevelWithSilent = 'info'): Logger {
   const pretty = process.stdout.isTTY && process.env.LOG_FORMAT !== 'json';
-  return pino({
-    level,
-    base: { service },
-    timestamp: pino.stdTimeFunctions.isoTime,
-    // Every line written while a span is active carries its ids.
-    mixin() {
-      const span = trace.getActiveSpan();
-      if (!span) return {};
-      const { traceId, spanId } = span.spanContext();
-      return { trace_id: traceId, span_id: spanId };
+  return pino(
+    {
+      level,
+      base: { service },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      // Every line written while a span is active carries its ids.
+      mixin() {
+        const span = trace.getActiveSpan();
+        if (!span) return {};
+        const { traceId, spanId } = span.spanContext();
+        return { trace_id: traceId, span_id: spanId };
+      },
+      ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
     },
-    ...(pretty ? { transport: { target: 'pino-pretty', options: { colorize: true } } } : {}),
-  }, pretty ? undefined : pino.destination({ dest: 1, sync: false }));
+    pretty ? undefined : pino.destination({ dest: 1, sync: false }),
+  );
 }

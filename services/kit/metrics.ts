@@ -179,7 +179,10 @@ export function observeHttp(
   app: {
     addHook(
       name: 'onResponse',
-      hook: (request: { method: string; url: string; routeOptions?: { url?: string } }, reply: { statusCode: number; elapsedTime: number }) => Promise<void>,
+      hook: (
+        request: { method: string; url: string; routeOptions?: { url?: string } },
+        reply: { statusCode: number; elapsedTime: number },
+      ) => Promise<void>,
     ): unknown;
   },
   metrics: ProcessMetrics,

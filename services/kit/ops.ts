@@ -191,20 +191,31 @@ export async function startServiceOps(
         info: await withTimeout(jsm.consumers.info(consumer.stream, consumer.durable), 2000),
       })),
     );
-  metrics.sampled('shop_consumer_pending', 'Events in the stream not yet delivered to the durable consumer (its lag).', ['consumer', 'stream'], async () =>
-    (await consumerInfos()).map(({ consumer, info }) => ({
-      labels: { consumer: consumer.durable, stream: consumer.stream },
-      value: info.num_pending,
-    })),
+  metrics.sampled(
+    'shop_consumer_pending',
+    'Events in the stream not yet delivered to the durable consumer (its lag).',
+    ['consumer', 'stream'],
+    async () =>
+      (await consumerInfos()).map(({ consumer, info }) => ({
+        labels: { consumer: consumer.durable, stream: consumer.stream },
+        value: info.num_pending,
+      })),
   );
-  metrics.sampled('shop_consumer_ack_pending', 'Events delivered to the durable consumer and not yet acknowledged.', ['consumer', 'stream'], async () =>
-    (await consumerInfos()).map(({ consumer, info }) => ({
-      labels: { consumer: consumer.durable, stream: consumer.stream },
-      value: info.num_ack_pending,
-    })),
+  metrics.sampled(
+    'shop_consumer_ack_pending',
+    'Events delivered to the durable consumer and not yet acknowledged.',
+    ['consumer', 'stream'],
+    async () =>
+      (await consumerInfos()).map(({ consumer, info }) => ({
+        labels: { consumer: consumer.durable, stream: consumer.stream },
+        value: info.num_ack_pending,
+      })),
   );
-  metrics.sampled('shop_rpc_breaker_state', 'Circuit breaker of calls to another service: 0 closed, 1 half-open, 2 open.', ['subject'], () =>
-    remote.map((subject) => ({ labels: { subject }, value: BREAKER_VALUE[parts.client.breakerState(subject)] })),
+  metrics.sampled(
+    'shop_rpc_breaker_state',
+    'Circuit breaker of calls to another service: 0 closed, 1 half-open, 2 open.',
+    ['subject'],
+    () => remote.map((subject) => ({ labels: { subject }, value: BREAKER_VALUE[parts.client.breakerState(subject)] })),
   );
   return startProcessOps(
     { nc, metrics, log: parts.log, checks: { database: databaseCheck(parts.pool), consumers: consumersCheck(jsm, parts.consumers) } },
@@ -222,7 +233,12 @@ export async function startProcessOps(
 ): Promise<OpsServer | undefined> {
   const nats = natsCheck(parts.nc);
   parts.metrics.sampled('shop_nats_connected', '1 while the NATS connection is up.', [], async () => [
-    { value: await withTimeout(nats(), 2000).then(() => 1, () => 0) },
+    {
+      value: await withTimeout(nats(), 2000).then(
+        () => 1,
+        () => 0,
+      ),
+    },
   ]);
   if (settings.OPS_PORT === undefined) return undefined;
   return startOpsServer({

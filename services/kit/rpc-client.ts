@@ -16,14 +16,7 @@ import { performance } from 'node:perf_hooks';
 import CircuitBreaker from 'opossum';
 import pRetry from 'p-retry';
 import { createInbox, type Msg, type NatsConnection, type Subscription } from 'nats';
-import {
-  ERROR_CODE_HEADER,
-  isErrorCode,
-  type ErrorCode,
-  type ReplyOf,
-  type RequestOf,
-  type RpcContract,
-} from '../../subjects/index.ts';
+import { ERROR_CODE_HEADER, isErrorCode, type ErrorCode, type ReplyOf, type RequestOf, type RpcContract } from '../../subjects/index.ts';
 import { ServiceError, toServiceError } from './errors.ts';
 import { SpanKind, startSend, type OutgoingTrace } from './tracing.ts';
 

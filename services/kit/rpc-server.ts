@@ -11,12 +11,7 @@
 // (the framework's statsHandler); the Prometheus metrics (metrics.ts) have
 // them too, with latency histograms. docs/tracing.md has the details.
 import { headers as natsHeaders, type NatsConnection, type Service, type ServiceMsg } from 'nats';
-import {
-  ERROR_CODE_HEADER,
-  type ReplyOf,
-  type RequestOf,
-  type RpcContract,
-} from '../../subjects/index.ts';
+import { ERROR_CODE_HEADER, type ReplyOf, type RequestOf, type RpcContract } from '../../subjects/index.ts';
 import { ServiceError, toServiceError } from './errors.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, incomingTraceContext, withMessagingSpan } from './tracing.ts';

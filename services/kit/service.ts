@@ -58,7 +58,10 @@ export interface ServiceDefinition<Settings = unknown> {
    * the live settings it reads (subjects/settings.ts), declared there.
    */
   settings?: TProperties;
-  build(context: ServiceContext, settings: Settings): {
+  build(
+    context: ServiceContext,
+    settings: Settings,
+  ): {
     endpoints: readonly Endpoint[];
     consumers: readonly EventHandler[];
     /** Loops of the service's own (sweepers, senders), started last and stopped before the outbox. */
@@ -215,7 +218,10 @@ export function stopOnSignals(stop: () => Promise<void>, log: Logger): void {
     log.info({ signal }, 'signal received');
     // The spans still in the exporter's batch go out before the process ends.
     stop().then(
-      () => stopTracing().catch(() => {}).then(() => process.exit(0)),
+      () =>
+        stopTracing()
+          .catch(() => {})
+          .then(() => process.exit(0)),
       (error) => {
         log.error({ err: error }, 'stop failed');
         process.exit(1);

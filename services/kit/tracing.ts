@@ -65,7 +65,10 @@ export function startTracing(serviceName: string, zipkinUrl?: string, { instrume
  * collector on localhost (nothing set) or register no tracer (`none`).
  */
 function traceExport(zipkinUrl: string | undefined, env: NodeJS.ProcessEnv): Partial<NodeSDKConfiguration> {
-  const named = (env.OTEL_TRACES_EXPORTER ?? '').split(',').map((name) => name.trim()).filter(Boolean);
+  const named = (env.OTEL_TRACES_EXPORTER ?? '')
+    .split(',')
+    .map((name) => name.trim())
+    .filter(Boolean);
   if (named.length > 0 && named.join() !== 'none') return {};
   if (named.length === 0) {
     if (zipkinUrl) return { traceExporter: new ZipkinExporter({ url: zipkinUrl }) };

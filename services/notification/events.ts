@@ -32,14 +32,31 @@ const BATCH = 32;
  */
 export function notificationConsumers(client: RpcClient, wakeSender?: () => void): EventHandler[] {
   const wake = async (tx: Transaction) => (wakeSender ? tx.afterCommit(wakeSender) : notifySenders(tx, SEND_CHANNEL));
-  const recorder = <C extends EmailEvent>(compose: (event: Delivered<C>['event'], name: string | null) => Email) =>
-    (events: Delivered<C>[], tx: Transaction, log: Logger) => record(tx, client, log, wake, events, compose);
+  const recorder =
+    <C extends EmailEvent>(compose: (event: Delivered<C>['event'], name: string | null) => Email) =>
+    (events: Delivered<C>[], tx: Transaction, log: Logger) =>
+      record(tx, client, log, wake, events, compose);
   return [
-    onBatch(orders.confirmed, 'order-confirmed', recorder((event, name) => orderConfirmedEmail(event.data, name)), { batch: BATCH }),
-    onBatch(orders.cancelled, 'order-cancelled', recorder((event, name) => orderCancelledEmail(event.data, name)), { batch: BATCH }),
-    onBatch(payments.refunded, 'payment-refunded', recorder((event, name) => paymentRefundedEmail(event.data, name)), {
-      batch: BATCH,
-    }),
+    onBatch(
+      orders.confirmed,
+      'order-confirmed',
+      recorder((event, name) => orderConfirmedEmail(event.data, name)),
+      { batch: BATCH },
+    ),
+    onBatch(
+      orders.cancelled,
+      'order-cancelled',
+      recorder((event, name) => orderCancelledEmail(event.data, name)),
+      { batch: BATCH },
+    ),
+    onBatch(
+      payments.refunded,
+      'payment-refunded',
+      recorder((event, name) => paymentRefundedEmail(event.data, name)),
+      {
+        batch: BATCH,
+      },
+    ),
   ];
 }
 
@@ -88,7 +105,8 @@ async function record<C extends EmailEvent>(
       trace: context.with(trace, currentTraceCarrier),
     });
     if (recipient) sendable = true;
-    else context.with(trace, () => log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer'));
+    else
+      context.with(trace, () => log.warn({ eventId: event.id, customerId: ref.customerId }, 'notification not sendable: unknown customer'));
   }
   if (sendable) await wake(tx);
 }

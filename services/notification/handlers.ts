@@ -7,9 +7,7 @@ export function notificationEndpoints(pool: Pool) {
   // Queries outside a transaction, each statement prepared once per connection.
   const db = preparedQueries(pool);
   return [
-    endpoint(notifications.listByCustomer, async ({ customerId, first = 20, after }) =>
-      listByCustomer(db, customerId, first, after),
-    ),
+    endpoint(notifications.listByCustomer, async ({ customerId, first = 20, after }) => listByCustomer(db, customerId, first, after)),
     endpoint(notifications.listByOrder, async ({ orderId, customerId }) => ({
       items: await listByOrder(db, orderId, customerId),
     })),

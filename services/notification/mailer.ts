@@ -267,7 +267,12 @@ export class NotificationSender implements BackgroundTask {
     if (this.#recording || this.#unrecorded.length === 0) return;
     const batch = this.#unrecorded.splice(0);
     this.#recording = true;
-    this.#record((db) => markSent(db, batch.map((entry) => entry.id)))
+    this.#record((db) =>
+      markSent(
+        db,
+        batch.map((entry) => entry.id),
+      ),
+    )
       .then(
         () => {
           for (const entry of batch) entry.recorded.resolve();

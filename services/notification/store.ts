@@ -221,8 +221,5 @@ export async function markRetry(tx: Queryable, id: string, error: string, delayM
 
 /** Records a failed attempt after which no other is made. */
 export async function markFailed(tx: Queryable, id: string, error: string): Promise<void> {
-  await tx.query(`UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, last_error = $2 WHERE id = $1`, [
-    id,
-    error,
-  ]);
+  await tx.query(`UPDATE notifications SET status = 'FAILED', attempts = attempts + 1, last_error = $2 WHERE id = $1`, [id, error]);
 }

@@ -5,7 +5,16 @@
 // (the payment service refunds, since it hears the cancellation too).
 import { inventory, orders, payments, type CancelReason } from '../../subjects/index.ts';
 import { context as traceContext } from '@opentelemetry/api';
-import { on, onBatch, writeEvent, writeEvents, type EventContext, type EventHandler, type EventToWrite, type Transaction } from '../kit/index.ts';
+import {
+  on,
+  onBatch,
+  writeEvent,
+  writeEvents,
+  type EventContext,
+  type EventHandler,
+  type EventToWrite,
+  type Transaction,
+} from '../kit/index.ts';
 import { transition, transitionMany } from './store.ts';
 
 // Several events per transaction (the kit's consumer runner): each moves its
@@ -16,13 +25,23 @@ const CAPTURE_BATCH = 32;
 
 export function orderConsumers(): EventHandler[] {
   return [
-    on(inventory.rejected, 'inventory-rejected', async ({ data }, tx, context) => {
-      await cancelPending(tx, context, data.orderId, 'OUT_OF_STOCK', data.reason);
-    }, { batch: BATCH }),
+    on(
+      inventory.rejected,
+      'inventory-rejected',
+      async ({ data }, tx, context) => {
+        await cancelPending(tx, context, data.orderId, 'OUT_OF_STOCK', data.reason);
+      },
+      { batch: BATCH },
+    ),
 
-    on(payments.declined, 'payments-declined', async ({ data }, tx, context) => {
-      await cancelPending(tx, context, data.orderId, 'PAYMENT_DECLINED', data.reason);
-    }, { batch: BATCH }),
+    on(
+      payments.declined,
+      'payments-declined',
+      async ({ data }, tx, context) => {
+        await cancelPending(tx, context, data.orderId, 'PAYMENT_DECLINED', data.reason);
+      },
+      { batch: BATCH },
+    ),
 
     // The saga's usual end: a batch of captures confirms its orders in one statement.
     onBatch(

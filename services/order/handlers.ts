@@ -110,10 +110,7 @@ async function lookUpCustomer(client: RpcClient, customerId: string): Promise<vo
 }
 
 /** Lines at current prices, in integer minor units; every product must exist and share one currency. */
-function priceLines(
-  wanted: ReadonlyMap<string, number>,
-  found: readonly (Product | null)[],
-): { lines: NewLine[]; total: Money } {
+function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Product | null)[]): { lines: NewLine[]; total: Money } {
   const ids = [...wanted.keys()];
   const missing = ids.filter((_, index) => !found[index]);
   if (missing.length > 0) {

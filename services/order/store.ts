@@ -225,7 +225,13 @@ export async function transitionMany(
   tx: Transaction,
   change: { ids: readonly string[]; from: readonly OrderStatus[]; to: OrderStatus; reason: string | null },
 ): Promise<Map<string, Transitioned>> {
-  const { rows } = await tx.query<{ id: string; customer_id: string; currency: string; total_amount: number; previous_status: OrderStatus }>(
+  const { rows } = await tx.query<{
+    id: string;
+    customer_id: string;
+    currency: string;
+    total_amount: number;
+    previous_status: OrderStatus;
+  }>(
     `WITH current AS (
        SELECT id, status FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
      ), moved AS (
@@ -242,7 +248,12 @@ export async function transitionMany(
   return new Map(
     rows.map((row) => [
       row.id,
-      { id: row.id, customerId: row.customer_id, previousStatus: row.previous_status, total: { amount: row.total_amount, currency: row.currency } },
+      {
+        id: row.id,
+        customerId: row.customer_id,
+        previousStatus: row.previous_status,
+        total: { amount: row.total_amount, currency: row.currency },
+      },
     ]),
   );
 }

@@ -32,7 +32,10 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
       inventory.reserved,
       'charge-reserved',
       async (reserved, tx, log) => {
-        const locked = await lockOrders(tx, reserved.map(({ event }) => event.data.orderId));
+        const locked = await lockOrders(
+          tx,
+          reserved.map(({ event }) => event.data.orderId),
+        );
         const seen = new Set<string>();
         // Settled, not Promise.all: when one charge fails, the others must still
         // finish before the transaction ends, or a late one would write through

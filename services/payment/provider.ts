@@ -12,9 +12,7 @@ export interface ChargeRequest {
   amount: Money;
 }
 
-export type ChargeOutcome =
-  | { status: 'captured'; reference: string }
-  | { status: 'declined'; reason: string };
+export type ChargeOutcome = { status: 'captured'; reference: string } | { status: 'declined'; reason: string };
 
 export interface RefundRequest {
   idempotencyKey: string;
@@ -28,9 +26,7 @@ export interface RefundOutcome {
 }
 
 /** What the provider's books hold for a charge: its outcome and, when captured, how much was taken. */
-export type ChargeRecord =
-  | { status: 'captured'; reference: string; amount: Money }
-  | { status: 'declined'; reason: string };
+export type ChargeRecord = { status: 'captured'; reference: string; amount: Money } | { status: 'declined'; reason: string };
 
 export interface PaymentProvider {
   /** Captures `amount`, or declines; throws ProviderUnavailableError when it cannot tell. */

@@ -126,8 +126,5 @@ export async function markRefunded(db: Queryable, id: string, refundReference: s
 
 /** Records that an order was cancelled before any payment; a repeat is ignored. */
 export async function insertCancellation(db: Queryable, orderId: string, reasonCode: CancelReason): Promise<void> {
-  await db.query('INSERT INTO cancelled_orders (order_id, reason_code) VALUES ($1, $2) ON CONFLICT DO NOTHING', [
-    orderId,
-    reasonCode,
-  ]);
+  await db.query('INSERT INTO cancelled_orders (order_id, reason_code) VALUES ($1, $2) ON CONFLICT DO NOTHING', [orderId, reasonCode]);
 }

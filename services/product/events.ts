@@ -86,7 +86,10 @@ export function productConsumers(): EventHandler[] {
       orders.confirmed,
       'commit-stock',
       async (confirmed, tx, log) => {
-        const results = await commitStockForOrders(tx, confirmed.map(({ event }) => event.data.orderId));
+        const results = await commitStockForOrders(
+          tx,
+          confirmed.map(({ event }) => event.data.orderId),
+        );
         confirmed.forEach(({ event: { data }, trace }, index) => {
           const result = results[index]!;
           context.with(trace, () => {

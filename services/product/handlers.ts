@@ -2,15 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { products, type Product } from '../../subjects/index.ts';
 import { ServiceError, endpoint, preparedQueries, isUniqueViolation, type Pool } from '../kit/index.ts';
-import {
-  SKU_CONSTRAINT,
-  addStock,
-  findProduct,
-  findProducts,
-  insertProduct,
-  listProducts,
-  type CatalogPosition,
-} from './store.ts';
+import { SKU_CONSTRAINT, addStock, findProduct, findProducts, insertProduct, listProducts, type CatalogPosition } from './store.ts';
 
 const DEFAULT_PAGE_SIZE = 20;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

@@ -23,8 +23,7 @@ interface ProductRow {
   updated_at: Date;
 }
 
-const COLUMNS =
-  'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at';
+const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at';
 
 function toProduct(row: ProductRow): Product {
   return {
@@ -110,10 +109,7 @@ export async function listProducts(
   }
   values.push(options.limit);
   const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
-  const { rows } = await db.query<ProductRow>(
-    `SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT $${values.length}`,
-    values,
-  );
+  const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT $${values.length}`, values);
   return rows.map(toProduct);
 }
 
@@ -155,9 +151,7 @@ export type ReleaseResult =
   /** Not seen before: a tombstone now stands for it, so a late `placed` is rejected. */
   | { outcome: 'tombstoned' };
 
-export type CommitResult =
-  | { outcome: 'committed'; lines: StockLine[] }
-  | { outcome: 'not-reserved'; status: StockOrderStatus | null };
+export type CommitResult = { outcome: 'committed'; lines: StockLine[] } | { outcome: 'not-reserved'; status: StockOrderStatus | null };
 
 export const CANCELLED_BEFORE_RESERVED = 'the order was cancelled before its stock could be reserved';
 
@@ -174,15 +168,14 @@ function mergeLines(lines: readonly StockLine[]): StockLine[] {
  * transaction for the same order waits here until the first one ends.
  */
 async function claimOrder(tx: Transaction, orderId: string, status: StockOrderStatus): Promise<StockOrderStatus | undefined> {
-  const claimed = await tx.query(
-    'INSERT INTO stock_orders (order_id, status) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING',
-    [orderId, status],
-  );
+  const claimed = await tx.query('INSERT INTO stock_orders (order_id, status) VALUES ($1, $2) ON CONFLICT (order_id) DO NOTHING', [
+    orderId,
+    status,
+  ]);
   if (claimed.rowCount === 1) return undefined;
-  const { rows } = await tx.query<{ status: StockOrderStatus }>(
-    'SELECT status FROM stock_orders WHERE order_id = $1 FOR UPDATE',
-    [orderId],
-  );
+  const { rows } = await tx.query<{ status: StockOrderStatus }>('SELECT status FROM stock_orders WHERE order_id = $1 FOR UPDATE', [
+    orderId,
+  ]);
   return rows[0]!.status;
 }
 
@@ -241,7 +234,11 @@ export async function reserveStockForOrders(tx: Transaction, orders: readonly Or
   }
 
   const merged = new Map(orders.map((order) => [order.orderId, mergeLines(order.lines)]));
-  const productIds = [...new Set(orders.filter((order) => claimed.has(order.orderId)).flatMap((order) => merged.get(order.orderId)!.map((line) => line.productId)))];
+  const productIds = [
+    ...new Set(
+      orders.filter((order) => claimed.has(order.orderId)).flatMap((order) => merged.get(order.orderId)!.map((line) => line.productId)),
+    ),
+  ];
   const stock = productIds.length > 0 ? await lockProducts(tx, productIds) : new Map<string, { sku: string; available: number }>();
 
   // Decided here in order, written below in one statement.

@@ -1,15 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  ContractViolation,
-  ErrorCodes,
-  allEvents,
-  allOperations,
-  customers,
-  orders,
-  products,
-  streams,
-} from '../index.ts';
+import { ContractViolation, ErrorCodes, allEvents, allOperations, customers, orders, products, streams } from '../index.ts';
 
 /** NATS subject matching with `*` and `>` wildcards. */
 function matches(pattern: string, subject: string): boolean {
@@ -42,7 +33,11 @@ test('every event is <domain>.events.<past tense> and lands in exactly its own s
   for (const event of allEvents) {
     assert.match(event.subject, /^[a-z]+\.events\.[a-z]+$/, event.subject);
     const holders = Object.values(streams).filter((stream) => stream.subjects.some((pattern) => matches(pattern, event.subject)));
-    assert.deepEqual(holders.map((stream) => stream.name), [event.stream], event.subject);
+    assert.deepEqual(
+      holders.map((stream) => stream.name),
+      [event.stream],
+      event.subject,
+    );
   }
 });
 

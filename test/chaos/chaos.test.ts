@@ -101,7 +101,9 @@ before(async () => {
   js = shop.nc.jetstream();
   const buyers = [];
   for (let i = 0; i < 12; i++) {
-    buyers.push((await shop.client.call(customers.register, { email: email(`buyer${i}`), name: `Buyer ${i}`, password: 'correct horse' })).id);
+    buyers.push(
+      (await shop.client.call(customers.register, { email: email(`buyer${i}`), name: `Buyer ${i}`, password: 'correct horse' })).id,
+    );
   }
   // Four products with plenty, two scarce ones that run out (OUT_OF_STOCK cancellations).
   const catalog = [];
@@ -380,9 +382,11 @@ async function phase(name: string, inject: () => Promise<number>): Promise<Row> 
     }
   }
   const lettersOf = new Map<string, number>();
-  for (const l of letters) lettersOf.set(`${l.originalStream}:${l.originalSeq}`, (lettersOf.get(`${l.originalStream}:${l.originalSeq}`) ?? 0) + 1);
+  for (const l of letters)
+    lettersOf.set(`${l.originalStream}:${l.originalSeq}`, (lettersOf.get(`${l.originalStream}:${l.originalSeq}`) ?? 0) + 1);
   const undelivered = [...poison].filter(([key, subject]) => (lettersOf.get(key) ?? 0) !== (consumersOf.get(subject) ?? 0));
-  if (undelivered.length > 0) problems.push(`${undelivered.length} poison event(s) not dead-lettered once by each consumer: ${undelivered.slice(0, 3).join(', ')}`);
+  if (undelivered.length > 0)
+    problems.push(`${undelivered.length} poison event(s) not dead-lettered once by each consumer: ${undelivered.slice(0, 3).join(', ')}`);
 
   // Bad input is still refused with a typed error after all that.
   badInputs += await tryBadRequests(40, problems);
@@ -414,7 +418,9 @@ async function phase(name: string, inject: () => Promise<number>): Promise<Row> 
     terminal: ids.length - lost,
     lost,
     duplicated,
-    reconciliation: report.ok ? `ok (${report.checks.length} checks)` : `VIOLATED (${report.checks.filter((c) => c.violations > 0).length})`,
+    reconciliation: report.ok
+      ? `ok (${report.checks.length} checks)`
+      : `VIOLATED (${report.checks.filter((c) => c.violations > 0).length})`,
     badInputs,
     crashes: shop.crashes.length,
     kills,
@@ -443,7 +449,8 @@ async function phase(name: string, inject: () => Promise<number>): Promise<Row> 
     problems,
   };
   rows.push(row);
-  for (const crash of shop.crashes) problems.push(`${crash.process} exited (${crash.code ?? crash.signal}): ${crash.lastLines.slice(-5).join(' | ')}`);
+  for (const crash of shop.crashes)
+    problems.push(`${crash.process} exited (${crash.code ?? crash.signal}): ${crash.lastLines.slice(-5).join(' | ')}`);
   return row;
 }
 
@@ -473,8 +480,38 @@ function printTables(): void {
     ],
   ];
   const details: (string | number)[][] = [
-    ['phase', 'kills/restarts/drops', 'SMTP 451s', 'place calls', 'refused', 'unanswered', 'cancels asked', 'confirmed', 'cancelled', 'emails', 'dead letters', 'unexplained', 'start retries', 'seconds'],
-    ...rows.map((r) => [r.phase, r.kills, r.smtpRefused, r.attempts, r.refused, r.unanswered, r.cancels, r.confirmed, r.cancelled, r.emails, r.deadLetters, r.unexplained, r.startRetries, r.seconds]),
+    [
+      'phase',
+      'kills/restarts/drops',
+      'SMTP 451s',
+      'place calls',
+      'refused',
+      'unanswered',
+      'cancels asked',
+      'confirmed',
+      'cancelled',
+      'emails',
+      'dead letters',
+      'unexplained',
+      'start retries',
+      'seconds',
+    ],
+    ...rows.map((r) => [
+      r.phase,
+      r.kills,
+      r.smtpRefused,
+      r.attempts,
+      r.refused,
+      r.unanswered,
+      r.cancels,
+      r.confirmed,
+      r.cancelled,
+      r.emails,
+      r.deadLetters,
+      r.unexplained,
+      r.startRetries,
+      r.seconds,
+    ]),
   ];
   const problems = rows.flatMap((r) => r.problems.map((p) => `  ${r.phase}: ${p}`));
   const refusals = rows.filter((r) => r.refusedBy).map((r) => `  ${r.phase}: ${r.refusedBy}`);
@@ -490,7 +527,9 @@ function printTables(): void {
       'orders cancelled, by reason:',
       ...rows.map((r) => `  ${r.phase}: ${r.cancelReasons || 'none'}`),
       '',
-      ...(refusals.length > 0 ? ['orders.place refused (no order stored; the service away or its database cut off), by code:', ...refusals, ''] : []),
+      ...(refusals.length > 0
+        ? ['orders.place refused (no order stored; the service away or its database cut off), by code:', ...refusals, '']
+        : []),
       'errors the services logged (expected under these faults; listed to explain the refusals above), by kind:',
       ...rows.flatMap((r) => [
         `  ${r.phase}: ${r.errorsLogged.reduce((sum, [, n]) => sum + n, 0)}`,
@@ -551,7 +590,9 @@ test("the shop's databases refusing connections for some seconds under load, twi
       const ended = await refuseConnections(OUTAGE_MS);
       assert.ok(ended > 5, `connections were ended (${ended})`);
       // Said here, not only at the end: a service that died would leave the load waiting for orders.
-      const exited = shop.crashes.map((crash) => `${crash.process} exited (${crash.code ?? crash.signal}): ${crash.lastLines.slice(-3).join(' | ')}`);
+      const exited = shop.crashes.map(
+        (crash) => `${crash.process} exited (${crash.code ?? crash.signal}): ${crash.lastLines.slice(-3).join(' | ')}`,
+      );
       assert.deepEqual(exited, [], 'no service exits while its database refuses connections');
     }
     return 2;

@@ -35,11 +35,21 @@ test('an email accepted just before the database connection is lost is sent once
   shop.smtp.beforeAccept = async () => {
     if (cut++ === 0) await shop.dropConnections();
   };
-  const order = await shop.client.call(orders.place, { customerId: customer.id, lines: [{ productId: product.id, quantity: 1 }], paymentToken: 'tok_visa' });
-  await waitFor(async () => (await shop.client.call(orders.get, { id: order.id })).status === 'CONFIRMED', { what: 'the order to be confirmed' });
+  const order = await shop.client.call(orders.place, {
+    customerId: customer.id,
+    lines: [{ productId: product.id, quantity: 1 }],
+    paymentToken: 'tok_visa',
+  });
+  await waitFor(async () => (await shop.client.call(orders.get, { id: order.id })).status === 'CONFIRMED', {
+    what: 'the order to be confirmed',
+  });
   await shop.quiescent();
   assert.equal(cut, shop.smtp.mails.length, 'the fault was injected at the first delivery');
-  const [row] = await shop.query<{ id: string; status: string }>('notification', 'SELECT id::text, status FROM notifications WHERE order_id = $1', [order.id]);
+  const [row] = await shop.query<{ id: string; status: string }>(
+    'notification',
+    'SELECT id::text, status FROM notifications WHERE order_id = $1',
+    [order.id],
+  );
   assert.equal(row?.status, 'SENT');
   const copies = shop.smtp.mails.filter((mail) => mail.messageId === `<${row!.id}@shop>`);
   assert.equal(copies.length, 1, `the email went out ${copies.length} times`);

@@ -13,14 +13,7 @@
 //     mistyped variables, wrong methods, bodies and content types.
 import { randomUUID } from 'node:crypto';
 import type { TSchema } from '@sinclair/typebox';
-import {
-  EventEnvelope,
-  allEvents,
-  allOperations,
-  checker,
-  type EventContract,
-  type RpcContract,
-} from '../../subjects/index.ts';
+import { EventEnvelope, allEvents, allOperations, checker, type EventContract, type RpcContract } from '../../subjects/index.ts';
 
 const envelopeCheck = checker(EventEnvelope);
 
@@ -162,7 +155,10 @@ export function mutations(valid: unknown): Mutation[] {
     found.push({ what: 'an unknown field', value: { ...valid, unexpected: 'field' } });
     // JSON.parse makes "__proto__" an own key: a validator or merge that forgets would pollute prototypes.
     const rest = JSON.stringify(valid).slice(1);
-    found.push({ what: 'a __proto__ key', value: JSON.parse(`{"__proto__": {"role": "admin", "polluted": true}${rest === '}' ? '' : ','} ${rest}`) });
+    found.push({
+      what: 'a __proto__ key',
+      value: JSON.parse(`{"__proto__": {"role": "admin", "polluted": true}${rest === '}' ? '' : ','} ${rest}`),
+    });
     found.push({ what: 'a constructor key', value: { ...valid, constructor: { prototype: { polluted: true } } } });
   }
   return found;
@@ -243,7 +239,13 @@ export function badRequests(operations: readonly RpcContract[] = allOperations):
     }
     // Odd headers on a refused request, and on a valid one (answered as usual: odd headers are ignored).
     for (const [what, headers] of oddHeaders()) {
-      cases.push({ subject: contract.subject, what: `${what}, invalid body`, payload: '{"no": "such field"}', headers, expect: 'VALIDATION_FAILED' });
+      cases.push({
+        subject: contract.subject,
+        what: `${what}, invalid body`,
+        payload: '{"no": "such field"}',
+        headers,
+        expect: 'VALIDATION_FAILED',
+      });
       if (contract.idempotent) {
         cases.push({ subject: contract.subject, what: `${what}, valid body`, payload: JSON.stringify(valid), headers, expect: 'answered' });
       }
@@ -332,8 +334,7 @@ function nested(depth: number): string {
 }
 
 export function badGraphql(): BadGraphql[] {
-  const aliases = (count: number, field: string) =>
-    `{ ${Array.from({ length: count }, (_, i) => `a${i}: ${field}`).join(' ')} }`;
+  const aliases = (count: number, field: string) => `{ ${Array.from({ length: count }, (_, i) => `a${i}: ${field}`).join(' ')} }`;
   const place = 'mutation($lines: [OrderLineInput!]!, $token: String!) { placeOrder(lines: $lines, paymentToken: $token) { id } }';
   const cases: BadGraphql[] = [
     // Malformed documents
@@ -360,7 +361,10 @@ export function badGraphql(): BadGraphql[] {
     { what: '2 000 aliases of a field needing sign-in', body: gqlBody(aliases(2000, 'me { id }')) },
     { what: '5 000 aliases of an unknown field', body: gqlBody(aliases(5000, 'nope')) },
     // Variables
-    { what: 'a variable of the wrong type', body: gqlBody('query($n: Int) { products(first: $n) { edges { node { id } } } }', { n: 'ten' }) },
+    {
+      what: 'a variable of the wrong type',
+      body: gqlBody('query($n: Int) { products(first: $n) { edges { node { id } } } }', { n: 'ten' }),
+    },
     { what: 'a required variable missing', body: gqlBody(place, { token: 'tok_visa' }), signedIn: true },
     { what: 'variables that are not an object', body: JSON.stringify({ query: '{ me { id } }', variables: [1, 2, 3] }) },
     {
@@ -372,17 +376,38 @@ export function badGraphql(): BadGraphql[] {
       body: gqlBody(place, { lines: Array.from({ length: 10_000 }, () => ({ productId: randomUUID(), quantity: 1 })), token: 'tok_visa' }),
       signedIn: true,
     },
-    { what: 'a quantity past Int', body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: 2 ** 40 }], token: 'tok_visa' }), signedIn: true },
-    { what: 'a negative quantity', body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: -5 }], token: 'tok_visa' }), signedIn: true },
-    { what: 'a product id that is not an id', body: gqlBody(place, { lines: [{ productId: "1' OR '1'='1", quantity: 1 }], token: 'tok_visa' }), signedIn: true },
-    { what: 'an empty payment token', body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: 1 }], token: '' }), signedIn: true },
+    {
+      what: 'a quantity past Int',
+      body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: 2 ** 40 }], token: 'tok_visa' }),
+      signedIn: true,
+    },
+    {
+      what: 'a negative quantity',
+      body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: -5 }], token: 'tok_visa' }),
+      signedIn: true,
+    },
+    {
+      what: 'a product id that is not an id',
+      body: gqlBody(place, { lines: [{ productId: "1' OR '1'='1", quantity: 1 }], token: 'tok_visa' }),
+      signedIn: true,
+    },
+    {
+      what: 'an empty payment token',
+      body: gqlBody(place, { lines: [{ productId: randomUUID(), quantity: 1 }], token: '' }),
+      signedIn: true,
+    },
     {
       what: 'a price past Cents',
-      body: gqlBody('mutation($p: MoneyInput!) { createProduct(input: { sku: "x", name: "x", price: $p }) { id } }', { p: { amount: 1e20, currency: 'EUR' } }),
+      body: gqlBody('mutation($p: MoneyInput!) { createProduct(input: { sku: "x", name: "x", price: $p }) { id } }', {
+        p: { amount: 1e20, currency: 'EUR' },
+      }),
       signedIn: true,
     },
     { what: 'a cancel of an id that is not one', body: gqlBody('mutation { cancelOrder(id: "../../etc/passwd") { id } }'), signedIn: true },
-    { what: 'a deeply nested variable', body: gqlBody('query($s: String) { products(search: $s) { edges { node { id } } } }', { s: deepObject(500) }) },
+    {
+      what: 'a deeply nested variable',
+      body: gqlBody('query($s: String) { products(search: $s) { edges { node { id } } } }', { s: deepObject(500) }),
+    },
     // The HTTP around it
     { what: 'a body that is not JSON', body: '{"query": "{ me { id } }"' },
     { what: 'a JSON body that is not an object', body: '"{ me { id } }"' },
@@ -391,10 +416,21 @@ export function badGraphql(): BadGraphql[] {
     { what: 'no query at all', body: JSON.stringify({ variables: {} }) },
     { what: 'a text/plain body', body: gqlBody('{ me { id } }'), contentType: 'text/plain' },
     { what: 'an XML body', body: '<query>{ me { id } }</query>', contentType: 'application/xml' },
-    { what: 'a body over the 1 MiB limit', body: gqlBody('query($s: String) { products(search: $s) { edges { node { id } } } }', { s: 'z'.repeat(1_100_000) }) },
-    { what: 'a mutation over GET', method: 'GET', search: `?query=${encodeURIComponent('mutation { register(email: "g@example.com", name: "G", password: "12345678") { token } }')}` },
+    {
+      what: 'a body over the 1 MiB limit',
+      body: gqlBody('query($s: String) { products(search: $s) { edges { node { id } } } }', { s: 'z'.repeat(1_100_000) }),
+    },
+    {
+      what: 'a mutation over GET',
+      method: 'GET',
+      search: `?query=${encodeURIComponent('mutation { register(email: "g@example.com", name: "G", password: "12345678") { token } }')}`,
+    },
     { what: 'GET without a query', method: 'GET', search: '' },
-    { what: 'GET with variables that are not JSON', method: 'GET', search: `?query=${encodeURIComponent('query($n: Int) { products(first: $n) { edges { node { id } } } }')}&variables=%7Bnope` },
+    {
+      what: 'GET with variables that are not JSON',
+      method: 'GET',
+      search: `?query=${encodeURIComponent('query($n: Int) { products(first: $n) { edges { node { id } } } }')}&variables=%7Bnope`,
+    },
   ];
   return cases;
 }

@@ -45,9 +45,12 @@ export class OrderLoad {
 
   start(): void {
     if (this.#timer) return;
-    this.#timer = setInterval(() => {
-      if (this.#inFlight.size < this.#options.maxInFlight) this.#track(this.#placeOne());
-    }, Math.max(1, Math.round(1000 / this.#options.ratePerSecond)));
+    this.#timer = setInterval(
+      () => {
+        if (this.#inFlight.size < this.#options.maxInFlight) this.#track(this.#placeOne());
+      },
+      Math.max(1, Math.round(1000 / this.#options.ratePerSecond)),
+    );
   }
 
   /** Stops placing and waits for every call in flight (cancels included). */

@@ -32,7 +32,10 @@ import {
 export type ServiceDir = ServiceFolder;
 export const SERVICE_DIRS = SERVICES.map((name) => folderName(registry[name])) as ServiceDir[];
 /** The service (and NATS user) name of each folder, as the registry maps them. */
-export const SERVICE_NAMES = Object.fromEntries(SERVICES.map((name) => [folderName(registry[name]), name])) as Record<ServiceDir, ServiceName>;
+export const SERVICE_NAMES = Object.fromEntries(SERVICES.map((name) => [folderName(registry[name]), name])) as Record<
+  ServiceDir,
+  ServiceName
+>;
 
 export const ADMIN_EMAIL = 'admin@chaos.test';
 export const JWT_SECRET = 'chaos-test-secret-0123456789-abcdefghij';
@@ -448,7 +451,9 @@ export class Shop {
 
   /** Every service process still running (and the BFF, when started). */
   alive(): string[] {
-    const up: string[] = [...this.processes].filter(([, p]) => p.child.exitCode === null && p.child.signalCode === null).map(([dir]) => dir);
+    const up: string[] = [...this.processes]
+      .filter(([, p]) => p.child.exitCode === null && p.child.signalCode === null)
+      .map(([dir]) => dir);
     if (this.bff && this.bff.child.exitCode === null) up.push('bff');
     return up;
   }
@@ -473,13 +478,17 @@ export class Shop {
               // The services' durable consumers; not a reader's ephemeral one (a test's or an operator's).
               if (!consumer.config.durable_name) continue;
               if (consumer.num_pending > 0 || consumer.num_ack_pending > 0) {
-                busy.push(`${consumer.name}: ${consumer.num_pending} pending, ${consumer.num_ack_pending} unacknowledged, ${consumer.num_waiting} pulls waiting`);
+                busy.push(
+                  `${consumer.name}: ${consumer.num_pending} pending, ${consumer.num_ack_pending} unacknowledged, ${consumer.num_waiting} pulls waiting`,
+                );
               }
               positions.push(`${consumer.name}:${consumer.delivered.stream_seq}`);
             }
           }
           for (const dir of SERVICE_DIRS) {
-            const [{ count }] = (await this.query<{ count: number }>(dir, 'SELECT count(*)::int AS count FROM outbox')) as [{ count: number }];
+            const [{ count }] = (await this.query<{ count: number }>(dir, 'SELECT count(*)::int AS count FROM outbox')) as [
+              { count: number },
+            ];
             if (count > 0) busy.push(`${dir} outbox: ${count} event(s)`);
           }
           const [{ pending }] = (await this.query<{ pending: number }>(

@@ -40,9 +40,7 @@ async function rejection(promise: Promise<unknown>): Promise<ServiceError> {
 }
 
 async function rowsByEmail(email: string): Promise<{ id: string; email: string; role: string; password_hash: string }[]> {
-  const { rows } = await running.context.pool.query('SELECT id, email, role, password_hash FROM customers WHERE email = $1', [
-    email,
-  ]);
+  const { rows } = await running.context.pool.query('SELECT id, email, role, password_hash FROM customers WHERE email = $1', [email]);
   return rows;
 }
 
@@ -166,7 +164,10 @@ test('a taken email, in any case, is EMAIL_TAKEN and writes no row and no event'
     assert.equal(error.status, 409);
   }
   const rows = await rowsByEmail(email);
-  assert.deepEqual(rows.map((r) => r.id), [original.id]);
+  assert.deepEqual(
+    rows.map((r) => r.id),
+    [original.id],
+  );
   // A later registration's event on the bus means any event of the refused ones would be too.
   const marker = await register(newEmail());
   await eventsPublished(original.id, marker.id);
@@ -220,11 +221,9 @@ test('bad input is VALIDATION_FAILED and changes nothing', async () => {
   const short = await rejection(register(email, 'Eve', 'short'));
   assert.equal(short.code, 'VALIDATION_FAILED');
   // Sent anyway, past the client: the service refuses it too.
-  const raw = await nc.request(
-    'customers.register',
-    Buffer.from(JSON.stringify({ email, name: 'Eve', password: 'short' })),
-    { timeout: 5000 },
-  );
+  const raw = await nc.request('customers.register', Buffer.from(JSON.stringify({ email, name: 'Eve', password: 'short' })), {
+    timeout: 5000,
+  });
   assert.equal(raw.headers?.get('Nats-Service-Error-Code'), '400');
   assert.equal(raw.headers?.get('Shop-Error-Code'), 'VALIDATION_FAILED');
   const blank = await rejection(register(email, '   '));

@@ -7,7 +7,15 @@ import pg from 'pg';
 import { RequestStrategy, connect, type NatsConnection } from 'nats';
 import { customers, type Customer, type Envelope } from '../../../subjects/index.ts';
 import { RpcClient } from '../../kit/index.ts';
-import { dropTestDatabases, spawnService, startNats, testDatabaseUrl, waitFor, type ServiceProcess, type TestNats } from '../../../test/harness.ts';
+import {
+  dropTestDatabases,
+  spawnService,
+  startNats,
+  testDatabaseUrl,
+  waitFor,
+  type ServiceProcess,
+  type TestNats,
+} from '../../../test/harness.ts';
 
 const CALLS = 20;
 
@@ -63,19 +71,22 @@ test('SIGTERM with registrations in flight: every call answered and stored, exit
   const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => String(r.reason));
   assert.deepEqual(failures, [], 'every call got its reply');
   const registered = results.map((r) => (r as PromiseFulfilledResult<Customer>).value);
-  assert.deepEqual(registered.map((c) => c.email), emails);
+  assert.deepEqual(
+    registered.map((c) => c.email),
+    emails,
+  );
   assert.equal(code, 0);
-  assert.ok(running.output.some((line) => line.includes('"service stopped"')), 'the stop ran to its end');
+  assert.ok(
+    running.output.some((line) => line.includes('"service stopped"')),
+    'the stop ran to its end',
+  );
 
   const db = new pg.Client({ connectionString: databaseUrl });
   await db.connect();
   try {
     const { rows } = await db.query<{ id: string; email: string }>('SELECT id, email FROM customers');
     const byEmail = (a: string[], b: string[]) => (a[0]! < b[0]! ? -1 : 1);
-    assert.deepEqual(
-      rows.map((r) => [r.email, r.id]).sort(byEmail),
-      registered.map((c) => [c.email, c.id]).sort(byEmail),
-    );
+    assert.deepEqual(rows.map((r) => [r.email, r.id]).sort(byEmail), registered.map((c) => [c.email, c.id]).sort(byEmail));
     // The final flush published every event before the process left.
     const outbox = await db.query('SELECT count(*) AS n FROM outbox');
     assert.equal(outbox.rows[0].n, 0);

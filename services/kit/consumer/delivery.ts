@@ -92,7 +92,11 @@ export function deliveryHandler(parts: DeliveryParts): (batch: JsMsg[]) => Promi
     const trace = processSpan(msg, settled.promise);
     try {
       const applied = await applyOnce(pool, durable, [{ event }], (fresh, tx) =>
-        handler.apply(fresh.map(() => ({ event, delivery, trace })), tx, log),
+        handler.apply(
+          fresh.map(() => ({ event, delivery, trace })),
+          tx,
+          log,
+        ),
       );
       settled.resolve();
       msg.ack();

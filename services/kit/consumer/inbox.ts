@@ -21,7 +21,12 @@ export function applyOnce<T extends { event: { id: string } }>(
 ): Promise<Set<T>> {
   return withTransaction(pool, async (tx) => {
     // With BEGIN in one round trip: one fewer per transaction.
-    const inserted = await tx.beginWith(inboxInsert(consumer, deliveries.map(({ event }) => event.id)));
+    const inserted = await tx.beginWith(
+      inboxInsert(
+        consumer,
+        deliveries.map(({ event }) => event.id),
+      ),
+    );
     const fresh = new Set(inserted.rows.map((row: { event_id: string }) => row.event_id));
     const todo = deliveries.filter(({ event }) => fresh.delete(event.id));
     if (todo.length > 0) await apply(todo, tx);

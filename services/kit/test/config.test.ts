@@ -43,10 +43,13 @@ test('loadConfig converts strings to numbers and keeps given values', () => {
 });
 
 test('loadConfig converts booleans and reads a service schema', () => {
-  const settings = loadConfig({ ...CustomerSettings, FEATURE: Type.Boolean({ default: false }) }, {
-    ADMIN_EMAILS: 'boss@shop.test',
-    FEATURE: 'true',
-  });
+  const settings = loadConfig(
+    { ...CustomerSettings, FEATURE: Type.Boolean({ default: false }) },
+    {
+      ADMIN_EMAILS: 'boss@shop.test',
+      FEATURE: 'true',
+    },
+  );
   assert.equal(settings.FEATURE, true);
   assert.equal(settings.ADMIN_EMAILS, 'boss@shop.test');
   assert.equal(loadConfig(CustomerSettings, {}).ADMIN_EMAILS, '');

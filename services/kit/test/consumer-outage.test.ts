@@ -63,9 +63,7 @@ function envelope(): Envelope {
 /** What a PostgreSQL restart does to a database: no new connections, the open ones ended. */
 async function refuseConnections(): Promise<void> {
   await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(database)} WITH ALLOW_CONNECTIONS false`);
-  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [
-    database,
-  ]);
+  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [database]);
 }
 
 async function allowConnections(): Promise<void> {

@@ -39,23 +39,31 @@ const consumerService: ServiceDefinition = {
   emits: [],
   build: () => ({
     endpoints: [
-      endpoint(customers.get, async ({ id }): Promise<Customer> => ({
-        id,
-        email: 'ann@shop.test',
-        name: 'Ann',
-        role: 'customer',
-        createdAt: new Date().toISOString(),
-      })),
+      endpoint(
+        customers.get,
+        async ({ id }): Promise<Customer> => ({
+          id,
+          email: 'ann@shop.test',
+          name: 'Ann',
+          role: 'customer',
+          createdAt: new Date().toISOString(),
+        }),
+      ),
     ],
     consumers: [
-      on(customers.registered, 'test', async (event, tx, { delivery }) => {
-        invocations.set(event.id, (invocations.get(event.id) ?? 0) + 1);
-        if (event.data.name === 'fail-always') throw new Error('broken for good');
-        // Written before a possible failure: a failed attempt must leave no trace.
-        await tx.query('INSERT INTO applied (event_id, delivery) VALUES ($1, $2)', [event.id, delivery]);
-        if (event.data.name === 'fail-once' && delivery === 1) throw new Error('database hiccup');
-        if (event.data.name === 'hold') await holdGate;
-      }, { batch: BATCH }),
+      on(
+        customers.registered,
+        'test',
+        async (event, tx, { delivery }) => {
+          invocations.set(event.id, (invocations.get(event.id) ?? 0) + 1);
+          if (event.data.name === 'fail-always') throw new Error('broken for good');
+          // Written before a possible failure: a failed attempt must leave no trace.
+          await tx.query('INSERT INTO applied (event_id, delivery) VALUES ($1, $2)', [event.id, delivery]);
+          if (event.data.name === 'fail-once' && delivery === 1) throw new Error('database hiccup');
+          if (event.data.name === 'hold') await holdGate;
+        },
+        { batch: BATCH },
+      ),
     ],
   }),
 };
@@ -80,10 +88,7 @@ async function publish(payload: string | object, msgID: string = crypto.randomUU
 }
 
 async function applied(eventId: string): Promise<{ delivery: number }[]> {
-  const { rows } = await running.context.pool.query<{ delivery: number }>(
-    'SELECT delivery FROM applied WHERE event_id = $1',
-    [eventId],
-  );
+  const { rows } = await running.context.pool.query<{ delivery: number }>('SELECT delivery FROM applied WHERE event_id = $1', [eventId]);
   return rows;
 }
 
@@ -141,7 +146,10 @@ after(async () => {
 });
 
 test('the consumer is durable, named <service>-<handler>, filtered on its subject', async () => {
-  assert.deepEqual(running.consumers.map((c) => c.durable), [DURABLE]);
+  assert.deepEqual(
+    running.consumers.map((c) => c.durable),
+    [DURABLE],
+  );
   const info = await jsm.consumers.info('CUSTOMERS', DURABLE);
   assert.equal(info.config.filter_subject, 'customers.events.registered');
   // The runner enforces the delivery limit itself (see consumer.ts), so the server never gives up first.
@@ -203,7 +211,10 @@ for (const [kind, payload, reason] of [
     assert.equal(dead.header.get('Nats-Msg-Id'), `${DURABLE}:${seq}`);
     // Retrying cannot help: the handler never saw it, and it is no longer pending.
     await settledUpTo(seq);
-    assert.equal([...invocations.values()].reduce((a, b) => a + b, 0), invoked);
+    assert.equal(
+      [...invocations.values()].reduce((a, b) => a + b, 0),
+      invoked,
+    );
 
     const reply = await client.call(customers.get, { id: '00000000-0000-4000-8000-000000000001' });
     assert.equal(reply.name, 'Ann');
@@ -249,21 +260,29 @@ test('events arriving together are handled several per transaction, each applied
     let last = 0;
     for (const event of [...burst.slice(0, 7), failing, ...burst.slice(7)]) last = await publish(event, event.id);
     last = await publish(repeated, `${repeated.id}-again`);
-    await waitFor(
-      async () => (await jsm.consumers.info('CUSTOMERS', DURABLE)).num_ack_pending >= holds.length + CONCURRENCY,
-      { what: 'the burst to be delivered while the consumer is busy' },
-    );
+    await waitFor(async () => (await jsm.consumers.info('CUSTOMERS', DURABLE)).num_ack_pending >= holds.length + CONCURRENCY, {
+      what: 'the burst to be delivered while the consumer is busy',
+    });
     release();
     await settledUpTo(last);
 
     for (const event of [...holds, ...burst]) assert.equal((await applied(event.id)).length, 1, `${event.id} applied once`);
-    assert.deepEqual((await applied(failing.id)).map((row) => row.delivery), [2]);
+    assert.deepEqual(
+      (await applied(failing.id)).map((row) => row.delivery),
+      [2],
+    );
     const { rows } = await running.context.pool.query<{ size: number }>(
       'SELECT count(*)::int AS size FROM applied WHERE event_id = ANY($1) GROUP BY tx',
       [burst.map((event) => event.id)],
     );
-    assert.ok(rows.some((row) => row.size > 1), `some transaction applied several events: ${JSON.stringify(rows)}`);
-    assert.ok(rows.every((row) => row.size <= BATCH), `no transaction applied more than ${BATCH}`);
+    assert.ok(
+      rows.some((row) => row.size > 1),
+      `some transaction applied several events: ${JSON.stringify(rows)}`,
+    );
+    assert.ok(
+      rows.every((row) => row.size <= BATCH),
+      `no transaction applied more than ${BATCH}`,
+    );
   } finally {
     release();
     holdGate = undefined;

@@ -31,7 +31,11 @@ test('no connection to be had, or the session ended by the server, is SERVICE_UN
 test('text PostgreSQL cannot store is VALIDATION_FAILED; other database errors stay INTERNAL', () => {
   assert.equal(toServiceError(databaseError('22021', 'invalid byte sequence for encoding "UTF8": 0x00')).code, 'VALIDATION_FAILED');
   assert.equal(toServiceError(databaseError('22P05', 'unsupported Unicode escape sequence')).code, 'VALIDATION_FAILED');
-  for (const error of [databaseError('42P01', 'relation "orders" does not exist'), databaseError('23505', 'duplicate key'), new Error('Connection terminated unexpectedly')]) {
+  for (const error of [
+    databaseError('42P01', 'relation "orders" does not exist'),
+    databaseError('23505', 'duplicate key'),
+    new Error('Connection terminated unexpectedly'),
+  ]) {
     const mapped = toServiceError(error);
     assert.equal(mapped.code, 'INTERNAL', error.message);
     assert.equal(mapped.message, 'internal error');

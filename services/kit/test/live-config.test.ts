@@ -8,7 +8,16 @@ import assert from 'node:assert/strict';
 import { connect, type KV, type NatsConnection } from 'nats';
 import { pino } from 'pino';
 import { customers, settings } from '../../../subjects/index.ts';
-import { ConfigError, LiveRpcClient, LiveSettings, ServiceError, followLogLevel, openConfigBucket, putSetting, type Logger } from '../index.ts';
+import {
+  ConfigError,
+  LiveRpcClient,
+  LiveSettings,
+  ServiceError,
+  followLogLevel,
+  openConfigBucket,
+  putSetting,
+  type Logger,
+} from '../index.ts';
 import { startNats, waitFor, type TestNats } from '../../../test/harness.ts';
 
 let nats: TestNats;
@@ -134,7 +143,7 @@ test('keys as the nats CLI writes them: bare words for strings, JSON for the res
   await kv.delete('payments.log_level');
 });
 
-test('a setting another process reads is not this one\'s; a bad environment value stops the start', async () => {
+test("a setting another process reads is not this one's; a bad environment value stops the start", async () => {
   const live = await open('payments');
   assert.throws(() => live.get(settings.bff.rateLimitMax), /payments does not read the setting bff\.rate_limit_max/);
   await assert.rejects(
@@ -168,7 +177,9 @@ test('the RPC client follows kit.rpc_timeout_ms and kit.rpc_retries while it run
     assert.equal(client.options.timeoutMs, 5000);
     const timeout = await kv.put(settings.kit.rpcTimeoutMs.key, '50');
     const retries = await kv.put(settings.kit.rpcRetries.key, '1');
-    await waitFor(() => live.state(settings.kit.rpcRetries).revision === retries && live.state(settings.kit.rpcTimeoutMs).revision === timeout);
+    await waitFor(
+      () => live.state(settings.kit.rpcRetries).revision === retries && live.state(settings.kit.rpcTimeoutMs).revision === timeout,
+    );
 
     await assert.rejects(client.call(customers.get, { id }), (error) => {
       assert.ok(error instanceof ServiceError);

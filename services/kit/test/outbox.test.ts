@@ -88,10 +88,13 @@ test('an event written in a committed transaction is published with Nats-Msg-Id 
   assert.equal(envelope.type, 'customers.events.registered');
   assert.deepEqual(envelope.data, data);
 
-  const [message, ...more] = await waitFor(async () => {
-    const found = await published(envelope.id);
-    return found.length > 0 && found;
-  }, { what: 'the event in CUSTOMERS' });
+  const [message, ...more] = await waitFor(
+    async () => {
+      const found = await published(envelope.id);
+      return found.length > 0 && found;
+    },
+    { what: 'the event in CUSTOMERS' },
+  );
   assert.equal(more.length, 0);
   assert.equal(message!.subject, 'customers.events.registered');
   assert.deepEqual(message!.json<Envelope>(), envelope);
@@ -120,9 +123,7 @@ test('a rolled-back transaction publishes nothing', async () => {
 test('an event outside its contract is refused and the transaction writes nothing', async () => {
   const before = (await streamMessages('CUSTOMERS')).length;
   await assert.rejects(
-    withTransaction(sweeping.context.pool, (tx) =>
-      writeEvent(tx, customers.registered, { customerId: 'nope', email: 'x', name: 'X' }),
-    ),
+    withTransaction(sweeping.context.pool, (tx) => writeEvent(tx, customers.registered, { customerId: 'nope', email: 'x', name: 'X' })),
     ContractViolation,
   );
   const { rows } = await sweeping.context.pool.query('SELECT count(*) AS n FROM outbox');
@@ -182,10 +183,13 @@ test('writing the same event id twice publishes it once', async () => {
 test('the relay is woken by commit, without waiting for its sweep', async () => {
   const envelope = await withTransaction(waking.context.pool, (tx) => writeEvent(tx, customers.registered, registered()));
   // The sweep of this relay is a minute away; the wait is far shorter.
-  const found = await waitFor(async () => {
-    const messages = await published(envelope.id);
-    return messages.length > 0 && messages;
-  }, { timeoutMs: 10_000, what: 'the event, published on commit' });
+  const found = await waitFor(
+    async () => {
+      const messages = await published(envelope.id);
+      return messages.length > 0 && messages;
+    },
+    { timeoutMs: 10_000, what: 'the event, published on commit' },
+  );
   assert.equal(found.length, 1);
   assert.equal(await waking.outbox.backlog(), 0);
 });

@@ -10,15 +10,7 @@ import { join } from 'node:path';
 import { connect, headers as natsHeaders, type Msg, type MsgHdrs, type NatsConnection, type QueuedIterator } from 'nats';
 import { ROOT_CONTEXT, TraceFlags, context, trace, type SpanContext } from '@opentelemetry/api';
 import { customers, products, type Customer, type Product } from '../../../subjects/index.ts';
-import {
-  RpcClient,
-  ServiceError,
-  endpoint,
-  startTracing,
-  stopTracing,
-  type RpcClientOptions,
-  type ServiceDefinition,
-} from '../index.ts';
+import { RpcClient, ServiceError, endpoint, startTracing, stopTracing, type RpcClientOptions, type ServiceDefinition } from '../index.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../../test/harness.ts';
 
 // Ids that pick a behaviour of the test service's customers.get.
@@ -225,9 +217,7 @@ test('the client rejects a request outside its contract locally, sending nothing
     assert.equal(error.code, 'VALIDATION_FAILED');
     assert.ok(Array.isArray(error.details));
     assert.equal((error.details as { path: string }[])[0]?.path, '/id');
-    const extraProperty = await rejection(
-      client.call(customers.get, { id: OK_ID, admin: true } as unknown as { id: string }),
-    );
+    const extraProperty = await rejection(client.call(customers.get, { id: OK_ID, admin: true } as unknown as { id: string }));
     assert.equal(extraProperty.code, 'VALIDATION_FAILED');
     // A valid call after them is the first message that reaches the subject.
     await client.call(customers.get, { id: OK_ID });
@@ -268,11 +258,13 @@ test('no responders fails with SERVICE_UNAVAILABLE, not a timeout', { timeout: 1
   const error = await rejection(client.call(customers.authenticate, { email: 'ann@shop.test', password: 'x' }));
   assert.equal(error.code, 'SERVICE_UNAVAILABLE');
   assert.equal(error.transient, true);
-  const notIdempotent = await rejection(client.call(products.create, {
-    sku: 'SKU-2',
-    name: 'Pot',
-    price: { amount: 100, currency: 'EUR' },
-  }));
+  const notIdempotent = await rejection(
+    client.call(products.create, {
+      sku: 'SKU-2',
+      name: 'Pot',
+      price: { amount: 100, currency: 'EUR' },
+    }),
+  );
   assert.equal(notIdempotent.code, 'SERVICE_UNAVAILABLE');
   // The message names the operation called, not the reply inbox.
   assert.match(notIdempotent.message, /no instance answers products\.create/);
@@ -513,13 +505,22 @@ test('nats micro discovery lists the service and its endpoints', async () => {
   assert.equal(bySubject.get('customers.register')?.metadata?.idempotent, 'false');
 
   const pings = await collect(services.ping('customers'));
-  assert.deepEqual(pings.map((p) => [p.name, p.id]), [['customers', info.id]]);
+  assert.deepEqual(
+    pings.map((p) => [p.name, p.id]),
+    [['customers', info.id]],
+  );
 
   const stats = await collect(services.stats('customers'));
   const getStats = stats[0]?.endpoints?.find((e) => e.subject === 'customers.get');
   assert.ok(getStats && getStats.num_requests > 0, 'stats count requests');
   // The framework times only a handler's synchronous part; `data` holds each answer's whole time and the error answers.
-  const answered = getStats.data as { num_requests: number; num_errors: number; processing_time: number; average_processing_time: number; last_error?: string };
+  const answered = getStats.data as {
+    num_requests: number;
+    num_errors: number;
+    processing_time: number;
+    average_processing_time: number;
+    last_error?: string;
+  };
   assert.ok(answered.num_requests > 0 && answered.num_requests <= getStats.num_requests, JSON.stringify(answered));
   assert.ok(answered.processing_time > 0 && answered.average_processing_time > 0, JSON.stringify(answered));
   assert.ok(answered.num_errors > 0, 'error answers are counted');

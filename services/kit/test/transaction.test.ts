@@ -161,7 +161,10 @@ test('statements with parameters are prepared once per connection, in transactio
   // Statements without parameters (several may share a text) are not prepared.
   await withTransaction(pool, async (tx) => {
     await tx.query('SELECT 41 + 1 AS answer');
-    const { rows } = await tx.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE 'SELECT 41%'", []);
+    const { rows } = await tx.query<{ n: number }>(
+      "SELECT count(*)::int AS n FROM pg_prepared_statements WHERE statement LIKE 'SELECT 41%'",
+      [],
+    );
     assert.equal(rows[0]!.n, 0);
   });
 

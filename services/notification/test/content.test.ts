@@ -37,7 +37,10 @@ test('each event type has its subject and body', () => {
 });
 
 test('retries back off exponentially up to a bound; 5xx replies are final', () => {
-  assert.deepEqual([1, 2, 3, 4, 5].map((attempt) => retryDelayMs(attempt, 100, 1000)), [100, 200, 400, 800, 1000]);
+  assert.deepEqual(
+    [1, 2, 3, 4, 5].map((attempt) => retryDelayMs(attempt, 100, 1000)),
+    [100, 200, 400, 800, 1000],
+  );
   assert.equal(isPermanentFailure(Object.assign(new Error('no such mailbox'), { responseCode: 550 })), true);
   assert.equal(isPermanentFailure(Object.assign(new Error('try later'), { responseCode: 451 })), false);
   assert.equal(isPermanentFailure(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ESOCKET' })), false);

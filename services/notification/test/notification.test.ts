@@ -79,10 +79,9 @@ async function list(customerId: string): Promise<Notification[]> {
 
 /** The one notification of `orderId`, once it has `status`. */
 function settled(customerId: string, orderId: string, status: Notification['status']): Promise<Notification> {
-  return waitFor(
-    async () => (await list(customerId)).find((n) => n.orderId === orderId && n.status === status),
-    { what: `notification of ${orderId} to be ${status}` },
-  );
+  return waitFor(async () => (await list(customerId)).find((n) => n.orderId === orderId && n.status === status), {
+    what: `notification of ${orderId} to be ${status}`,
+  });
 }
 
 const eur = (amount: number): Money => ({ amount, currency: 'EUR' });
@@ -291,10 +290,7 @@ test('two instances share the work: every email goes out exactly once', async ()
     );
     const mails = smtp.mailsTo(jill.email);
     assert.equal(mails.length, 12);
-    assert.deepEqual(
-      new Set(mails.map((mail) => mail.messageId)),
-      new Set(all.map((n) => `<${n.id}@shop>`)),
-    );
+    assert.deepEqual(new Set(mails.map((mail) => mail.messageId)), new Set(all.map((n) => `<${n.id}@shop>`)));
   } finally {
     await second.stop();
   }
@@ -319,8 +315,14 @@ test('listByCustomer pages newest first with a cursor', async () => {
     pages.push(page.items);
     after = page.nextCursor ?? undefined;
   } while (after);
-  assert.deepEqual(pages.map((page) => page.length), [2, 2, 1]);
-  assert.deepEqual(pages.flat().map((n) => n.id), everything.map((n) => n.id));
+  assert.deepEqual(
+    pages.map((page) => page.length),
+    [2, 2, 1],
+  );
+  assert.deepEqual(
+    pages.flat().map((n) => n.id),
+    everything.map((n) => n.id),
+  );
 
   const exact = await client.call(notifications.listByCustomer, { customerId: kim.id, first: 5 });
   assert.equal(exact.items.length, 5);
@@ -399,7 +401,10 @@ test("an order's notifications, newest first, and none of its other orders'", as
   await publishEvent(js, orders.confirmed, { orderId: otherOrderId, customerId: kim.id, total: eur(100) });
 
   const items = await listed(orderId, kim.id, 2);
-  assert.deepEqual(items.map((n) => n.eventType), ['payments.events.refunded', 'orders.events.confirmed']);
+  assert.deepEqual(
+    items.map((n) => n.eventType),
+    ['payments.events.refunded', 'orders.events.confirmed'],
+  );
   assert.ok(items.every((n) => n.orderId === orderId && n.customerId === kim.id));
   assert.equal((await listed(otherOrderId, kim.id, 1))[0]!.eventType, 'orders.events.confirmed');
   assert.deepEqual(await client.call(notifications.listByOrder, { orderId: randomUUID(), customerId: kim.id }), { items: [] });
@@ -446,8 +451,5 @@ test('bad requests answer VALIDATION_FAILED', async () => {
   assert.deepEqual(await ask({ orderId: randomUUID() }), refused, 'the customer is required');
   assert.deepEqual(await ask({ orderId: 'not-a-uuid', customerId: randomUUID() }), refused);
   assert.deepEqual(await ask({ orderId: randomUUID(), customerId: randomUUID(), first: 5 }), refused);
-  await assert.rejects(
-    client.call(notifications.listByOrder, { customerId: randomUUID() } as never),
-    withCode('VALIDATION_FAILED'),
-  );
+  await assert.rejects(client.call(notifications.listByOrder, { customerId: randomUUID() } as never), withCode('VALIDATION_FAILED'));
 });

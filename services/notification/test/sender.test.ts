@@ -118,7 +118,10 @@ test('claimDue takes at most its limit, leases what it takes, and tells when the
     assert.ok(last.rows.length <= 2);
     taken.push(...last.rows.map((row) => row.id));
   } while (last.rows.length > 0);
-  assert.ok(ids.every((id) => taken.includes(id)), 'every due email claimed');
+  assert.ok(
+    ids.every((id) => taken.includes(id)),
+    'every due email claimed',
+  );
   assert.ok(!taken.includes(later), 'not one that is not due');
   assert.equal(new Set(taken).size, taken.length, 'none twice');
   // Due next: the claimed ones when their lease ends (a minute), before the one due in an hour.
@@ -135,7 +138,10 @@ test('two senders working through a backlog with batch claims send every email e
   const second = await startSender({ concurrency: 3 });
   try {
     const sent = await allSent(ids);
-    assert.ok(sent.every((row) => row.attempts === 1), 'one attempt each');
+    assert.ok(
+      sent.every((row) => row.attempts === 1),
+      'one attempt each',
+    );
     const mails = smtp.mailsTo(to);
     assert.equal(mails.length, 40);
     assert.deepEqual(new Set(mails.map((mail) => mail.messageId)), new Set(ids.map((id) => `<${id}@shop>`)));
@@ -173,7 +179,10 @@ test('a refused email is retried after its back-off without waiting for a sweep'
   try {
     const [row] = await allSent(ids);
     assert.equal(row!.attempts, 3);
-    assert.deepEqual(smtp.attemptsTo(to).map((attempt) => attempt.code), [451, 451, 250]);
+    assert.deepEqual(
+      smtp.attemptsTo(to).map((attempt) => attempt.code),
+      [451, 451, 250],
+    );
   } finally {
     await stopSender(sender);
   }

@@ -145,12 +145,7 @@ test('a confirmed order ignores a late decline, and its customer can still cance
   await publishAndSettle(world, payments.captured, envelopeOf(payments.captured, paymentOf(order)), CAPTURED);
   await waitForStatus(world, order.id, 'CONFIRMED');
 
-  await publishAndSettle(
-    world,
-    payments.declined,
-    envelopeOf(payments.declined, { ...paymentOf(order), reason: 'late' }),
-    DECLINED,
-  );
+  await publishAndSettle(world, payments.declined, envelopeOf(payments.declined, { ...paymentOf(order), reason: 'late' }), DECLINED);
   assert.equal((await world.client.call(orders.get, { id: order.id })).status, 'CONFIRMED');
 
   const cancelled = await world.client.call(orders.cancel, { id: order.id, customerId: ada.id });
@@ -183,12 +178,17 @@ test('an event for an order this service never stored is acknowledged and change
 test('captures arriving together confirm each order once, each confirmation in the trace of its capture', async () => {
   const placed = await Promise.all(Array.from({ length: 12 }, () => placeOrder(world, ada.id, [pen.id])));
   const cancelled = await placeOrder(world, ada.id, [pen.id]);
-  await publishAndSettle(world, inventory.rejected, envelopeOf(inventory.rejected, {
-    orderId: cancelled.id,
-    customerId: ada.id,
-    reason: 'test',
-    shortages: [],
-  }), REJECTED);
+  await publishAndSettle(
+    world,
+    inventory.rejected,
+    envelopeOf(inventory.rejected, {
+      orderId: cancelled.id,
+      customerId: ada.id,
+      reason: 'test',
+      shortages: [],
+    }),
+    REJECTED,
+  );
   // Published without waiting between them, so the consumer takes them in batches.
   const traceIds = new Map<string, string[]>();
   const acks = await Promise.all(
@@ -202,10 +202,9 @@ test('captures arriving together confirm each order once, each confirmation in t
     }),
   );
   const last = Math.max(...acks.map((ack) => ack.seq));
-  await waitFor(
-    async () => (await world.jsm.consumers.info('PAYMENTS', CAPTURED)).ack_floor.stream_seq >= last,
-    { what: 'the captures to be handled' },
-  );
+  await waitFor(async () => (await world.jsm.consumers.info('PAYMENTS', CAPTURED)).ack_floor.stream_seq >= last, {
+    what: 'the captures to be handled',
+  });
 
   for (const order of placed) assert.equal((await world.client.call(orders.get, { id: order.id })).status, 'CONFIRMED');
   assert.equal((await world.client.call(orders.get, { id: cancelled.id })).status, 'CANCELLED');

@@ -39,7 +39,8 @@ async function readAfterWaiting(orderId: string, first: (tx: Transaction) => Pro
     const pid = await waiterPid.promise;
     // The second one's statement has started (its snapshot taken) and waits for the lock.
     await waitFor(
-      async () => (await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = $2', [pid, 'Lock'])).rowCount === 1,
+      async () =>
+        (await pool.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = $2', [pid, 'Lock'])).rowCount === 1,
       { what: 'the second transaction to wait for the lock' },
     );
     await first(holder);

@@ -102,14 +102,17 @@ async function assertRefundedOnce(orderId: string, customerId: string, reference
   assert.equal(payment.customerId, customerId);
   assert.deepEqual(payment.amount, { amount, currency: 'EUR' });
   assert.equal(payment.providerReference, reference);
-  const { rows } = await books.pool.query<{ refund_reference: string }>(
-    'SELECT refund_reference FROM payments WHERE order_id = $1',
-    [orderId],
-  );
+  const { rows } = await books.pool.query<{ refund_reference: string }>('SELECT refund_reference FROM payments WHERE order_id = $1', [
+    orderId,
+  ]);
   assert.equal(rows[0]!.refund_reference, ledger[1]!.reference, 'the refund is on record');
 
   const events = await paymentEvents(orderId);
-  assert.deepEqual(events.map((event) => event.type), [payments.refunded.subject], 'one refunded event, nothing else');
+  assert.deepEqual(
+    events.map((event) => event.type),
+    [payments.refunded.subject],
+    'one refunded event, nothing else',
+  );
   assert.ok(payments.refunded.data.check(events[0]!.data));
   assert.deepEqual(events[0]!.data, { paymentId: payment.id, orderId, customerId, amount: payment.amount });
 }
@@ -170,7 +173,10 @@ test('a crashed attempt that was declined: cancelled as before, nothing refunded
 
   assert.equal(await isTombstoned(orderId), true);
   await assert.rejects(client.call(payments.getByOrder, { orderId }), withCode('PAYMENT_NOT_FOUND'));
-  assert.deepEqual((await books.forOrder(orderId)).map((entry) => entry.outcome), ['declined']);
+  assert.deepEqual(
+    (await books.forOrder(orderId)).map((entry) => entry.outcome),
+    ['declined'],
+  );
   assert.equal(await books.calls(orderId), 1, 'the reservation did not charge the cancelled order');
   assert.equal(await books.calls(`refund:${orderId}`), 0);
   assert.deepEqual(await paymentEvents(orderId), []);

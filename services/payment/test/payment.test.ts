@@ -64,10 +64,13 @@ async function getPayment(orderId: string): Promise<Payment | undefined> {
 }
 
 function paymentIn(orderId: string, status: Payment['status']): Promise<Payment> {
-  return waitFor(async () => {
-    const payment = await getPayment(orderId);
-    return payment?.status === status ? payment : undefined;
-  }, { what: `payment of ${orderId} to be ${status}` });
+  return waitFor(
+    async () => {
+      const payment = await getPayment(orderId);
+      return payment?.status === status ? payment : undefined;
+    },
+    { what: `payment of ${orderId} to be ${status}` },
+  );
 }
 
 /** Waits until the outbox has published everything committed so far. */
@@ -119,7 +122,10 @@ for (const [token, reason] of [
 
     await outboxDrained();
     const events = await paymentEventsFor(jsm, orderId);
-    assert.deepEqual(events.map((event) => event.subject), [payments.declined.subject]);
+    assert.deepEqual(
+      events.map((event) => event.subject),
+      [payments.declined.subject],
+    );
     assert.equal(events[0]!.envelope.data.reason, reason);
     assert.equal(events[0]!.envelope.data.paymentId, payment.id);
   });
@@ -137,9 +143,10 @@ test('an amount above PAYMENT_AMOUNT_LIMIT is declined; the limit itself is not'
 
   await outboxDrained();
   const events = await paymentEventsFor(jsm, over);
-  assert.deepEqual(events.map((event) => [event.subject, event.envelope.data.reason]), [
-    [payments.declined.subject, 'amount over limit'],
-  ]);
+  assert.deepEqual(
+    events.map((event) => [event.subject, event.envelope.data.reason]),
+    [[payments.declined.subject, 'amount over limit']],
+  );
 });
 
 test('a redelivered reservation and a second one for the same order charge once', async () => {
@@ -168,7 +175,11 @@ test('a redelivered reservation and a second one for the same order charge once'
   assert.equal(ledger[0]!.reference, payment.providerReference);
   assert.equal(await books.calls(orderId), 1, 'the provider was asked once');
   const events = await paymentEventsFor(jsm, orderId);
-  assert.deepEqual(events.map((event) => event.subject), [payments.captured.subject], 'one captured event');
+  assert.deepEqual(
+    events.map((event) => event.subject),
+    [payments.captured.subject],
+    'one captured event',
+  );
 });
 
 test('reservations arriving together are each charged once, declines and cancelled orders as when alone', async () => {
@@ -194,12 +205,18 @@ test('reservations arriving together are each charged once, declines and cancell
   for (const orderId of [...captured, twice]) {
     assert.equal((await getPayment(orderId))?.status, 'CAPTURED');
     assert.equal((await books.entries(orderId)).length, 1, 'one ledger entry');
-    assert.deepEqual((await paymentEventsFor(jsm, orderId)).map((event) => event.subject), [payments.captured.subject]);
+    assert.deepEqual(
+      (await paymentEventsFor(jsm, orderId)).map((event) => event.subject),
+      [payments.captured.subject],
+    );
   }
   assert.equal(await books.calls(twice), 1, 'the provider was asked once for the order reserved twice');
   for (const orderId of declined) {
     assert.equal((await getPayment(orderId))?.status, 'DECLINED');
-    assert.deepEqual((await paymentEventsFor(jsm, orderId)).map((event) => event.subject), [payments.declined.subject]);
+    assert.deepEqual(
+      (await paymentEventsFor(jsm, orderId)).map((event) => event.subject),
+      [payments.declined.subject],
+    );
   }
   assert.equal(await getPayment(cancelled), undefined);
   assert.equal(await books.calls(cancelled), 0, 'a cancelled order is never charged');
@@ -223,16 +240,22 @@ test('a cancellation after capture refunds once, even when it comes twice', asyn
   assert.equal(refunded.providerReference, captured.providerReference);
 
   const ledger = await books.forOrder(orderId);
-  assert.deepEqual(ledger.map((entry) => [entry.operation, entry.outcome]), [
-    ['charge', 'captured'],
-    ['refund', 'refunded'],
-  ]);
+  assert.deepEqual(
+    ledger.map((entry) => [entry.operation, entry.outcome]),
+    [
+      ['charge', 'captured'],
+      ['refund', 'refunded'],
+    ],
+  );
   assert.equal(ledger[1]!.charge_reference, captured.providerReference);
   assert.equal(ledger[1]!.amount, 7_700);
   assert.equal(await books.calls(`refund:${orderId}`), 1, 'the provider was asked to refund once');
 
   const events = await paymentEventsFor(jsm, orderId);
-  assert.deepEqual(events.map((event) => event.subject), [payments.captured.subject, payments.refunded.subject]);
+  assert.deepEqual(
+    events.map((event) => event.subject),
+    [payments.captured.subject, payments.refunded.subject],
+  );
   assert.deepEqual(events[1]!.envelope.data, { paymentId: captured.id, orderId, customerId, amount: captured.amount });
 });
 
@@ -255,13 +278,19 @@ test('a cancellation after a decline refunds nothing', async () => {
   const orderId = randomUUID();
   await publishEvent(js, inventory.reserved, reservedData(orderId, 'tok_decline', 500));
   await paymentIn(orderId, 'DECLINED');
-  const cancelled = await publishEvent(js, orders.cancelled, { ...cancelledData(orderId, undefined, 'PENDING'), reasonCode: 'PAYMENT_DECLINED' });
+  const cancelled = await publishEvent(js, orders.cancelled, {
+    ...cancelledData(orderId, undefined, 'PENDING'),
+    reasonCode: 'PAYMENT_DECLINED',
+  });
   await waitSettled(jsm, 'ORDERS', REFUND_CONSUMER, cancelled.ack.seq);
   await outboxDrained();
 
   assert.equal((await getPayment(orderId))?.status, 'DECLINED');
   assert.equal(await books.calls(`refund:${orderId}`), 0);
-  assert.deepEqual((await paymentEventsFor(jsm, orderId)).map((event) => event.subject), [payments.declined.subject]);
+  assert.deepEqual(
+    (await paymentEventsFor(jsm, orderId)).map((event) => event.subject),
+    [payments.declined.subject],
+  );
 });
 
 test('payments.getByOrder: the payment, PAYMENT_NOT_FOUND when none, VALIDATION_FAILED for bad input', async () => {

@@ -139,10 +139,13 @@ test('refunds: once per charge, idempotent by key, never for unknown or declined
     'more than was charged',
   );
   const ledger = await books.forOrder(key);
-  assert.deepEqual(ledger.map((entry) => [entry.operation, entry.outcome, entry.amount]), [
-    ['charge', 'captured', 1_200],
-    ['refund', 'refunded', 1_200],
-  ]);
+  assert.deepEqual(
+    ledger.map((entry) => [entry.operation, entry.outcome, entry.amount]),
+    [
+      ['charge', 'captured', 1_200],
+      ['refund', 'refunded', 1_200],
+    ],
+  );
 });
 
 test('PAYMENT_FAIL_FIRST_ATTEMPTS fails the first calls of each key, then answers; nothing is charged meanwhile', async () => {
@@ -190,11 +193,14 @@ test('settings come from the environment with documented defaults, and bad value
     ['PAYMENT_DELAY_MS', '60000'],
     ['PAYMENT_FAIL_FIRST_ATTEMPTS', '-3'],
   ] as const) {
-    assert.throws(() => loadConfig(PaymentSettings, { [name]: value }), (error: unknown) => {
-      assert.ok(error instanceof ConfigError);
-      assert.match(error.message, new RegExp(name));
-      return true;
-    });
+    assert.throws(
+      () => loadConfig(PaymentSettings, { [name]: value }),
+      (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, new RegExp(name));
+        return true;
+      },
+    );
   }
 });
 

@@ -72,12 +72,18 @@ test('PAYMENT_FAILURE_RATE=1 keeps redelivering without a decline; after a resta
 
   assert.equal(await books.calls(orderId), callsWhileDown + 1, 'one more call, the successful one');
   const ledger = await books.entries(orderId);
-  assert.deepEqual(ledger.map((entry) => entry.outcome), ['captured']);
+  assert.deepEqual(
+    ledger.map((entry) => entry.outcome),
+    ['captured'],
+  );
   const events = await waitFor(async () => {
     const found = await paymentEventsFor(jsm, orderId);
     return found.length > 0 ? found : undefined;
   });
-  assert.deepEqual(events.map((event) => event.subject), [payments.captured.subject]);
+  assert.deepEqual(
+    events.map((event) => event.subject),
+    [payments.captured.subject],
+  );
 });
 
 test('PAYMENT_FAIL_FIRST_ATTEMPTS=2: two transient failures, then one capture on the third delivery', async (t) => {
@@ -97,14 +103,20 @@ test('PAYMENT_FAIL_FIRST_ATTEMPTS=2: two transient failures, then one capture on
     const found = await paymentEventsFor(jsm, orderId);
     return found.length > 0 ? found : undefined;
   });
-  assert.deepEqual(events.map((event) => event.subject), [payments.captured.subject]);
+  assert.deepEqual(
+    events.map((event) => event.subject),
+    [payments.captured.subject],
+  );
 
   // The refund gets the same treatment: two failures, then exactly one refund.
   const cancelled = await publishEvent(js, orders.cancelled, cancelledData(orderId));
   await waitSettled(jsm, 'ORDERS', REFUND_CONSUMER, cancelled.ack.seq);
   assert.equal((await paymentRow(books, orderId))?.status, 'REFUNDED');
   assert.equal(await books.calls(`refund:${orderId}`), 3);
-  assert.deepEqual((await books.forOrder(orderId)).map((entry) => entry.outcome), ['captured', 'refunded']);
+  assert.deepEqual(
+    (await books.forOrder(orderId)).map((entry) => entry.outcome),
+    ['captured', 'refunded'],
+  );
 });
 
 test('reservations and cancellations that waited out a downtime, in either order, never leave money taken', async (t) => {
@@ -144,7 +156,11 @@ test('reservations and cancellations that waited out a downtime, in either order
     } else {
       // The charge came first: given back, once.
       assert.equal(row.status, 'REFUNDED', orderId);
-      assert.deepEqual(ledger.map((entry) => entry.outcome), ['captured', 'refunded'], orderId);
+      assert.deepEqual(
+        ledger.map((entry) => entry.outcome),
+        ['captured', 'refunded'],
+        orderId,
+      );
       assert.deepEqual(subjects, [payments.captured.subject, payments.refunded.subject], orderId);
     }
   }

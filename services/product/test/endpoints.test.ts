@@ -71,10 +71,7 @@ test('create, get, getMany and restock', async () => {
 test('unknown products answer PRODUCT_NOT_FOUND', async () => {
   const before = await tableFingerprint(db(), 'products');
   await assert.rejects(client.call(products.get, { id: randomUUID() }), withCode('PRODUCT_NOT_FOUND'));
-  await assert.rejects(
-    client.call(products.restock, { productId: randomUUID(), quantity: 1 }),
-    withCode('PRODUCT_NOT_FOUND'),
-  );
+  await assert.rejects(client.call(products.restock, { productId: randomUUID(), quantity: 1 }), withCode('PRODUCT_NOT_FOUND'));
   assert.equal(await tableFingerprint(db(), 'products'), before);
 });
 

@@ -17,10 +17,9 @@ export {
 
 /** The stock columns of one product, straight from the table. */
 export async function stockOf(db: Queryable, productId: string): Promise<{ onHand: number; reserved: number; available: number }> {
-  const { rows } = await db.query<{ on_hand: number; reserved: number }>(
-    'SELECT on_hand, reserved FROM products WHERE id = $1',
-    [productId],
-  );
+  const { rows } = await db.query<{ on_hand: number; reserved: number }>('SELECT on_hand, reserved FROM products WHERE id = $1', [
+    productId,
+  ]);
   const row = rows[0];
   if (!row) throw new Error(`no product ${productId} in the table`);
   return { onHand: row.on_hand, reserved: row.reserved, available: row.on_hand - row.reserved };

@@ -69,9 +69,7 @@ test('100 concurrent one-unit orders against a stock of 10 sell exactly 10', asy
     }
   })();
 
-  const results = await Promise.all(
-    Array.from({ length: 100 }, () => reserve(randomUUID(), [{ productId, quantity: 1 }])),
-  );
+  const results = await Promise.all(Array.from({ length: 100 }, () => reserve(randomUUID(), [{ productId, quantity: 1 }])));
   racing = false;
   await watcher;
 
@@ -101,8 +99,14 @@ test('orders naming the same products in opposite orders neither deadlock nor ov
       reserve(
         randomUUID(),
         i % 2 === 0
-          ? [{ productId: a, quantity: 1 }, { productId: b, quantity: 1 }]
-          : [{ productId: b, quantity: 1 }, { productId: a, quantity: 1 }],
+          ? [
+              { productId: a, quantity: 1 },
+              { productId: b, quantity: 1 },
+            ]
+          : [
+              { productId: b, quantity: 1 },
+              { productId: a, quantity: 1 },
+            ],
       ),
     ),
   );
@@ -159,9 +163,7 @@ test('lines of the same product are summed before checking', async () => {
 test('reserve is idempotent by order id, also when the same order races itself', async () => {
   const productId = await product(10);
   const orderId = randomUUID();
-  const results: ReserveResult[] = await Promise.all(
-    Array.from({ length: 5 }, () => reserve(orderId, [{ productId, quantity: 4 }])),
-  );
+  const results: ReserveResult[] = await Promise.all(Array.from({ length: 5 }, () => reserve(orderId, [{ productId, quantity: 4 }])));
   assert.equal(results.filter((r) => r.outcome === 'reserved').length, 1);
   assert.equal(results.filter((r) => r.outcome === 'duplicate').length, 4);
   assert.deepEqual(await stockOf(pool, productId), { onHand: 10, reserved: 4, available: 6 });
@@ -217,8 +219,7 @@ test('the table itself refuses stock below zero and reservations beyond what is 
   const productId = await product(2);
   await assert.rejects(
     pool.query('UPDATE products SET reserved = on_hand + 1 WHERE id = $1', [productId]),
-    (error: { code?: string; constraint?: string }) =>
-      error.code === '23514' && error.constraint === 'products_reserved_within_on_hand',
+    (error: { code?: string; constraint?: string }) => error.code === '23514' && error.constraint === 'products_reserved_within_on_hand',
   );
   await assert.rejects(pool.query('UPDATE products SET on_hand = -1, reserved = 0 WHERE id = $1', [productId]), {
     code: '23514',
@@ -234,12 +235,42 @@ test('a batch reserves its orders in turn, each whole or not at all, an order tw
   const plenty = await product(100);
   const [first, second, third, fourth] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
   const results = await reserveAll([
-    { orderId: first, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] },
+    {
+      orderId: first,
+      lines: [
+        { productId: scarce, quantity: 2 },
+        { productId: plenty, quantity: 1 },
+      ],
+    },
     // Only one unit of `scarce` is left for it: nothing of it is reserved, not even `plenty`.
-    { orderId: second, lines: [{ productId: plenty, quantity: 5 }, { productId: scarce, quantity: 2 }] },
-    { orderId: first, lines: [{ productId: scarce, quantity: 2 }, { productId: plenty, quantity: 1 }] },
-    { orderId: third, lines: [{ productId: scarce, quantity: 1 }, { productId: scarce, quantity: 0 }] },
-    { orderId: fourth, lines: [{ productId: plenty, quantity: 1 }, { productId: randomUUID(), quantity: 1 }] },
+    {
+      orderId: second,
+      lines: [
+        { productId: plenty, quantity: 5 },
+        { productId: scarce, quantity: 2 },
+      ],
+    },
+    {
+      orderId: first,
+      lines: [
+        { productId: scarce, quantity: 2 },
+        { productId: plenty, quantity: 1 },
+      ],
+    },
+    {
+      orderId: third,
+      lines: [
+        { productId: scarce, quantity: 1 },
+        { productId: scarce, quantity: 0 },
+      ],
+    },
+    {
+      orderId: fourth,
+      lines: [
+        { productId: plenty, quantity: 1 },
+        { productId: randomUUID(), quantity: 1 },
+      ],
+    },
   ]);
   assert.deepEqual(
     results.map((result) => result.outcome),
@@ -262,8 +293,14 @@ test('a batch reserves its orders in turn, each whole or not at all, an order tw
 
   // The same orders again (a redelivered batch): nothing changes.
   const before = await tableFingerprint(pool, 'products');
-  const again = await reserveAll([{ orderId: second, lines: [] }, { orderId: first, lines: [] }]);
-  assert.deepEqual(again, [{ outcome: 'duplicate', status: 'REJECTED' }, { outcome: 'duplicate', status: 'RESERVED' }]);
+  const again = await reserveAll([
+    { orderId: second, lines: [] },
+    { orderId: first, lines: [] },
+  ]);
+  assert.deepEqual(again, [
+    { outcome: 'duplicate', status: 'REJECTED' },
+    { outcome: 'duplicate', status: 'RESERVED' },
+  ]);
   assert.equal(await tableFingerprint(pool, 'products'), before);
 });
 
@@ -287,7 +324,13 @@ test('concurrent batches over the same products neither deadlock nor oversell, a
   const batches = Array.from({ length: 12 }, (_, b) =>
     Array.from({ length: 8 }, (_, i): OrderLines => {
       const [x, y] = [products[(b + i) % 3]!, products[(b + i + 1) % 3]!];
-      return { orderId: randomUUID(), lines: [{ productId: x, quantity: 1 }, { productId: y, quantity: 1 }] };
+      return {
+        orderId: randomUUID(),
+        lines: [
+          { productId: x, quantity: 1 },
+          { productId: y, quantity: 1 },
+        ],
+      };
     }),
   );
   const results = (await Promise.all(batches.map(reserveAll))).flat();
@@ -304,11 +347,20 @@ test('concurrent batches over the same products neither deadlock nor oversell, a
   assert.equal(rejected.length + reserved.length, 96);
   for (const order of rejected) assert.ok(order.lines.some((line) => stock.get(line.productId)!.available === 0));
 
-  const committed = await Promise.all([commitAll(reserved.slice(0, 15).map((o) => o.orderId)), commitAll(reserved.slice(15).map((o) => o.orderId))]);
+  const committed = await Promise.all([
+    commitAll(reserved.slice(0, 15).map((o) => o.orderId)),
+    commitAll(reserved.slice(15).map((o) => o.orderId)),
+  ]);
   assert.ok(committed.flat().every((result) => result.outcome === 'committed'));
-  assert.deepEqual(committed.flat()[0], { outcome: 'committed', lines: [...reserved[0]!.lines].sort((a, b) => a.productId.localeCompare(b.productId)) });
+  assert.deepEqual(committed.flat()[0], {
+    outcome: 'committed',
+    lines: [...reserved[0]!.lines].sort((a, b) => a.productId.localeCompare(b.productId)),
+  });
   for (const id of products) assert.deepEqual(await stockOf(pool, id), { onHand: 20 - held(id), reserved: 0, available: 20 - held(id) });
   // Committed once: a repeat, and an order never reserved, change nothing.
   const repeat = await commitAll([reserved[0]!.orderId, randomUUID()]);
-  assert.deepEqual(repeat.map((result) => result.outcome === 'not-reserved' && result.status), ['COMMITTED', null]);
+  assert.deepEqual(
+    repeat.map((result) => result.outcome === 'not-reserved' && result.status),
+    ['COMMITTED', null],
+  );
 });
