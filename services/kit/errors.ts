@@ -35,6 +35,10 @@ const UNSTORABLE_TEXT = new Set(['22021', '22P05']);
 // may have gone through.
 const NO_CONNECTION = new Set(['53300', '57P01', '57P02', '57P03', '08001', '08004', 'ECONNREFUSED']);
 const POOL_CONNECT_TIMEOUT = 'timeout exceeded when trying to connect';
+// A database closed to new sessions (ALLOW_CONNECTIONS false, as during a
+// failover or maintenance) refuses the login with 55000; the same code in a
+// statement means something else, so the message decides.
+const NOT_ACCEPTING = /is not currently accepting connections/;
 
 /** Maps anything thrown to a ServiceError; unknown failures become INTERNAL without internals. */
 export function toServiceError(error: unknown): ServiceError {
@@ -44,7 +48,8 @@ export function toServiceError(error: unknown): ServiceError {
   if (UNSTORABLE_TEXT.has(code)) {
     return new ServiceError('VALIDATION_FAILED', 'text contains a character that cannot be stored (NUL, \\u0000)');
   }
-  if (NO_CONNECTION.has(code) || (error as Error | null)?.message === POOL_CONNECT_TIMEOUT) {
+  const message = (error as Error | null)?.message ?? '';
+  if (NO_CONNECTION.has(code) || message === POOL_CONNECT_TIMEOUT || (code === '55000' && NOT_ACCEPTING.test(message))) {
     return new ServiceError('SERVICE_UNAVAILABLE', 'the database is unavailable; try again shortly');
   }
   return new ServiceError('INTERNAL', 'internal error');

@@ -245,9 +245,23 @@ export class NotificationSender implements BackgroundTask {
     return true;
   }
 
-  /** Records an outcome; the email has gone (or not), so a lost connection is retried, not taken for a failure. */
+  /**
+   * Records an outcome. The email has gone (or not) already, so a lost or
+   * refused connection is retried for as long as the sender runs: giving up
+   * would leave the row leased, and the email would go again once the lease
+   * ran out (seen in the chaos suite: databases refusing connections for 8 s,
+   * then the same email twice five minutes later).
+   */
   #record(what: (db: Queryable) => Promise<void>): Promise<void> {
-    return pRetry(() => what(this.#db), { retries: 8, minTimeout: 100, maxTimeout: 5000 });
+    return pRetry(() => what(this.#db), {
+      retries: Number.POSITIVE_INFINITY,
+      minTimeout: 100,
+      maxTimeout: 5000,
+      shouldRetry: () => !this.#stopped,
+      onFailedAttempt: ({ error, attemptNumber }) => {
+        if (attemptNumber === 1) this.#log.warn({ err: error }, 'recording an email outcome failed; retrying until the database answers');
+      },
+    });
   }
 
   /**

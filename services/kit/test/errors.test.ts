@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import { toServiceError } from '../index.ts';
+import { dropTestDatabases, testDatabaseUrl } from '../../../test/harness.ts';
 
 function databaseError(code: string, message: string): Error {
   return Object.assign(new pg.DatabaseError(message, message.length, 'error'), { code });
@@ -39,5 +40,32 @@ test('text PostgreSQL cannot store is VALIDATION_FAILED; other database errors s
     const mapped = toServiceError(error);
     assert.equal(mapped.code, 'INTERNAL', error.message);
     assert.equal(mapped.message, 'internal error');
+  }
+});
+
+test('a database closed to new sessions (ALLOW_CONNECTIONS false, as in a failover) is SERVICE_UNAVAILABLE, as PostgreSQL itself says it', async () => {
+  const url = testDatabaseUrl('errors');
+  const name = new URL(url).pathname.slice(1);
+  const admin = new pg.Client({ connectionString: new URL('/postgres', url).toString() });
+  await admin.connect();
+  try {
+    await admin.query(`CREATE DATABASE ${pg.escapeIdentifier(name)}`);
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} WITH ALLOW_CONNECTIONS false`);
+    const client = new pg.Client({ connectionString: url });
+    const refused = await client.connect().then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    await client.end().catch(() => {});
+    assert.ok(refused, 'the login is refused');
+    const mapped = toServiceError(refused);
+    assert.equal(mapped.code, 'SERVICE_UNAVAILABLE', (refused as Error).message);
+    assert.equal(mapped.transient, true);
+    // The same code from a statement is not an outage.
+    assert.equal(toServiceError(databaseError('55000', 'currval of sequence "s" is not yet defined in this session')).code, 'INTERNAL');
+  } finally {
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(name)} WITH ALLOW_CONNECTIONS true`).catch(() => {});
+    await admin.end();
+    await dropTestDatabases();
   }
 });
