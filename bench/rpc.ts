@@ -33,7 +33,6 @@
 // Profiling: BENCH_CPU_PROF=<dir> makes both server processes write CPU
 // profiles there; profile the caller with `npx node --cpu-prof bench/rpc.ts`.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -44,7 +43,8 @@ import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { cpuSnapshot, cpuUsed } from './common.ts';
 import { moleculerBroker, moleculerSettings } from './moleculer.ts';
-import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type ServiceProcess } from '../test/harness.ts';
+import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor } from '../test/harness.ts';
+import { launch, type Launched } from '../scripts/launcher.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
 const ROUND_MS = intEnv('BENCH_ROUND_MS', 2000);
@@ -250,43 +250,32 @@ function fmt(value: number): string {
 }
 
 /**
- * Runs `script` (relative to the project) as a child process with the
- * project's Node and resolves once it prints `readyLine`. With
+ * Runs `script` (relative to the project) through the shop's launcher
+ * (scripts/launcher.ts) and resolves once it prints `readyLine`. With
  * BENCH_CPU_PROF=<dir> the child writes a CPU profile there when it stops.
  */
-async function spawnChild(script: string, env: Record<string, string>, readyLine: string): Promise<ServiceProcess> {
+async function spawnChild(script: string, env: Record<string, string>, readyLine: string): Promise<Launched> {
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child: ChildProcess = spawn(process.execPath, [...profile, join(ROOT, script)], {
-    env: { ...process.env, LOG_FORMAT: 'json', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  let ready = false;
+  let lastLines = '';
+  const child = launch({
+    name: script,
+    script,
+    nodeArgs: profile,
+    env: { LOG_FORMAT: 'json', ...env },
+    onLine: (line) => {
+      if (line.includes(readyLine)) ready = true;
+      lastLines = `${lastLines}\n${line}`.slice(-4000);
+    },
   });
-  const output: string[] = [];
-  let buffered = '';
-  let stderr = '';
-  child.stdout!.on('data', (chunk: Buffer) => {
-    const lines = (buffered + chunk.toString()).split('\n');
-    buffered = lines.pop() ?? '';
-    // Keep only the first lines: a server logging per request must not fill the bench's memory.
-    if (output.length < 1000) output.push(...lines);
-  });
-  child.stderr!.on('data', (chunk: Buffer) => (stderr = (stderr + chunk).slice(-4000)));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   await waitFor(
     () => {
-      if (child.exitCode !== null) throw new Error(`${script} exited with ${child.exitCode}: ${stderr}`);
-      return output.some((line) => line.includes(readyLine));
+      if (!child.running) throw new Error(`${script} exited with ${child.lastExit?.code}: ${lastLines}`);
+      return ready || undefined;
     },
     { timeoutMs: 20_000, what: `${script} to start` },
   );
-  return {
-    child,
-    output,
-    exited,
-    async stop(signal = 'SIGTERM') {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      return exited;
-    },
-  };
+  return child;
 }
 
 /**
@@ -343,7 +332,7 @@ async function expectMoleculerLikeKit(broker: ServiceBroker, id: string): Promis
 
 const nats = await startNats();
 const natsPid = nats.process.pid;
-const children: ServiceProcess[] = [];
+const children: Launched[] = [];
 const results: PartResult[] = [];
 // The caller's process is set up like a service's: tracing registered (no
 // exporter), one connection with noAsyncTraces (the kit's connectNats).
@@ -395,7 +384,7 @@ try {
         key: 'a',
         title: 'customers.get, customer service + PostgreSQL',
         target: 1.2,
-        serverPid: service.child.pid,
+        serverPid: service.pid,
         postgres: { url: databaseUrl, databases: [new URL(databaseUrl).pathname.slice(1)] },
         kit: {
           name: 'kit RpcClient.call',
@@ -441,7 +430,7 @@ try {
         key: 'b',
         title: 'no-I/O endpoint: kit server + kit client vs raw responder + nc.request',
         target: 2,
-        serverPid: server.child.pid,
+        serverPid: server.pid,
         kit: {
           name: 'kit serveEndpoints + RpcClient',
           op: async () => expectCustomer(await client.call(customers.get, { id }), id),
@@ -472,7 +461,7 @@ try {
           {
             // The kit's counterpart in another framework: its params checked by the server as the kit checks the request.
             name: MOLECULER_ROW,
-            serverPid: moleculerServer.child.pid,
+            serverPid: moleculerServer.pid,
             op: async () => expectCustomer(await caller.call<Customer, { id: string }>('customers.get', { id }), id),
           },
         ],

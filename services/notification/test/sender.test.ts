@@ -6,6 +6,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import pg from 'pg';
 import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool } from '../../kit/index.ts';
 import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
 import { Mailer, NotificationSender, type SenderOptions } from '../mailer.ts';
@@ -14,11 +15,12 @@ import { startSmtpServer, type TestSmtpServer } from './smtp.ts';
 
 const log = createLogger('notifications-test', 'silent');
 let pool: Pool;
+let databaseUrl: string;
 let smtp: TestSmtpServer;
 const running: NotificationSender[] = [];
 
 before(async () => {
-  const databaseUrl = testDatabaseUrl('notifications');
+  databaseUrl = testDatabaseUrl('notifications');
   await ensureDatabase(databaseUrl, log);
   pool = createPool(databaseUrl);
   await migrate(pool, 'notifications', join(import.meta.dirname, '..', 'migrations'), log);
@@ -214,4 +216,38 @@ test('the queue costs a claim per batch: a lone email one claim and one record, 
   } finally {
     await stopSender(sender);
   }
+});
+
+test('an email accepted while its database closes for longer than a burst of retries is recorded once it opens, and sent once', async () => {
+  const { to, ids } = await pending(1);
+  const database = new URL(databaseUrl).pathname.slice(1);
+  const admin = new pg.Client({ connectionString: new URL('/postgres', databaseUrl).toString() });
+  await admin.connect();
+  const closed = Promise.withResolvers<void>();
+  // The SMTP server accepts the email only once the database refuses every connection, for 20 s:
+  // longer than a burst of retries (~16 s), shorter than a lease (5 minutes).
+  smtp.beforeAccepting(to, async () => {
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(database)} WITH ALLOW_CONNECTIONS false`);
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [database]);
+    closed.resolve();
+  });
+  const sender = await startSender();
+  try {
+    await closed.promise;
+    await waitFor(() => smtp.mailsTo(to).length === 1 || undefined, { what: 'the email accepted' });
+    await new Promise((resolve) => setTimeout(resolve, 20_000));
+  } finally {
+    await admin.query(`ALTER DATABASE ${pg.escapeIdentifier(database)} WITH ALLOW_CONNECTIONS true`);
+    await admin.end();
+  }
+  const [row] = await waitFor(
+    async () => {
+      const found = await rows(ids);
+      return found[0]?.status === 'SENT' ? found : undefined;
+    },
+    { timeoutMs: 15_000, what: 'the email recorded as SENT' },
+  );
+  assert.equal(row!.attempts, 1);
+  assert.equal(smtp.mailsTo(to).length, 1, 'sent once');
+  await stopSender(sender);
 });

@@ -1,7 +1,9 @@
 // A real SMTP server for tests (smtp-server on a random port) that keeps every
 // email it accepts, logs every RCPT TO, and can refuse recipients on demand:
 // `failNext(address, n)` answers the next n deliveries to it with 451 (try
-// again later), `rejectAlways(address)` with 550 (never).
+// again later), `rejectAlways(address)` with 550 (never), and
+// `beforeAccepting(address, hook)` runs a hook just before the next email to
+// it is accepted (the moment a sender's work is most at risk).
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 
@@ -34,6 +36,7 @@ export interface TestSmtpServer {
   attemptsTo(address: string): DeliveryAttempt[];
   failNext(address: string, count: number): void;
   rejectAlways(address: string): void;
+  beforeAccepting(address: string, hook: () => Promise<void>): void;
   close(): Promise<void>;
 }
 
@@ -46,6 +49,7 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
   const attempts: DeliveryAttempt[] = [];
   const failures = new Map<string, number>();
   const rejected = new Set<string>();
+  const hooks = new Map<string, () => Promise<void>>();
 
   const server = new SMTPServer({
     authOptional: true,
@@ -74,8 +78,12 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
       stream.on('end', () => {
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         const rcptTo = session.envelope.rcptTo.map((a) => a.address.toLowerCase());
-        mails.push({ ...parseMail(Buffer.concat(chunks).toString('utf8')), mailFrom, rcptTo, receivedAt: Date.now() });
-        callback();
+        const hook = rcptTo.map((to) => hooks.get(to)).find(Boolean);
+        for (const to of rcptTo) hooks.delete(to);
+        void (hook ?? (async () => {}))().then(() => {
+          mails.push({ ...parseMail(Buffer.concat(chunks).toString('utf8')), mailFrom, rcptTo, receivedAt: Date.now() });
+          callback();
+        }, callback);
       });
     },
   });
@@ -94,6 +102,9 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
     },
     rejectAlways(address) {
       rejected.add(address.toLowerCase());
+    },
+    beforeAccepting(address, hook) {
+      hooks.set(address.toLowerCase(), hook);
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
