@@ -33,11 +33,19 @@ export const NotificationSettings = {
     default: 5000,
     description: 'Wait after the first failed attempt; doubles after each further one (at most 15 minutes).',
   }),
+  NOTIFY_LEASE_MS: Type.Integer({
+    minimum: 1000,
+    maximum: 3_600_000,
+    default: 300_000,
+    description:
+      'How long a claimed email stays with its sender before another may take it: the wait before an email claimed by a sender that died is sent. Longer than a send (SMTP_TIMEOUT_MS) and its record.',
+  }),
 };
 
 export type NotificationConfig = SmtpSettings & {
   NOTIFY_MAX_ATTEMPTS: number;
   NOTIFY_RETRY_BASE_MS: number;
+  NOTIFY_LEASE_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
 };
 
@@ -54,6 +62,7 @@ export const notificationService: ServiceDefinition<NotificationConfig> = {
     const sender = new NotificationSender(pool, new Mailer(settings), log, {
       maxAttempts: settings.NOTIFY_MAX_ATTEMPTS,
       retryBaseMs: settings.NOTIFY_RETRY_BASE_MS,
+      leaseMs: settings.NOTIFY_LEASE_MS,
       stopTimeoutMs: settings.SHUTDOWN_TIMEOUT_MS,
     });
     return {

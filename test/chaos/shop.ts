@@ -263,6 +263,8 @@ export class Shop {
         SMTP_PORT: String(this.smtp.port),
         SMTP_TIMEOUT_MS: '5000',
         NOTIFY_RETRY_BASE_MS: '50',
+        // A notification service killed after claiming emails: they go once the lease ends, well within the wait for rest.
+        NOTIFY_LEASE_MS: '30000',
       });
     }
     return { ...base, ...this.#options.env, ...this.#options.serviceEnv?.[dir] };
