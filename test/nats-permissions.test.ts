@@ -242,6 +242,8 @@ test('the whole order flow works with every process signed in as its own user', 
     ...natsCredentials('bff'),
     JWT_SECRET: 'permissions-test-secret-0123456789-abcdef',
     BFF_PORT: '0',
+    // The BFF's log level follows its live setting, whose start value is LOG_LEVEL: quiet, like the logger.
+    LOG_LEVEL: 'silent',
   });
   bffNc = await connect({ servers: nats.url, user: bffSettings.NATS_USER, pass: bffSettings.NATS_PASSWORD, noAsyncTraces: true });
   watchRefusals('bff', bffNc);
