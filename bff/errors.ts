@@ -10,17 +10,17 @@ import { ErrorCodes } from '../subjects/index.ts';
 import { ServiceError } from '../services/kit/index.ts';
 
 /** Codes of the BFF's own, beside the services' (subjects/errors.ts). */
-export const ApiCodes = {
-  UNAUTHENTICATED: 401,
-  FORBIDDEN: 403,
-  BAD_USER_INPUT: 400,
-  BAD_REQUEST: 400,
-  GRAPHQL_VALIDATION_FAILED: 400,
-  QUERY_TOO_DEEP: 400,
-  QUERY_TOO_COMPLEX: 400,
-  RATE_LIMITED: 429,
-} as const;
-export type ApiCode = keyof typeof ApiCodes;
+export const ApiCodes = [
+  'UNAUTHENTICATED',
+  'FORBIDDEN',
+  'BAD_USER_INPUT',
+  'BAD_REQUEST',
+  'GRAPHQL_VALIDATION_FAILED',
+  'QUERY_TOO_DEEP',
+  'QUERY_TOO_COMPLEX',
+  'RATE_LIMITED',
+] as const;
+export type ApiCode = (typeof ApiCodes)[number];
 
 /** An error the BFF raises itself (auth, input it checks before any call). */
 export class ApiError extends Error {
