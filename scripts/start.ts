@@ -31,7 +31,7 @@ import { answers, natsProblem, noPostgres, portTaken } from '../services/kit/sta
 import { EX_CONFIG, launchProcess, type Exit, type Launched } from './launcher.ts';
 
 const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
-/** The BFF's port when BFF_PORT is unset (bff/app.ts). */
+/** The BFF's port when BFF_PORT is unset (bff/settings.ts). */
 const DEFAULT_BFF_PORT = 4000;
 const USAGE = `usage: npm start [-- <process>...]
   Starts the shop: ${PROCESSES.join(', ')} (registry names; folder names work too).
@@ -177,6 +177,10 @@ async function main(): Promise<void> {
   say(`NATS ${natsUrl}; PostgreSQL ${postgres.host}:${postgres.port}, one database per service`);
   const opsHost = process.env.OPS_HOST ?? '127.0.0.1';
   say(`operations ports: ${entries.map((entry) => `${entry.name} http://${opsHost}:${entry.opsPort}/metrics`).join(', ')}`);
+  if (entries.some((entry) => entry.name === 'bff')) {
+    const port = Number(process.env.BFF_PORT || DEFAULT_BFF_PORT);
+    say(`storefront http://localhost:${port}/, GraphQL http://localhost:${port}/graphql`);
+  }
   const jwtSecret = process.env.JWT_SECRET || randomBytes(32).toString('base64url');
   if (entries.some((entry) => entry.name === 'bff') && !process.env.JWT_SECRET) {
     say('JWT_SECRET is not set: the BFF signs with a random secret for this run');
