@@ -9,14 +9,13 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import http from 'node:http';
-import { createServer, type AddressInfo } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'nats';
 import pg from 'pg';
 import { SERVICES, registry, type ProcessEntry, type ServiceName } from '../subjects/index.ts';
 import { launch, launchProcess, type LaunchOptions, type Launched } from '../scripts/launcher.ts';
-import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
+import { ROOT, dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
 
 export { ROOT, waitFor };
 
@@ -325,15 +324,6 @@ export async function spawnNode(name: string, script: string | ProcessEntry, opt
     await stop('SIGKILL');
     throw error;
   }
-}
-
-/** A TCP port free at this moment (for a child that must be told its port in advance). */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 // ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 // port, temporary JetStream store, the project's nats.conf), fresh
 // PostgreSQL databases per run, and a poll helper instead of sleeps.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -259,4 +260,13 @@ export async function spawnService(dir: string, env: Record<string, string>): Pr
       return exit?.code ?? null;
     },
   };
+}
+
+/** A TCP port free at this moment (for a child that must be told its port in advance). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
 }

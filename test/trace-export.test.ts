@@ -8,13 +8,12 @@
 // `customers.get process` → pg, each the child of the one before.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { connect, type NatsConnection } from 'nats';
 import { trace } from '@opentelemetry/api';
 import { customers } from '../subjects/index.ts';
 import { RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { dropTestDatabases, spawnService, startNats, testDatabaseUrl, waitFor, type TestNats } from './harness.ts';
+import { collectSpans, ZIPKIN_SPANS_PATH, type ZipkinSpan } from './span-collector.ts';
 
 /** A span as either endpoint received it, in one shape. */
 interface ReceivedSpan {
@@ -25,37 +24,6 @@ interface ReceivedSpan {
   name: string;
   kind: string;
   attributes: Record<string, unknown>;
-}
-
-/** A local HTTP endpoint that keeps every span POSTed to `path`, decoded by `decode`. */
-async function collector(path: string, decode: (body: unknown) => ReceivedSpan[]) {
-  const spans: ReceivedSpan[] = [];
-  const server: Server = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== path) {
-      response.writeHead(404).end();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      spans.push(...decode(JSON.parse(Buffer.concat(chunks).toString('utf8'))));
-      response.writeHead(200, { 'content-type': 'application/json' }).end('{}');
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { url, spans, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
-}
-
-/** Zipkin API v2: a JSON array of spans. */
-interface ZipkinSpan {
-  traceId: string;
-  id: string;
-  parentId?: string;
-  name: string;
-  kind?: string;
-  localEndpoint?: { serviceName?: string };
-  tags?: Record<string, string>;
 }
 
 const fromZipkin = (body: unknown): ReceivedSpan[] =>
@@ -221,10 +189,10 @@ function assertOneTrace(spans: ReceivedSpan[], callerSpanId: string): void {
 }
 
 test('OTEL_TRACES_EXPORTER=zipkin: a call and its handling across NATS reach Zipkin as one trace', async () => {
-  const zipkin = await collector('/api/v2/spans', fromZipkin);
+  const zipkin = await collectSpans(ZIPKIN_SPANS_PATH, fromZipkin);
   try {
     const { caller, spans } = await oneCallTraced(
-      { OTEL_TRACES_EXPORTER: 'zipkin', OTEL_EXPORTER_ZIPKIN_ENDPOINT: `${zipkin.url}/api/v2/spans` },
+      { OTEL_TRACES_EXPORTER: 'zipkin', OTEL_EXPORTER_ZIPKIN_ENDPOINT: `${zipkin.url}${ZIPKIN_SPANS_PATH}` },
       zipkin.spans,
     );
     assertOneTrace(spans, caller.spanId);
@@ -234,7 +202,7 @@ test('OTEL_TRACES_EXPORTER=zipkin: a call and its handling across NATS reach Zip
 });
 
 test('OTEL_TRACES_EXPORTER=otlp: a call and its handling across NATS reach an OTLP/HTTP endpoint as one trace', async () => {
-  const otlp = await collector('/v1/traces', fromOtlp);
+  const otlp = await collectSpans('/v1/traces', fromOtlp);
   try {
     const { caller, spans } = await oneCallTraced(
       { OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' },

@@ -10,27 +10,23 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { connect, type NatsConnection } from 'nats';
 import { orders, products, type Product } from '../subjects/index.ts';
 import { RpcClient } from '../services/kit/index.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
-import { dropTestDatabases, spawnService, startNats, testDatabaseUrl, waitFor, type ServiceProcess, type TestNats } from './harness.ts';
+import {
+  dropTestDatabases,
+  freePort,
+  spawnService,
+  startNats,
+  testDatabaseUrl,
+  waitFor,
+  type ServiceProcess,
+  type TestNats,
+} from './harness.ts';
+import { startZipkin, ZIPKIN_SPANS_PATH, type SpanCollector, type ZipkinSpan } from './span-collector.ts';
 
-/** A span as the Zipkin exporter sends it (Zipkin API v2, JSON). */
-interface ZipkinSpan {
-  traceId: string;
-  id: string;
-  parentId?: string;
-  name: string;
-  kind?: string;
-  localEndpoint?: { serviceName?: string };
-  tags?: Record<string, string>;
-}
-
-let zipkin: Server;
-const received: ZipkinSpan[] = [];
+let zipkin: SpanCollector<ZipkinSpan>;
 let nats: TestNats;
 let smtp: TestSmtpServer;
 let nc: NatsConnection;
@@ -38,29 +34,9 @@ let client: RpcClient;
 const processes = new Map<string, ServiceProcess>();
 let graphqlUrl: string;
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
 before(async () => {
-  zipkin = createServer((request, response) => {
-    if (request.method !== 'POST' || request.url !== '/api/v2/spans') {
-      response.writeHead(404).end();
-      return;
-    }
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      received.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as ZipkinSpan[]));
-      response.writeHead(202).end();
-    });
-  });
-  await new Promise<void>((resolve) => zipkin.listen(0, '127.0.0.1', resolve));
-  const zipkinUrl = `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/api/v2/spans`;
+  zipkin = await startZipkin();
+  const zipkinUrl = `${zipkin.url}${ZIPKIN_SPANS_PATH}`;
 
   nats = await startNats();
   smtp = await startSmtpServer();
@@ -110,7 +86,7 @@ after(async () => {
   await smtp?.close();
   await nats?.cleanup();
   await dropTestDatabases();
-  await new Promise<void>((resolve) => (zipkin ? zipkin.close(() => resolve()) : resolve()));
+  await zipkin?.close();
 });
 
 async function graphql<T>(query: string, variables: Record<string, unknown>, token?: string): Promise<T> {
@@ -183,18 +159,18 @@ test('one trace follows an order from the GraphQL request to the email, and its 
   await waitFor(() => smtp.mailsTo(email).length === 1, { what: 'the email' });
 
   // The BFF's call to orders.place starts the order's part of the request's trace.
-  const place = await waitFor(() => received.find((span) => serviceOf(span) === 'bff' && span.name === 'orders.place send'), {
+  const place = await waitFor(() => zipkin.spans.find((span) => serviceOf(span) === 'bff' && span.name === 'orders.place send'), {
     what: 'the span of orders.place from the BFF',
   });
   const traceId = place.traceId;
   const spans = await waitFor(
     () => {
-      const trace = received.filter((span) => span.traceId === traceId);
+      const trace = zipkin.spans.filter((span) => span.traceId === traceId);
       return treeProblems(trace).length === 0 ? trace : undefined;
     },
     { timeoutMs: 15_000, what: 'the whole trace' },
   ).catch((error: Error) => {
-    const trace = received.filter((span) => span.traceId === traceId);
+    const trace = zipkin.spans.filter((span) => span.traceId === traceId);
     throw new Error(`${error.message}\n  ${treeProblems(trace).join('\n  ')}`);
   });
 
@@ -277,7 +253,7 @@ test("a POST /graphql sent with a caller's traceparent is handled in the caller'
   assert.equal(response.status, 200);
   const spans = await waitFor(
     () => {
-      const trace = received.filter((span) => span.traceId === traceId);
+      const trace = zipkin.spans.filter((span) => span.traceId === traceId);
       // The HTTP server span ends last in the BFF: once it is here, the BFF's other spans are too.
       const whole =
         trace.some((span) => serviceOf(span) === 'products' && span.name.endsWith(' process')) &&

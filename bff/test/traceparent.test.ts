@@ -7,51 +7,22 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { spawnService, startNats, waitFor, type ServiceProcess, type TestNats } from '../../test/harness.ts';
+import { freePort, spawnService, startNats, waitFor, type ServiceProcess, type TestNats } from '../../test/harness.ts';
+import { startZipkin, ZIPKIN_SPANS_PATH, type SpanCollector, type ZipkinSpan } from '../../test/span-collector.ts';
 
-interface ZipkinSpan {
-  traceId: string;
-  id: string;
-  parentId?: string;
-  name: string;
-  kind?: string;
-  localEndpoint?: { serviceName?: string };
-}
-
-let zipkin: Server;
-const received: ZipkinSpan[] = [];
+let zipkin: SpanCollector<ZipkinSpan>;
 let nats: TestNats;
 let bff: ServiceProcess;
 let url: string;
 
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise<void>((resolve) => probe.close(() => resolve()));
-  return port;
-}
-
 before(async () => {
-  zipkin = createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      if (request.method === 'POST' && request.url === '/api/v2/spans') {
-        received.push(...(JSON.parse(Buffer.concat(chunks).toString('utf8')) as ZipkinSpan[]));
-      }
-      response.writeHead(202).end();
-    });
-  });
-  await new Promise<void>((resolve) => zipkin.listen(0, '127.0.0.1', resolve));
+  zipkin = await startZipkin();
   nats = await startNats();
   const port = await freePort();
   // spawnService runs services/<dir>/main.ts: the BFF's is ../bff/main.ts from there.
   bff = await spawnService('../bff', {
     NATS_URL: nats.url,
-    ZIPKIN_URL: `http://127.0.0.1:${(zipkin.address() as AddressInfo).port}/api/v2/spans`,
+    ZIPKIN_URL: `${zipkin.url}${ZIPKIN_SPANS_PATH}`,
     OTEL_BSP_SCHEDULE_DELAY: '100',
     BFF_HOST: '127.0.0.1',
     BFF_PORT: String(port),
@@ -63,7 +34,7 @@ before(async () => {
 after(async () => {
   await bff?.stop();
   await nats?.cleanup();
-  await new Promise<void>((resolve) => (zipkin ? zipkin.close(() => resolve()) : resolve()));
+  await zipkin?.close();
 });
 
 test("a GraphQL request with a traceparent is one server span under the caller's, with everything else beneath it", async () => {
@@ -79,7 +50,7 @@ test("a GraphQL request with a traceparent is one server span under the caller's
 
   const spans = await waitFor(
     () => {
-      const trace = received.filter((span) => span.traceId === traceId);
+      const trace = zipkin.spans.filter((span) => span.traceId === traceId);
       return trace.some((span) => span.name === 'products.list send') && trace.some((span) => /graphql|query/i.test(span.name))
         ? trace
         : undefined;
@@ -87,7 +58,7 @@ test("a GraphQL request with a traceparent is one server span under the caller's
     { what: "the request's spans, its NATS call and GraphQL's included", timeoutMs: 15_000 },
   );
   await new Promise((resolve) => setTimeout(resolve, 500)); // any straggler of the same request
-  const trace = received.filter((span) => span.traceId === traceId);
+  const trace = zipkin.spans.filter((span) => span.traceId === traceId);
   assert.ok(trace.length >= spans.length);
   assert.ok(trace.every((span) => span.localEndpoint?.serviceName === 'bff'));
 
