@@ -5,7 +5,7 @@
 // (subjects/customers.ts) is checked, and answers the same fixed customer as
 // the kit's no-I/O endpoint, with no I/O behind it. It prints "ready" once
 // the broker has started.
-import type { Customer } from '../subjects/index.ts';
+import { fixedCustomer as fixed } from './fixed-customer.ts';
 import { moleculerBroker } from './moleculer.ts';
 
 const natsUrl = process.env.NATS_URL;
@@ -13,15 +13,6 @@ if (!natsUrl) throw new Error('NATS_URL is not set');
 
 /** The contract's `Id` (subjects/common.ts): any hex UUID, either case. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-/** What bench/no-io-server.ts answers. */
-const fixed: Customer = {
-  id: process.env.BENCH_CUSTOMER_ID ?? '00000000-0000-4000-8000-000000000000',
-  email: 'bench@example.com',
-  name: 'Bench Customer',
-  role: 'customer',
-  createdAt: '2024-01-01T00:00:00.000Z',
-};
 
 // The broker stops itself on SIGTERM (Moleculer registers the signal handlers).
 const broker = moleculerBroker('bench-moleculer-server', natsUrl);

@@ -8,7 +8,8 @@
 //   answering the same customer as pre-encoded bytes.
 // It must not run beside the real customer service: both would share the
 // `customers` queue group. It prints "ready" once both listen.
-import { customers, type Customer } from '../subjects/index.ts';
+import { customers } from '../subjects/index.ts';
+import { fixedCustomer as fixed } from './fixed-customer.ts';
 import {
   ProcessMetrics,
   ServiceSettings,
@@ -25,13 +26,6 @@ import {
 const RAW_SUBJECT = process.env.BENCH_RAW_SUBJECT ?? 'bench.raw.customers.get';
 
 const settings = loadConfig(ServiceSettings);
-const fixed: Customer = {
-  id: process.env.BENCH_CUSTOMER_ID ?? '00000000-0000-4000-8000-000000000000',
-  email: 'bench@example.com',
-  name: 'Bench Customer',
-  role: 'customer',
-  createdAt: '2024-01-01T00:00:00.000Z',
-};
 const fixedBytes = Buffer.from(JSON.stringify(fixed));
 
 // As a service runs an endpoint: OpenTelemetry started as in every process
