@@ -14,12 +14,13 @@ import { OrderSettings, orderService } from '../../services/order/app.ts';
 import { PaymentSettings, paymentService } from '../../services/payment/app.ts';
 import { NotificationSettings, notificationService } from '../../services/notification/app.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../test/harness.ts';
+import type { ServiceName } from '../../subjects/index.ts';
 import { BffSettings, build, type Bff } from '../app.ts';
 
 export const ADMIN_EMAIL = 'admin@shop.test';
 export const JWT_SECRET = 'test-secret-test-secret-test-secret-0123';
 
-export type ServiceName = 'customers' | 'products' | 'orders' | 'payments' | 'notifications';
+export type { ServiceName };
 
 interface ServiceSpec {
   definition: ServiceDefinition<never>;

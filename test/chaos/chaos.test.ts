@@ -356,13 +356,10 @@ async function phase(name: string, inject: () => Promise<number>): Promise<Row> 
   const report: ReconcileReport = await waitFor(
     () =>
       reconcile({
-        databases: {
-          customers: shop.databases.customer,
-          products: shop.databases.product,
-          orders: shop.databases.order,
-          payments: shop.databases.payment,
-          notifications: shop.databases.notification,
-        },
+        // Reconcile names databases by service, the shop by folder.
+        databases: Object.fromEntries(SERVICE_DIRS.map((dir) => [SERVICE_NAMES[dir], shop.databases[dir]])) as Parameters<
+          typeof reconcile
+        >[0]['databases'],
         graceMs: 0,
         initialStock,
       }),
