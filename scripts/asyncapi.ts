@@ -35,6 +35,7 @@ import { loadConfig, serviceSettingsSchema } from '../services/kit/config.ts';
 import { DeadLetterHeaders } from '../services/kit/consumer.ts';
 import { LiveSettings } from '../services/kit/live-config.ts';
 import { createLogger } from '../services/kit/log.ts';
+import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import type { ServiceContext } from '../services/kit/service.ts';
 
@@ -44,7 +45,7 @@ export const DOCUMENT_PATH = join(ROOT, 'docs', 'asyncapi.json');
 /** The BFF's feed reads orders.events.> (bff/feed.ts); it is not a ServiceDefinition, so it is named here. */
 const BFF_FEED_STREAM = streams.ORDERS.name;
 
-interface ServiceInfo {
+export interface ServiceInfo {
   name: string;
   emits: readonly EventContract[];
   calls: readonly RpcContract[];
@@ -55,7 +56,7 @@ interface ServiceInfo {
 // Reading the code
 
 /** Every service of the registry with its definition, and the consumers its build() wires. */
-async function readServices(): Promise<ServiceInfo[]> {
+export async function readServices(): Promise<ServiceInfo[]> {
   const found: ServiceInfo[] = [];
   for (const name of SERVICES) {
     const definition = await serviceDefinition(registry[name]);
@@ -92,6 +93,7 @@ function inertContext(name: string): ServiceContext {
     js: refuse('js') as ServiceContext['js'],
     client: refuse('client') as ServiceContext['client'],
     settings: LiveSettings.fixed(name, { log, environment: {} }),
+    metrics: new ProcessMetrics(name, { processMetrics: false }),
   };
 }
 

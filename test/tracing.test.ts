@@ -315,6 +315,7 @@ test('every process serves /metrics in the Prometheus text format and its health
       ['shop_rpc_requests_total', { subject: 'orders.place' }],
       ['shop_events_published_total', { subject: 'orders.events.placed' }],
       ['shop_events_handled_total', { consumer: 'orders-payments-captured', outcome: 'processed' }],
+      ['shop_saga_duration_seconds_count', { outcome: 'CONFIRMED' }],
     ],
     payment: [['shop_events_handled_total', { consumer: 'payments-charge-reserved', outcome: 'processed' }]],
     notification: [['shop_events_handled_total', { consumer: 'notifications-order-confirmed', outcome: 'processed' }]],

@@ -16,6 +16,7 @@
 //   shop_nats_connected                              1 while the NATS connection is up
 //   shop_http_requests_total{method,route,status}    the BFF's HTTP requests
 //   shop_http_request_duration_seconds{method,route} (histogram)
+//   shop_saga_duration_seconds{outcome}              the order service: placed to CONFIRMED / CANCELLED (histogram)
 // plus prom-client's process_* and nodejs_* series (CPU, memory, event loop lag,
 // GC), less the three nodejs_active_*_total gauges that fail promtool's lint.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
@@ -144,6 +145,16 @@ export class ProcessMetrics {
   httpAnswered(method: string, route: string, status: number, seconds: number): void {
     this.#http.inc({ method, route, status: String(status) });
     this.#httpDuration.observe({ method, route }, seconds);
+  }
+
+  /** A histogram of the service's own (e.g. the order saga's duration), in this process's registry. */
+  histogram<Label extends string>(
+    name: string,
+    help: string,
+    labelNames: readonly Label[],
+    buckets: readonly number[] = LATENCY_BUCKETS,
+  ): Histogram<Label> {
+    return new Histogram({ name, help, labelNames: [...labelNames], buckets: [...buckets], registers: [this.registry] });
   }
 
   /**

@@ -34,6 +34,8 @@ export interface ServiceContext {
   client: RpcClient;
   /** The live settings (subjects/settings.ts) as they are now; they follow the `config` bucket. */
   settings: LiveSettings;
+  /** This process's metrics, for series of the service's own (ProcessMetrics.histogram). */
+  metrics: ProcessMetrics;
 }
 
 /** A service's app.ts: its name, its events, and the handlers built from its context. */
@@ -128,7 +130,8 @@ export async function startService<Settings>(
   });
   followLogLevel(live, log);
   const client: RpcClient = new LiveRpcClient(nc, live, options.client, definition.calls ?? []);
-  const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client, settings: live };
+  const metrics = new ProcessMetrics(definition.name, { processMetrics: settings.OPS_PORT !== undefined });
+  const context: ServiceContext = { name: definition.name, log, pool, databaseUrl: url, nc, js, client, settings: live, metrics };
   const { endpoints, consumers, background = [] } = definition.build(context, settings);
 
   // Instances starting together on a fresh cluster race to create replicated streams; retry the loser.
@@ -138,7 +141,6 @@ export async function startService<Settings>(
     onFailedAttempt: ({ error, retriesLeft }) => log.warn({ err: error, retriesLeft }, 'stream setup failed; retrying'),
   });
 
-  const metrics = new ProcessMetrics(definition.name, { processMetrics: settings.OPS_PORT !== undefined });
   const outbox = new OutboxRelay(pool, url, js, log, { metrics, ...options.outbox });
   await outbox.start();
   const consumerSettings = { ...defaultConsumerSettings, ...options.consumer };

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { customers, orders, products, settings as live } from '../../subjects/index.ts';
 import { ServiceError, ServiceSettings, type Endpoint, type LiveSettings, type ServiceDefinition } from '../kit/index.ts';
 import { orderEndpoints } from './handlers.ts';
-import { orderConsumers } from './events.ts';
+import { orderConsumers, sagaObserver } from './events.ts';
 import { deadlineSweeper } from './deadline.ts';
 
 export const OrderSettings = {
@@ -26,17 +26,18 @@ export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number }
   // Placing an order checks its customer and prices its lines.
   calls: [customers.get, products.getMany],
   settings: OrderSettings,
-  build({ pool, client, log, settings: current }, settings) {
+  build({ pool, client, log, settings: current, metrics }, settings) {
     // Read at each order, so a change of orders.deadline_ms applies to the next one.
     const options = {
       get deadlineMs() {
         return current.get(live.orders.deadlineMs);
       },
     };
+    const saga = sagaObserver(metrics);
     return {
       endpoints: whileAccepting(orderEndpoints(pool, client, options), current),
-      consumers: orderConsumers(),
-      background: [deadlineSweeper(pool, log, { intervalMs: settings.ORDER_DEADLINE_SWEEP_MS })],
+      consumers: orderConsumers(saga),
+      background: [deadlineSweeper(pool, log, { intervalMs: settings.ORDER_DEADLINE_SWEEP_MS, saga })],
     };
   },
 };

@@ -3,12 +3,12 @@
 // refunds a payment captured too late. Every instance sweeps; FOR UPDATE SKIP
 // LOCKED hands each overdue order to exactly one of them.
 import { withTransaction, type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
-import { cancelPending } from './events.ts';
+import { cancelPending, type SagaObserver } from './events.ts';
 import { lockOverdueOrders } from './store.ts';
 
 const BATCH = 100;
 
-export function deadlineSweeper(pool: Pool, log: Logger, options: { intervalMs: number }): BackgroundTask {
+export function deadlineSweeper(pool: Pool, log: Logger, options: { intervalMs: number; saga: SagaObserver }): BackgroundTask {
   const sweepLog = log.child({ component: 'deadline-sweeper' });
   let timer: NodeJS.Timeout | undefined;
   let round: Promise<void> | undefined;
@@ -21,7 +21,10 @@ export function deadlineSweeper(pool: Pool, log: Logger, options: { intervalMs: 
       const count = await withTransaction(pool, async (tx) => {
         const ids = await lockOverdueOrders(tx, BATCH);
         for (const id of ids) {
-          if (await cancelPending(tx, { log: sweepLog }, id, 'DEADLINE_EXCEEDED', 'the order was not completed in time')) cancelled++;
+          if (
+            await cancelPending(tx, { log: sweepLog, saga: options.saga }, id, 'DEADLINE_EXCEEDED', 'the order was not completed in time')
+          )
+            cancelled++;
         }
         return ids.length;
       });

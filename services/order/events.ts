@@ -13,6 +13,7 @@ import {
   type EventContext,
   type EventHandler,
   type EventToWrite,
+  type ProcessMetrics,
   type Transaction,
 } from '../kit/index.ts';
 import { transition, transitionMany } from './store.ts';
@@ -23,13 +24,35 @@ import { transition, transitionMany } from './store.ts';
 const BATCH = 8;
 const CAPTURE_BATCH = 32;
 
-export function orderConsumers(): EventHandler[] {
+/** Told when the saga ends an order: how, and how long after it was placed. */
+export type SagaObserver = (outcome: 'CONFIRMED' | 'CANCELLED', seconds: number) => void;
+
+// From a fraction of a second (the usual case) to the order deadline (minutes).
+const SAGA_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+/**
+ * shop_saga_duration_seconds{outcome}: placed to CONFIRMED or CANCELLED by
+ * the saga (a customer's own cancellation is not counted). Observed inside the
+ * transaction that ends the order, so a transaction retried after a rollback
+ * counts twice: rare, and only ever on the slow side.
+ */
+export function sagaObserver(metrics: ProcessMetrics): SagaObserver {
+  const histogram = metrics.histogram(
+    'shop_saga_duration_seconds',
+    'Time from placing an order to the saga confirming or cancelling it.',
+    ['outcome'],
+    SAGA_BUCKETS,
+  );
+  return (outcome, seconds) => histogram.observe({ outcome }, seconds);
+}
+
+export function orderConsumers(saga: SagaObserver): EventHandler[] {
   return [
     on(
       inventory.rejected,
       'inventory-rejected',
-      async ({ data }, tx, context) => {
-        await cancelPending(tx, context, data.orderId, 'OUT_OF_STOCK', data.reason);
+      async ({ data }, tx, { log }) => {
+        await cancelPending(tx, { log, saga }, data.orderId, 'OUT_OF_STOCK', data.reason);
       },
       { batch: BATCH },
     ),
@@ -37,8 +60,8 @@ export function orderConsumers(): EventHandler[] {
     on(
       payments.declined,
       'payments-declined',
-      async ({ data }, tx, context) => {
-        await cancelPending(tx, context, data.orderId, 'PAYMENT_DECLINED', data.reason);
+      async ({ data }, tx, { log }) => {
+        await cancelPending(tx, { log, saga }, data.orderId, 'PAYMENT_DECLINED', data.reason);
       },
       { batch: BATCH },
     ),
@@ -56,6 +79,7 @@ export function orderConsumers(): EventHandler[] {
           // Taken once: the same order captured twice in a batch is confirmed once.
           moved.delete(event.data.orderId);
           if (order) {
+            saga('CONFIRMED', order.ageSeconds);
             confirmations.push({
               contract: orders.confirmed,
               data: { orderId: order.id, customerId: order.customerId, total: order.total },
@@ -77,7 +101,7 @@ export function orderConsumers(): EventHandler[] {
 /** Cancels a PENDING order and emits orders.events.cancelled; any other state is left alone. */
 export async function cancelPending(
   tx: Transaction,
-  context: Pick<EventContext, 'log'>,
+  context: Pick<EventContext, 'log'> & { saga: SagaObserver },
   orderId: string,
   reasonCode: CancelReason,
   reason: string,
@@ -87,6 +111,7 @@ export async function cancelPending(
     context.log.info({ orderId, reasonCode }, 'order no longer pending; cancellation skipped');
     return false;
   }
+  context.saga('CANCELLED', moved.ageSeconds);
   await writeEvent(tx, orders.cancelled, {
     orderId,
     customerId: moved.customerId,

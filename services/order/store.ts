@@ -171,6 +171,8 @@ export interface Transitioned {
   customerId: string;
   previousStatus: OrderStatus;
   total: Money;
+  /** Seconds since the order was placed (to the start of this transaction). */
+  ageSeconds: number;
 }
 
 /**
@@ -192,14 +194,21 @@ export async function transition(
 ): Promise<Transitioned | undefined> {
   // One statement: lock the order (learning the status it moves from, for
   // previousStatus), move it if that status is one of `from`, record it.
-  const { rows } = await tx.query<{ customer_id: string; currency: string; total_amount: number; previous_status: OrderStatus }>(
+  const { rows } = await tx.query<{
+    customer_id: string;
+    currency: string;
+    total_amount: number;
+    previous_status: OrderStatus;
+    age_seconds: number;
+  }>(
     `WITH current AS (
        SELECT id, status FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) FOR UPDATE
      ), moved AS (
        UPDATE orders SET status = $3, cancel_reason = $4, updated_at = now()
        FROM current
        WHERE orders.id = current.id AND orders.status = current.status AND current.status = ANY($5::text[])
-       RETURNING orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status
+       RETURNING orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status,
+         extract(epoch FROM now() - orders.created_at)::float8 AS age_seconds
      ), history AS (
        INSERT INTO order_status_history (order_id, status, reason) SELECT $1, $3, $6 FROM moved
      )
@@ -213,6 +222,7 @@ export async function transition(
     customerId: row.customer_id,
     previousStatus: row.previous_status,
     total: { amount: row.total_amount, currency: row.currency },
+    ageSeconds: row.age_seconds,
   };
 }
 
@@ -231,6 +241,7 @@ export async function transitionMany(
     currency: string;
     total_amount: number;
     previous_status: OrderStatus;
+    age_seconds: number;
   }>(
     `WITH current AS (
        SELECT id, status FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
@@ -238,7 +249,8 @@ export async function transitionMany(
        UPDATE orders SET status = $2, cancel_reason = NULL, updated_at = now()
        FROM current
        WHERE orders.id = current.id AND current.status = ANY($3::text[])
-       RETURNING orders.id, orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status
+       RETURNING orders.id, orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status,
+         extract(epoch FROM now() - orders.created_at)::float8 AS age_seconds
      ), history AS (
        INSERT INTO order_status_history (order_id, status, reason) SELECT id, $2, $4 FROM moved
      )
@@ -253,6 +265,7 @@ export async function transitionMany(
         customerId: row.customer_id,
         previousStatus: row.previous_status,
         total: { amount: row.total_amount, currency: row.currency },
+        ageSeconds: row.age_seconds,
       },
     ]),
   );
