@@ -7,13 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
-import { join, relative } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { parse } from 'yaml';
-import { PROCESSES, entryScript, registry, settingsOf, type ProcessEntry } from '../subjects/index.ts';
-import { serviceSettingsSchema } from '../services/kit/config.ts';
-import { serviceDefinition } from '../services/kit/definitions.ts';
+import { CONTAINER_OPS_PORT } from '../scripts/deploy.ts';
 import { ROOT } from './harness.ts';
+import { programs, variablesRead } from './programs.ts';
 
 interface ComposeService {
   image?: string;
@@ -22,6 +21,7 @@ interface ComposeService {
   environment?: Record<string, string | number | boolean | null> | string[];
   ports?: (string | number)[];
   healthcheck?: { test?: string[] | string };
+  volumes?: string[];
 }
 
 const compose = parse(await readFile(join(ROOT, 'compose.yaml'), 'utf8'), { merge: true }) as {
@@ -51,59 +51,10 @@ function entryOf(service: ComposeService): string | undefined {
   return command[1];
 }
 
-interface Program {
-  name: string;
-  dir: string;
-  /** Its environment schema's variables (a service's at start, live settings' included). */
-  schema: readonly string[];
-}
-
-/** Every process of the registry, as `entry -> program`. */
-async function programs(): Promise<Map<string, Program>> {
-  const found = new Map<string, Program>();
-  for (const name of PROCESSES) {
-    const entry: ProcessEntry = registry[name];
-    let schema: string[] = [];
-    if (entry.isService) {
-      const definition = await serviceDefinition(entry);
-      schema = Object.keys(serviceSettingsSchema(definition));
-    } else {
-      // The BFF: the schema its app.ts exports (an object of TypeBox schemas with NATS_URL among them).
-      for (const value of Object.values((await import(join(ROOT, entry.folder, 'app.ts'))) as Record<string, unknown>)) {
-        if (typeof value === 'object' && value !== null && 'NATS_URL' in value) schema.push(...Object.keys(value));
-      }
-    }
-    found.set(entryScript(entry), { name: entry.name, dir: entry.folder, schema });
-  }
-  return found;
-}
-
-/** Every .ts file under `dir`, tests excluded. */
-async function sources(dir: string): Promise<string[]> {
-  const files: string[] = [];
-  for (const entry of await readdir(join(ROOT, dir), { withFileTypes: true, recursive: true })) {
-    const path = relative(ROOT, join(entry.parentPath, entry.name));
-    if (entry.isFile() && path.endsWith('.ts') && !path.split('/').includes('test')) files.push(path);
-  }
-  return files;
-}
-
-/** The environment variables a program reads: its settings schema, its live settings, and `process.env.X` in its code. */
-async function variablesRead(program: Program): Promise<Set<string>> {
-  const read = new Set<string>(program.schema);
-  for (const setting of settingsOf(program.name)) if (setting.env) read.add(setting.env);
-  const files = [...(await sources('services/kit')), ...(await sources('subjects')), ...(await sources(program.dir))];
-  for (const file of files) {
-    const text = await readFile(join(ROOT, file), 'utf8');
-    for (const match of text.matchAll(/process\.env(?:\.([A-Z][A-Z0-9_]*)|\[['"]([A-Z][A-Z0-9_]*)['"]\])/g))
-      read.add(match[1] ?? match[2]!);
-  }
-  return read;
-}
-
 /** Variables that images we do not build read, as their documentation names them. */
 const IMAGE_VARIABLES: Record<string, string[]> = {
   postgres: ['POSTGRES_PASSWORD', 'POSTGRES_USER', 'POSTGRES_DB'],
+  'grafana/grafana': ['GF_AUTH_ANONYMOUS_ENABLED', 'GF_AUTH_ANONYMOUS_ORG_ROLE', 'GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH'],
 };
 
 test('compose.yaml parses and runs every program of the code, and only those', async () => {
@@ -190,5 +141,21 @@ test('the health check of every service asks its readiness on the operations por
     if (!entry || name === 'bff') continue;
     const check = [service.healthcheck?.test ?? []].flat().join(' ');
     assert.match(check, new RegExp(`127\\.0\\.0\\.1:${environment(service).OPS_PORT}/health/ready`), `${name} probes /health/ready`);
+  }
+});
+
+test('Prometheus and Grafana run on the files of deploy/, and scrape the operations port the processes listen on', () => {
+  const prometheus = compose.services.prometheus!;
+  assert.ok(prometheus.volumes?.includes('./deploy/prometheus:/etc/prometheus:ro'), 'prometheus mounts deploy/prometheus');
+  const grafana = compose.services.grafana!;
+  for (const mount of [
+    './deploy/grafana/provisioning:/etc/grafana/provisioning:ro',
+    './deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro',
+  ])
+    assert.ok(grafana.volumes?.includes(mount), `grafana mounts ${mount}`);
+  for (const mount of [...prometheus.volumes!, ...grafana.volumes!]) assert.ok(existsSync(join(ROOT, mount.split(':')[0]!)), mount);
+  for (const [name, service] of Object.entries(compose.services)) {
+    if (entryOf(service))
+      assert.equal(environment(service).OPS_PORT, String(CONTAINER_OPS_PORT), `${name}'s OPS_PORT is the port prometheus.yml scrapes`);
   }
 });
