@@ -35,7 +35,7 @@ import { natsPasswordVariable } from '../scripts/launcher.ts';
 import { ROOT, waitFor } from './harness.ts';
 import { programs, variablesRead } from './programs.ts';
 
-// biome-ignore lint/suspicious/noExplicitAny: manifests are read as plain JSON
+// Manifests are read as plain JSON (tests may use any: biome.json).
 type Json = any;
 
 const MODELS: Record<string, { new (data: Json): { validate(): void } }> = {
