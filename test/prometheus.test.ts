@@ -230,6 +230,18 @@ test('every series the rules and the dashboard read is exported by a process or 
   assert.ok((await dashboardExprs()).length >= 10, 'the dashboard has its panels');
 });
 
+test('the dashboard reads the data source Grafana is provisioned with', async () => {
+  const provisioned = parse(await readFile(join(ROOT, 'deploy', 'grafana', 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')) as {
+    datasources: { uid: string; type: string; url: string }[];
+  };
+  const [source] = provisioned.datasources;
+  assert.equal(source?.type, 'prometheus');
+  assert.equal(new URL(source.url).hostname, 'prometheus', 'compose’s prometheus service');
+  const text = await readFile(DASHBOARD, 'utf8');
+  const uids = new Set([...text.matchAll(/"datasource":\s*\{[^}]*"uid":\s*"([^"]+)"/g)].map((match) => match[1]));
+  assert.deepEqual(uids, new Set([source.uid]));
+});
+
 test('the alerts the shop needs are there, and "server error" means the codes answered 5xx', async () => {
   const alerts = (await ruleFiles()).flatMap((file) => file.groups.flatMap((group) => group.rules.flatMap((rule) => rule.alert ?? [])));
   for (const alert of [
