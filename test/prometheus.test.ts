@@ -81,13 +81,18 @@ before(async () => {
       });
       running.set(name, { process: launched, opsPort });
       // Ready (NATS, its database, its consumers) on its operations port; a loaded machine may take a while.
-      await waitFor(
-        async () => {
-          if (!launched.running) throw new Error(`${name} exited: ${stderr}`);
-          return (await fetch(`http://127.0.0.1:${opsPort}/health/ready`)).ok;
-        },
-        { timeoutMs: 90_000, intervalMs: 200, what: `${name} to be ready` },
-      );
+      let ready = false;
+      await Promise.race([
+        waitFor(async () => (await fetch(`http://127.0.0.1:${opsPort}/health/ready`)).ok, {
+          timeoutMs: 90_000,
+          intervalMs: 200,
+          what: `${name} to be ready`,
+        }),
+        launched.exited.then(({ code }) => {
+          if (!ready) throw new Error(`${name} exited with ${code} before it was ready: ${stderr}`);
+        }),
+      ]);
+      ready = true;
     }),
   );
 });
