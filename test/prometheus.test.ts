@@ -72,11 +72,12 @@ before(async () => {
           JWT_SECRET: 'prometheus-test-secret-0123456789-abcdef',
         });
       }
-      let stderr = '';
+      let output = '';
       const launched = launchProcess(entry, {
-        env: { LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn', ...env },
-        onLine: (line, stream) => {
-          if (stream === 'stderr') stderr = `${stderr}${line}\n`.slice(-4000);
+        env: { LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'info', LOG_FORMAT: 'json', ...env },
+        // Its last lines, for the error when it does not get ready.
+        onLine: (line) => {
+          output = `${output}${line}\n`.slice(-4000);
         },
       });
       running.set(name, { process: launched, opsPort });
@@ -84,12 +85,14 @@ before(async () => {
       let ready = false;
       await Promise.race([
         waitFor(async () => (await fetch(`http://127.0.0.1:${opsPort}/health/ready`)).ok, {
-          timeoutMs: 90_000,
+          timeoutMs: 120_000,
           intervalMs: 200,
           what: `${name} to be ready`,
+        }).catch((error: Error) => {
+          throw new Error(`${error.message}\n${name}'s last lines:\n${output}`);
         }),
         launched.exited.then(({ code }) => {
-          if (!ready) throw new Error(`${name} exited with ${code} before it was ready: ${stderr}`);
+          if (!ready) throw new Error(`${name} exited with ${code} before it was ready: ${output}`);
         }),
       ]);
       ready = true;
