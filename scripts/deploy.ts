@@ -186,9 +186,12 @@ async function natsObjects(natsConf: string): Promise<Json[]> {
                   { name: 'cluster', containerPort: 6222 },
                   { name: 'monitor', containerPort: 8222 },
                 ],
+                // Ready once in touch with the JetStream meta leader: a rolling restart moves on
+                // only when the restarted node has rejoined. Alive while JetStream is on, which a
+                // node waiting for its peers is (2.9's /healthz?js-enabled-only=true).
                 startupProbe: { ...probe('/healthz'), periodSeconds: 5, failureThreshold: 60 },
+                readinessProbe: { ...probe('/healthz'), periodSeconds: 10 },
                 livenessProbe: { ...probe('/healthz?js-enabled-only=true'), periodSeconds: 30 },
-                readinessProbe: { ...probe('/healthz?js-server-only=true'), periodSeconds: 10 },
                 lifecycle: {
                   // Lame duck mode: stop taking clients and move the connected ones to the other nodes
                   // over LAME_DUCK_SECONDS, then exit; the sleep keeps SIGTERM from cutting it short.

@@ -260,6 +260,10 @@ test('a real nats-server accepts the ConfigMap, serves /jsz, and enters lame duc
     );
     const jsz = (await (await fetch(`${monitor}/jsz`)).json()) as { config?: { store_dir?: string } };
     assert.ok(jsz.config?.store_dir, '/jsz answers with JetStream on');
+    // Alone, the node has no meta leader: not ready, but alive (no restart loop while a cluster forms).
+    const container = find('StatefulSet', 'nats').spec.template.spec.containers[0];
+    assert.equal((await fetch(`${monitor}${container.livenessProbe.httpGet.path}`)).status, 200, 'alive');
+    assert.equal((await fetch(`${monitor}${container.readinessProbe.httpGet.path}`)).status, 503, 'not ready without its peers');
     const signal = spawn(binary, ['--signal', `ldm=${join(work, 'nats.pid')}`], { env });
     assert.equal(await new Promise((resolve) => signal.once('exit', resolve)), 0);
     await waitFor(() => /entering lame duck mode/i.test(log), { timeoutMs: 10_000, what: 'lame duck mode' });
