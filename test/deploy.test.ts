@@ -213,6 +213,9 @@ test('NATS: three nodes of one cluster on this project’s nats.conf, monitoring
     { name: 'config', mountPath: '/etc/nats' },
   );
   assert.ok(container.args.includes('/etc/nats/cluster.conf'));
+  // KEDA reaches a consumer's leader as <server name>.<headless service>: each server is named after its pod.
+  assert.equal(container.args[container.args.indexOf('--server_name') + 1], '$(POD_NAME)');
+  assert.deepEqual(envOf(container).POD_NAME.valueFrom, { fieldRef: { fieldPath: 'metadata.name' } });
   const pidFile = /^pid_file: "([^"]+)"$/m.exec(cluster)?.[1];
   const preStop = container.lifecycle.preStop.exec.command.join(' ');
   assert.ok(preStop.includes(`nats-server --signal ldm=${pidFile}`), `preStop puts the server in lame duck mode: ${preStop}`);
