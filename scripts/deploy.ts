@@ -362,6 +362,8 @@ function processDeployment(entry: ProcessEntry, scaled: boolean): Json {
             {
               name,
               image: IMAGE,
+              // A locally loaded image (kind, minikube) is used as it is, :latest included.
+              imagePullPolicy: 'IfNotPresent',
               command: ['node', entryScript(entry)],
               env,
               ports,
