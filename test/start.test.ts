@@ -1,7 +1,10 @@
-// What keeps the shop from starting is said in one line with what to do, not
-// in silence nor in a stack trace: `npm start`'s script (scripts/start.ts)
-// and one service's main.ts run as real child processes against a port where
-// nothing listens and against a port already taken, and their output is read.
+// npm start as a newcomer meets it, run as a real child process whose output
+// is read: with nothing answering on the ports it is given, it runs NATS,
+// PostgreSQL and an email catcher itself, and an order placed through GraphQL
+// reaches CONFIRMED with its email shown at /dev/mail; Ctrl-C stops it all and
+// a second run picks up the data. What it cannot fix (a server elsewhere that
+// does not answer, a port already taken) it says in one line with what to do,
+// not in silence nor in a stack trace; one service's main.ts does the same.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
