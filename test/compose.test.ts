@@ -192,3 +192,9 @@ test('the health check of every service asks its readiness on the operations por
     assert.match(check, new RegExp(`127\\.0\\.0\\.1:${environment(service).OPS_PORT}/health/ready`), `${name} probes /health/ready`);
   }
 });
+
+test('the BFF in compose.yaml serves no GraphiQL, no introspection and no caught emails (npm start alone turns them on)', () => {
+  const env = environment(compose.services.bff!);
+  assert.equal(env.GRAPHQL_DEV, 'false', 'GRAPHQL_DEV off unless the operator sets it');
+  assert.equal(env.DEV_MAIL_DIR, undefined, 'no /dev/mail: the emails go to Mailpit');
+});
