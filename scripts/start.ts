@@ -194,6 +194,15 @@ async function plan(
   if (entries.some((entry) => entry.name === 'bff') && !(await isFree(settings.BFF_PORT, settings.BFF_HOST))) {
     result.problems.push(portTaken(settings.BFF_PORT, 'BFF_PORT'));
   }
+  // Free now, but two processes told the same port would fight over it.
+  const claims = [
+    ...entries.map((entry) => ({ port: opsPortOf(entry), by: opsPortVariable(entry) })),
+    ...(entries.some((entry) => entry.name === 'bff') ? [{ port: settings.BFF_PORT, by: 'BFF_PORT' }] : []),
+  ];
+  for (const port of new Set(claims.map((claim) => claim.port))) {
+    const by = claims.filter((claim) => claim.port === port).map((claim) => claim.by);
+    if (by.length > 1) result.problems.push(`port ${port} is given to ${by.join(' and ')}: give each its own`);
+  }
 
   const natsUrl = settings.NATS_URL;
   const problem = await natsProblem(natsUrl);

@@ -126,10 +126,28 @@ test('npm start with BFF_PORT and an operations port taken, and PostgreSQL absen
   noStackTrace(run.text);
 });
 
+test('npm start refuses one port given to two processes, before starting anything', async () => {
+  const port = await freePort();
+  const run = await outcome((onLine) =>
+    launch({
+      name: 'start',
+      script: 'scripts/start.ts',
+      env: { BFF_PORT: String(port), [opsPortVariable(registry.orders)]: String(port), LOG_FORMAT: 'json' },
+      onLine,
+    }),
+  );
+  assert.equal(run.code, 1, run.text);
+  assert.ok(
+    run.lines.some((line) => line.endsWith(`port ${port} is given to ORDER_OPS_PORT and BFF_PORT: give each its own`)),
+    run.text,
+  );
+  assert.doesNotMatch(run.text, /starting/);
+});
+
 test('npm start names an unknown process and lists those of the registry', async () => {
   const run = await outcome((onLine) => launch({ name: 'start', script: 'scripts/start.ts', args: ['customers', 'frobnicate'], onLine }));
   assert.equal(run.code, 2, run.text);
-  assert.equal(run.text, 'unknown process frobnicate; there are: customers, products, orders, payments, notifications, bff');
+  assert.equal(run.text, `unknown process frobnicate; there are: ${PROCESSES.join(', ')}`);
 });
 
 test('a service whose ops port is taken ends with one line saying so, and exit 1', async () => {
