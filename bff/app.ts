@@ -15,6 +15,7 @@ import httpErrorsPlugin from './plugins/http-errors.ts';
 import metricsPlugin from './plugins/metrics.ts';
 import rateLimitPlugin from './plugins/rate-limit.ts';
 import shopPlugin from './plugins/shop.ts';
+import devMailRoutes from './routes/dev-mail.ts';
 import healthRoutes from './routes/health.ts';
 import storefrontRoutes from './routes/storefront.ts';
 import type { BffConfig } from './settings.ts';
@@ -48,5 +49,6 @@ export async function build({ nc, log, settings, client, metrics }: BffDeps): Pr
   // The routes besides /graphql.
   await app.register(healthRoutes);
   await app.register(storefrontRoutes);
+  if (settings.DEV_MAIL_DIR) await app.register(devMailRoutes, { folder: settings.DEV_MAIL_DIR });
   return app;
 }

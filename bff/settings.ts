@@ -18,6 +18,12 @@ export const BffSettings = {
   // RATE_LIMIT_MAX and RATE_LIMIT_WINDOW_MS: declared once, by their live settings.
   ...settingVariables(settings.bff.rateLimitMax, settings.bff.rateLimitWindowMs),
   GRAPHQL_DEV: Type.Boolean({ default: false, description: 'Serve GraphiQL at /graphiql and allow introspection.' }),
+  DEV_MAIL_DIR: Type.Optional(
+    Type.String({
+      minLength: 1,
+      description: 'Folder of the emails npm start caught (no SMTP server answered), shown at /dev/mail; unset, no such page.',
+    }),
+  ),
   GRAPHQL_DEPTH_LIMIT: Type.Integer({ minimum: 2, maximum: 50, default: 8, description: 'Deepest query accepted.' }),
   GRAPHQL_MAX_FIELDS: Type.Integer({
     minimum: 10,

@@ -15,7 +15,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { entryScript, type ProcessEntry } from '../subjects/services.ts';
+import { PROCESSES, entryScript, registry, type ProcessEntry } from '../subjects/services.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 
@@ -34,8 +34,10 @@ export interface Exit {
 export interface LaunchOptions {
   /** How the process is named in lines about it. */
   name: string;
-  /** Entry script, relative to the project root (or absolute). */
-  script: string;
+  /** Entry script, relative to the project root (or absolute), run by the project's Node. */
+  script?: string;
+  /** An executable to run instead of a script (e.g. nats-server), with `args`. */
+  command?: string;
   /** Added to this process's environment; an undefined value removes the variable. */
   env?: Record<string, string | undefined>;
   /** Arguments of the script. */
@@ -134,16 +136,13 @@ export class Launched {
       if (value === undefined) delete env[name];
       else env[name] = value;
     }
-    const child = spawn(
-      process.execPath,
-      [...(this.#options.nodeArgs ?? []), resolve(ROOT, this.#options.script), ...(this.#options.args ?? [])],
-      {
-        cwd: ROOT,
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-        detached: this.#options.detached ?? false,
-      },
-    );
+    const { command, script, nodeArgs = [], args = [] } = this.#options;
+    const child = spawn(command ?? process.execPath, command ? args : [...nodeArgs, resolve(ROOT, script ?? ''), ...args], {
+      cwd: ROOT,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: this.#options.detached ?? false,
+    });
     this.#child = child;
     const onLine = this.#options.onLine;
     if (onLine) {
@@ -183,7 +182,7 @@ export class Launched {
   }
 }
 
-/** Starts `options.script` as a child process with the project's Node. */
+/** Starts `options.script` as a child process with the project's Node (or `options.command`). */
 export function launch(options: LaunchOptions): Launched {
   return new Launched(options);
 }
@@ -208,9 +207,17 @@ export function processEnvironment(entry: ProcessEntry, options: ProcessEnvironm
   return result;
 }
 
-/** The variable holding a process's NATS password, which nats.conf reads too. */
+/** The users of nats.conf: one per process of the registry, and `admin` for operators. */
+export const NATS_USERS: readonly string[] = [...PROCESSES.map((name) => registry[name].natsUser), 'admin'];
+
+/** The variable holding a NATS user's password, which nats.conf reads too. */
+export function natsUserPasswordVariable(user: string): string {
+  return `NATS_${user.toUpperCase()}_PASSWORD`;
+}
+
+/** The variable holding a process's NATS password. */
 export function natsPasswordVariable(entry: ProcessEntry): string {
-  return `NATS_${entry.natsUser.toUpperCase()}_PASSWORD`;
+  return natsUserPasswordVariable(entry.natsUser);
 }
 
 /** Starts a process of the registry: its entry script, with processEnvironment() under `options.env`. */

@@ -106,6 +106,14 @@ export function databaseVariable(entry: ProcessEntry): string {
   return `${folderName(entry).toUpperCase()}_DATABASE_URL`;
 }
 
+/**
+ * The variable that moves one process's operations port off the registry's
+ * under `npm start`: `<FOLDER>_OPS_PORT`, e.g. ORDER_OPS_PORT, BFF_OPS_PORT.
+ */
+export function opsPortVariable(entry: ProcessEntry): string {
+  return `${folderName(entry).toUpperCase()}_OPS_PORT`;
+}
+
 /** The registry entry whose folder is `folder` (`services/customer` or `customer`), if any. */
 export function processByFolder(folder: string): ProcessEntry | undefined {
   const wanted = folder.replace(/\/+$/, '');

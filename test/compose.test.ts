@@ -159,3 +159,9 @@ test('Prometheus and Grafana run on the files of deploy/, and scrape the operati
       assert.equal(environment(service).OPS_PORT, String(CONTAINER_OPS_PORT), `${name}'s OPS_PORT is the port prometheus.yml scrapes`);
   }
 });
+
+test('the BFF in compose.yaml serves no GraphiQL, no introspection and no caught emails (npm start alone turns them on)', () => {
+  const env = environment(compose.services.bff!);
+  assert.equal(env.GRAPHQL_DEV, 'false', 'GRAPHQL_DEV off unless the operator sets it');
+  assert.equal(env.DEV_MAIL_DIR, undefined, 'no /dev/mail: the emails go to Mailpit');
+});

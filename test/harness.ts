@@ -3,22 +3,16 @@
 // PostgreSQL databases per run, and a poll helper instead of sleeps.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
-import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { PROCESSES, processByFolder, registry } from '../subjects/services.ts';
-import { launchProcess } from '../scripts/launcher.ts';
+import { processByFolder } from '../subjects/services.ts';
+import { NATS_USERS, launchProcess, natsUserPasswordVariable } from '../scripts/launcher.ts';
+import { findNatsServer } from '../scripts/local-servers.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
-
-function natsServerBinary(): string {
-  const candidates = [process.env.NATS_SERVER_BIN, '/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server'];
-  const found = candidates.find((path) => path && existsSync(path));
-  return found ?? 'nats-server';
-}
 
 export interface TestNats {
   url: string;
@@ -31,20 +25,20 @@ export interface TestNats {
   cleanup(): Promise<void>;
 }
 
-/** The users of nats.conf: one per process of the registry, and `admin` for operators. */
-export const NATS_USERS: readonly string[] = [...PROCESSES.map((name) => registry[name].natsUser), 'admin'];
+export { NATS_USERS };
 /** A user of nats.conf: a registry entry's natsUser, or `admin`. */
 export type NatsUser = string;
-
-const natsPasswordEnv = (user: string) => `NATS_${user.toUpperCase()}_PASSWORD`;
 /** The passwords nats.conf reads from the environment: the caller's, or made up for this test process. */
 const natsPasswords = Object.fromEntries(
-  NATS_USERS.map((user) => [natsPasswordEnv(user), process.env[natsPasswordEnv(user)] || `pw-${randomBytes(12).toString('hex')}`]),
+  NATS_USERS.map((user) => [
+    natsUserPasswordVariable(user),
+    process.env[natsUserPasswordVariable(user)] || `pw-${randomBytes(12).toString('hex')}`,
+  ]),
 ) as Record<string, string>;
 
 /** Settings that sign a process in as `user` of nats.conf (for `startNats({ users: true })`). */
 export function natsCredentials(user: NatsUser): { NATS_USER: string; NATS_PASSWORD: string } {
-  return { NATS_USER: user, NATS_PASSWORD: natsPasswords[natsPasswordEnv(user)]! };
+  return { NATS_USER: user, NATS_PASSWORD: natsPasswords[natsUserPasswordVariable(user)]! };
 }
 
 /**
@@ -64,7 +58,10 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     await writeFile(config, `include "${relative(portsDir, join(ROOT, 'nats.conf'))}"\nno_auth_user: admin\n`);
   }
   const args = ['-c', config, '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
-  const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...natsPasswords } });
+  const child = spawn(findNatsServer() ?? 'nats-server', args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...natsPasswords },
+  });
   let stderr = '';
   child.stderr?.on('data', (chunk) => {
     stderr = (stderr + chunk).slice(-4000);

@@ -3,6 +3,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { connect, type NatsConnection } from 'nats';
 import { allOperations } from '../../subjects/index.ts';
 import { ADMIN_EMAIL, gql, ok, openWs, startStack, waitFor, type Stack } from './stack.ts';
@@ -307,6 +310,41 @@ test('introspection and GraphiQL are off unless GRAPHQL_DEV=true', async () => {
   const allowed = await ok(dev.url, `{ __schema { queryType { name } } }`);
   assert.equal(allowed.__schema.queryType.name, 'Query');
   assert.equal((await fetch(`${dev.url}/graphiql`)).status, 200);
+});
+
+test('/dev/mail shows the emails of DEV_MAIL_DIR, newest first and escaped, and is not there without it', async () => {
+  assert.equal((await fetch(`${url}/dev/mail`)).status, 404);
+  assert.equal((await fetch(`${url}/dev/mail.json`)).status, 404);
+
+  const folder = await mkdtemp(join(tmpdir(), 'shop-mail-'));
+  try {
+    const mail = (minute: number, subject: string) => ({
+      receivedAt: `2026-01-01T10:0${minute}:00.000Z`,
+      from: 'The Shop <shop@example.com>',
+      to: 'ada@example.com',
+      subject,
+      messageId: `<${minute}@example.com>`,
+      text: `Hello <b>Ada</b> ${minute}`,
+    });
+    await writeFile(join(folder, '2026-01-01T10-01.json'), JSON.stringify(mail(1, 'First')));
+    await writeFile(join(folder, '2026-01-01T10-02.json'), JSON.stringify(mail(2, 'Second')));
+    // Half-written files (the catcher renames them once whole) are not read.
+    await writeFile(join(folder, '.2026-01-01T10-03.json.partial'), '{"receivedAt":');
+    const dev = await stack.startBff({ DEV_MAIL_DIR: folder });
+    const listed = (await (await fetch(`${dev.url}/dev/mail.json`)).json()) as { subject: string }[];
+    assert.deepEqual(
+      listed.map((entry) => entry.subject),
+      ['Second', 'First'],
+    );
+    const page = await fetch(`${dev.url}/dev/mail`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /text\/html/);
+    const html = await page.text();
+    assert.ok(html.includes('Hello &#60;b&#62;Ada&#60;/b&#62; 2'), html);
+    assert.ok(!html.includes('<b>Ada</b>'), 'the text of an email is escaped');
+  } finally {
+    await rm(folder, { recursive: true, force: true });
+  }
 });
 
 test('orderUpdated pushes PENDING, then CONFIRMED, to its owner over WebSocket', async () => {

@@ -6,18 +6,12 @@
 // it is accepted (the moment a sender's work is most at risk).
 import type { AddressInfo } from 'node:net';
 import { SMTPServer } from 'smtp-server';
+import { parseMail, type ParsedMail } from '../../../scripts/mail-catcher.ts';
 
-export interface ReceivedMail {
+export interface ReceivedMail extends ParsedMail {
   /** Envelope sender and recipients, as given in MAIL FROM / RCPT TO. */
   mailFrom: string;
   rcptTo: string[];
-  headers: Map<string, string>;
-  from: string;
-  to: string;
-  subject: string;
-  messageId: string;
-  /** The decoded text body. */
-  text: string;
   receivedAt: number;
 }
 
@@ -108,49 +102,4 @@ export async function startSmtpServer(): Promise<TestSmtpServer> {
     },
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
-}
-
-// --- Just enough MIME for the single-part text emails the service sends ----------
-
-function parseMail(raw: string): Omit<ReceivedMail, 'mailFrom' | 'rcptTo' | 'receivedAt'> {
-  const split = raw.indexOf('\r\n\r\n');
-  const head = raw.slice(0, split).replace(/\r\n[ \t]+/g, ' '); // unfold
-  const headers = new Map<string, string>();
-  for (const line of head.split('\r\n')) {
-    const colon = line.indexOf(':');
-    if (colon > 0) headers.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
-  }
-  const encoding = (headers.get('content-transfer-encoding') ?? '7bit').toLowerCase();
-  const body = raw.slice(split + 4);
-  const text =
-    encoding === 'quoted-printable'
-      ? decodeQuotedPrintable(body)
-      : encoding === 'base64'
-        ? Buffer.from(body, 'base64').toString('utf8')
-        : body;
-  return {
-    headers,
-    from: decodeWords(headers.get('from') ?? ''),
-    to: decodeWords(headers.get('to') ?? ''),
-    subject: decodeWords(headers.get('subject') ?? ''),
-    messageId: headers.get('message-id') ?? '',
-    text: text.replace(/\r\n/g, '\n'),
-  };
-}
-
-function decodeQuotedPrintable(body: string): string {
-  const parts = body.replace(/=\r?\n/g, '').split(/(=[0-9A-F]{2})/i);
-  const bytes = parts.map((part) =>
-    /^=[0-9A-F]{2}$/i.test(part) ? Buffer.from([Number.parseInt(part.slice(1), 16)]) : Buffer.from(part, 'utf8'),
-  );
-  return Buffer.concat(bytes).toString('utf8');
-}
-
-/** RFC 2047 encoded words (=?UTF-8?Q?...?= and =?UTF-8?B?...?=). */
-function decodeWords(value: string): string {
-  return value
-    .replace(/\?=\s+=\?/g, '?==?')
-    .replace(/=\?([^?]+)\?([QB])\?([^?]*)\?=/gi, (_, _charset: string, kind: string, data: string) =>
-      kind.toUpperCase() === 'B' ? Buffer.from(data, 'base64').toString('utf8') : decodeQuotedPrintable(data.replace(/_/g, ' ')),
-    );
 }
