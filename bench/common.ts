@@ -343,6 +343,8 @@ export interface ShopOptions {
   envOf?: Partial<Record<ServiceName | 'bff', Record<string, string>>>;
   /** Every process writes a CPU profile here when it stops. */
   cpuProfileDir?: string | undefined;
+  /** Give every service and the BFF an operations port (/metrics, /health/*) of its own (Shop.opsPorts). */
+  opsPorts?: boolean;
 }
 
 export interface Shop {
@@ -355,6 +357,10 @@ export interface Shop {
   pids(): Map<string, number | undefined>;
   /** The shop's databases (one per service). */
   databases: string[];
+  /** Each service's database URL, by its registry name. */
+  databaseUrls: Map<ServiceName, string>;
+  /** Each process's operations port, by its registry name (with `opsPorts`). */
+  opsPorts: Map<ServiceName | 'bff', number>;
   /** cpuSnapshot of every process of the shop (and of `extra`) and of its databases' backends. */
   cpuSnapshot(extra?: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot>;
   /** Warnings and errors logged so far, by process (only those that logged any). */
@@ -384,6 +390,15 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   };
   const children: Child[] = [];
   const databases: string[] = [];
+  const databaseUrls = new Map<ServiceName, string>();
+  const opsPorts = new Map<ServiceName | 'bff', number>();
+  /** OPS_PORT for `name`, when asked for. */
+  const opsEnv = async (name: ServiceName | 'bff'): Promise<Record<string, string>> => {
+    if (!options.opsPorts) return {};
+    const port = await freePort();
+    opsPorts.set(name, port);
+    return { OPS_PORT: String(port) };
+  };
   let serverUrl = '';
   const jwtSecret = `bench-${randomBytes(24).toString('hex')}`;
   const stopAll = async () => {
@@ -403,6 +418,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     const databaseFor = (name: ServiceName) => {
       const url = testDatabaseUrl(`bench_${name}`);
       serverUrl = url;
+      databaseUrls.set(name, url);
       databases.push(decodeURIComponent(new URL(url).pathname.slice(1)));
       return url;
     };
@@ -411,9 +427,9 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       notifications: { SMTP_HOST: '127.0.0.1', SMTP_PORT: smtp.ready },
     };
     await Promise.all(
-      (options.services ?? SERVICES).map((name) =>
+      (options.services ?? SERVICES).map(async (name) =>
         spawnNode(name, registry[name], {
-          env: { ...common, DATABASE_URL: databaseFor(name), ...serviceEnv[name], ...options.envOf?.[name] },
+          env: { ...common, DATABASE_URL: databaseFor(name), ...(await opsEnv(name)), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
         }).then((child) => {
@@ -432,6 +448,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           BFF_HOST: '127.0.0.1',
           JWT_SECRET: jwtSecret,
           RATE_LIMIT_MAX: '1000000',
+          ...(await opsEnv('bff')),
           ...options.envOf?.bff,
         },
         // Ready: the order feed reads and every service answers its ping.
@@ -450,6 +467,8 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       nats,
       natsUrl: nats.url,
       databases,
+      databaseUrls,
+      opsPorts,
       cpuSnapshot: (extra) => cpuSnapshot(new Map([...pids(), ...(extra ?? [])]), { url: serverUrl, databases }),
       bffUrl,
       jwtSecret,
