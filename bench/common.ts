@@ -345,6 +345,8 @@ export interface ShopOptions {
   cpuProfileDir?: string | undefined;
   /** Give every service and the BFF an operations port (/metrics, /health/*) of its own (Shop.opsPorts). */
   opsPorts?: boolean;
+  /** Longest wait for one process to be ready (30 s by default; more on a busy machine). */
+  startTimeoutMs?: number;
 }
 
 export interface Shop {
@@ -432,6 +434,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           env: { ...common, DATABASE_URL: databaseFor(name), ...(await opsEnv(name)), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
+          timeoutMs: options.startTimeoutMs,
         }).then((child) => {
           children.push(child);
           return child;
@@ -454,6 +457,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
         // Ready: the order feed reads and every service answers its ping.
         probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
         cpuProfileDir: options.cpuProfileDir,
+        timeoutMs: options.startTimeoutMs,
       });
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;

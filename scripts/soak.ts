@@ -424,7 +424,7 @@ progress(`machine: ${describeMachine(m)}`);
 progress(
   `soak: ${settings.minutes} min at ${settings.rate} orders/s, a report every ${settings.everyS} s; starting the shop (services and BFF as child processes, nats-server, SMTP sink)`,
 );
-const shop = await startShop({ bff: true, opsPorts: true }).catch((error: Error) => {
+const shop = await startShop({ bff: true, opsPorts: true, startTimeoutMs: 120_000 }).catch((error: Error) => {
   process.stderr.write(`soak: the shop did not start: ${error.message}\n`);
   process.exit(1);
 });

@@ -1,4 +1,4 @@
-// The soak in a CI size: `npm run soak` for a minute and a half at a few
+// The soak in a CI size: `npm run soak` for a minute and a quarter at a few
 // orders a second, with inbox horizons of seconds instead of weeks. After
 // the warm-up (a horizon and a pruning interval, and the processes' first
 // allocations), the inbox rows and each process's memory must stay flat
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { launch } from '../scripts/launcher.ts';
 
 const RETENTION_S = 10;
-const WARM_UP_S = 40;
+const WARM_UP_S = 35;
 
 interface Report {
   elapsedS: number;
@@ -28,7 +28,7 @@ test('under a steady order load, inbox rows and every process’s memory stay fl
     const soak = launch({
       name: 'soak',
       script: 'scripts/soak.ts',
-      args: ['--minutes', '1.5', '--rate', '5', '--every', '10', '--customers', '10', '--json', json],
+      args: ['--minutes', '1.25', '--rate', '5', '--every', '10', '--customers', '10', '--json', json],
       env: { INBOX_RETENTION_SECONDS: String(RETENTION_S), INBOX_PRUNE_INTERVAL_MS: '2000', BENCH_LOG_LEVEL: 'warn' },
       onLine: (line) => {
         lines.push(line);
