@@ -15,7 +15,17 @@ import { connect } from 'nats';
 import pg from 'pg';
 import { SERVICES, registry, type ProcessEntry, type ServiceName } from '../subjects/index.ts';
 import { launch, launchProcess, type LaunchOptions, type Launched } from '../scripts/launcher.ts';
-import { ROOT, dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
+import {
+  ROOT,
+  dropTestDatabases,
+  freePort,
+  serverUrl as postgresServerUrl,
+  startNats,
+  testDatabaseUrl,
+  waitFor,
+  type TestNats,
+} from '../test/harness.ts';
+import { answers as acceptsConnections, noPostgres, postgresAddress } from '../services/kit/startup.ts';
 
 export { ROOT, waitFor };
 
@@ -379,6 +389,8 @@ export interface Shop {
  * bench-only JWT secret and a rate limit high enough for a benchmark.
  */
 export async function startShop(options: ShopOptions = {}): Promise<Shop> {
+  const postgres = postgresAddress(postgresServerUrl().toString());
+  if (!(await acceptsConnections(postgres.host, postgres.port))) throw new Error(noPostgres(postgres.host, postgres.port));
   const nats = await startNats();
   // Asks whether a micro service answers its ping: ready whatever the log level.
   const probe = await connect({ servers: nats.url, noAsyncTraces: true });
