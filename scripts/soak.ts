@@ -190,6 +190,8 @@ async function placeAndFollow(
 
 interface ProcessSample {
   rssMiB: number;
+  /** V8 heap in use after the last collection (nodejs_heap_size_used_bytes): what RSS holds that is live. */
+  heapMiB: number;
   /** Event-loop delay since the previous scrape (prom-client resets its histogram on each). */
   loopP99Ms: number;
   loopMaxMs: number;
@@ -221,15 +223,17 @@ async function scrapeProcess(name: string, port: number): Promise<ProcessSample 
     return undefined;
   }
   const rss = metricValue(page, 'process_resident_memory_bytes');
+  const heap = metricValue(page, 'nodejs_heap_size_used_bytes');
   const p99 = metricValue(page, 'nodejs_eventloop_lag_p99_seconds');
   const max = metricValue(page, 'nodejs_eventloop_lag_max_seconds');
-  if (rss === undefined || p99 === undefined || max === undefined) {
+  if (rss === undefined || heap === undefined || p99 === undefined || max === undefined) {
     warnOnce(
       `${name}'s ${url} lacks prom-client's default metrics (process_resident_memory_bytes, nodejs_eventloop_lag_*): its figures show as n/a`,
     );
   }
   return {
     rssMiB: round((rss ?? Number.NaN) / 2 ** 20, 1),
+    heapMiB: round((heap ?? Number.NaN) / 2 ** 20, 1),
     loopP99Ms: round((p99 ?? Number.NaN) * 1000, 1),
     loopMaxMs: round((max ?? Number.NaN) * 1000, 1),
   };
@@ -308,7 +312,12 @@ async function measure(
   const window = books.takeWindow();
   const processes: Report['processes'] = {};
   for (const [name, port] of shop.opsPorts) {
-    processes[name] = (await scrapeProcess(name, port)) ?? { rssMiB: Number.NaN, loopP99Ms: Number.NaN, loopMaxMs: Number.NaN };
+    processes[name] = (await scrapeProcess(name, port)) ?? {
+      rssMiB: Number.NaN,
+      heapMiB: Number.NaN,
+      loopP99Ms: Number.NaN,
+      loopMaxMs: Number.NaN,
+    };
   }
   processes['nats-server'] = { rssMiB: await residentMiB('nats-server', shop.pids().get('nats-server')) };
   const tables: Report['tables'] = {};
@@ -341,10 +350,11 @@ function printReport(report: Report): void {
   out += `orders: ${orders.placed} placed (${fmt(orders.placed / report.windowS, 1)}/s), ${orders.confirmed} confirmed, ${orders.cancelled} cancelled, ${orders.errors} errors`;
   out += ` | placed->confirmed p50 ${fmt(latency.p50)} ms, p99 ${fmt(latency.p99)} ms\n`;
   out += `${table(
-    ['process', 'RSS MiB', 'loop p99 ms', 'loop max ms'],
+    ['process', 'RSS MiB', 'heap MiB', 'loop p99 ms', 'loop max ms'],
     Object.entries(report.processes).map(([name, sample]) => [
       name,
       fmt(sample.rssMiB, 1),
+      'heapMiB' in sample ? fmt(sample.heapMiB, 1) : '-',
       'loopP99Ms' in sample ? fmt(sample.loopP99Ms, 1) : '-',
       'loopMaxMs' in sample ? fmt(sample.loopMaxMs, 1) : '-',
     ]),
@@ -361,19 +371,23 @@ function printReport(report: Report): void {
   )}\n`;
   // One row per durable consumer, its stream's figures on the first.
   const streamRows = Object.entries(report.streams).flatMap(([name, stream]) => {
+    const figures = [String(stream.messages), fmt(stream.bytes / 2 ** 20, 1)];
     const consumers = Object.entries(stream.consumers);
-    const head = [name, String(stream.messages), fmt(stream.bytes / 2 ** 20, 1)];
     const ephemeral = stream.ephemeral > 0 ? ` (+${stream.ephemeral} ephemeral)` : '';
-    if (consumers.length === 0) return [[...head, `-${ephemeral}`, '', '']];
-    return consumers.map(([consumer, lag], i) => [
-      ...(i === 0 ? head : ['', '', '']),
-      `${consumer}${i === 0 ? ephemeral : ''}`,
-      String(lag.pending),
-      String(lag.ackPending),
-    ]);
+    if (consumers.length === 0) return [[name, `-${ephemeral}`, ...figures, '', '']];
+    return consumers.map(([consumer, lag], i) =>
+      i === 0
+        ? [name, `${consumer}${ephemeral}`, ...figures, String(lag.pending), String(lag.ackPending)]
+        : ['', consumer, '', '', String(lag.pending), String(lag.ackPending)],
+    );
   });
-  out += `${table(['stream', 'messages', 'MiB', 'durable consumer', 'pending', 'ack pending'], streamRows, 1)}\n`;
+  out += `${table(['stream', 'durable consumer', 'messages', 'MiB', 'pending', 'ack pending'], streamRows, 2)}\n`;
   process.stdout.write(out);
+}
+
+/** A process's heap figure; NaN for one without (nats-server). */
+function heapOf(sample: Report['processes'][string] | undefined): number {
+  return sample && 'heapMiB' in sample ? sample.heapMiB : Number.NaN;
 }
 
 /** Mean of `values` that are numbers. */
@@ -402,6 +416,8 @@ function summarise(reports: readonly Report[]) {
       {
         firstMiB: round(mean(first.map((r) => r.processes[name]?.rssMiB ?? Number.NaN)), 1),
         lastMiB: round(mean(last.map((r) => r.processes[name]?.rssMiB ?? Number.NaN)), 1),
+        heapFirstMiB: round(mean(first.map((r) => heapOf(r.processes[name]))), 1),
+        heapLastMiB: round(mean(last.map((r) => heapOf(r.processes[name]))), 1),
       },
     ]),
   );
@@ -507,8 +523,14 @@ try {
   out += `${books.total.unsettled} not settled, ${books.total.unexpected} unexpected, ${books.total.errors} errors, ${skipped} not placed (over ${maxInFlight} in flight)\n`;
   out += `placed->confirmed p99: ${fmt(summary.p99Ms.first)} ms first, ${fmt(summary.p99Ms.last)} ms last\n`;
   out += `${table(
-    ['process', 'RSS MiB first', 'RSS MiB last'],
-    Object.entries(summary.memory).map(([name, { firstMiB, lastMiB }]) => [name, fmt(firstMiB, 1), fmt(lastMiB, 1)]),
+    ['process', 'RSS MiB first', 'RSS MiB last', 'heap MiB first', 'heap MiB last'],
+    Object.entries(summary.memory).map(([name, memory]) => [
+      name,
+      fmt(memory.firstMiB, 1),
+      fmt(memory.lastMiB, 1),
+      fmt(memory.heapFirstMiB, 1),
+      fmt(memory.heapLastMiB, 1),
+    ]),
   )}\n`;
   out += `inbox rows at the end: ${Object.entries(summary.inboxRowsAtEnd)
     .map(([db, rows]) => `${db} ${rows}`)
