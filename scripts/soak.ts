@@ -30,6 +30,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
+import pRetry from 'p-retry';
 import pg from 'pg';
 import {
   GraphQLHttp,
@@ -453,8 +454,22 @@ const reports: Report[] = [];
 let exitCode = 0;
 try {
   for (const [name, url] of shop.databaseUrls) {
-    const db = new pg.Client({ connectionString: url });
-    await db.connect();
+    // A PostgreSQL shared with others may be at max_connections for a while.
+    const db = await pRetry(
+      async () => {
+        const candidate = new pg.Client({ connectionString: url });
+        await candidate.connect().catch(async (error: Error) => {
+          await candidate.end().catch(() => {});
+          throw error;
+        });
+        return candidate;
+      },
+      {
+        retries: 10,
+        minTimeout: 1000,
+        onFailedAttempt: ({ error }) => warnOnce(`connecting to ${name}'s database: ${error.message}; retrying`),
+      },
+    );
     databases.set(name, db);
   }
   const token = await adminToken(client);
