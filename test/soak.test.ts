@@ -29,8 +29,9 @@ test('under a steady order load, inbox rows and every process’s memory stay fl
       name: 'soak',
       script: 'scripts/soak.ts',
       args: ['--minutes', '1.25', '--rate', '5', '--every', '10', '--customers', '10', '--settle', '120', '--json', json],
-      // A deadline far beyond the run: on a starved machine the orders still end as their kind says.
+      // A deadline far beyond the run and patient requests: on a starved machine the orders still end as their kind says.
       env: {
+        RPC_TIMEOUT_MS: '10000',
         INBOX_RETENTION_SECONDS: String(RETENTION_S),
         INBOX_PRUNE_INTERVAL_MS: '2000',
         ORDER_DEADLINE_MS: '600000',
