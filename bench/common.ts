@@ -15,7 +15,17 @@ import { connect } from 'nats';
 import pg from 'pg';
 import { SERVICES, registry, type ProcessEntry, type ServiceName } from '../subjects/index.ts';
 import { launch, launchProcess, type LaunchOptions, type Launched } from '../scripts/launcher.ts';
-import { ROOT, dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from '../test/harness.ts';
+import {
+  ROOT,
+  dropTestDatabases,
+  freePort,
+  serverUrl as postgresServerUrl,
+  startNats,
+  testDatabaseUrl,
+  waitFor,
+  type TestNats,
+} from '../test/harness.ts';
+import { answers as acceptsConnections, noPostgres, postgresAddress } from '../services/kit/startup.ts';
 
 export { ROOT, waitFor };
 
@@ -343,6 +353,10 @@ export interface ShopOptions {
   envOf?: Partial<Record<ServiceName | 'bff', Record<string, string>>>;
   /** Every process writes a CPU profile here when it stops. */
   cpuProfileDir?: string | undefined;
+  /** Give every service and the BFF an operations port (/metrics, /health/*) of its own (Shop.opsPorts). */
+  opsPorts?: boolean;
+  /** Longest wait for one process to be ready (30 s by default; more on a busy machine). */
+  startTimeoutMs?: number;
 }
 
 export interface Shop {
@@ -355,6 +369,10 @@ export interface Shop {
   pids(): Map<string, number | undefined>;
   /** The shop's databases (one per service). */
   databases: string[];
+  /** Each service's database URL, by its registry name. */
+  databaseUrls: Map<ServiceName, string>;
+  /** Each process's operations port, by its registry name (with `opsPorts`). */
+  opsPorts: Map<ServiceName | 'bff', number>;
   /** cpuSnapshot of every process of the shop (and of `extra`) and of its databases' backends. */
   cpuSnapshot(extra?: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot>;
   /** Warnings and errors logged so far, by process (only those that logged any). */
@@ -371,6 +389,8 @@ export interface Shop {
  * bench-only JWT secret and a rate limit high enough for a benchmark.
  */
 export async function startShop(options: ShopOptions = {}): Promise<Shop> {
+  const postgres = postgresAddress(postgresServerUrl().toString());
+  if (!(await acceptsConnections(postgres.host, postgres.port))) throw new Error(noPostgres(postgres.host, postgres.port));
   const nats = await startNats();
   // Asks whether a micro service answers its ping: ready whatever the log level.
   const probe = await connect({ servers: nats.url, noAsyncTraces: true });
@@ -384,6 +404,15 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   };
   const children: Child[] = [];
   const databases: string[] = [];
+  const databaseUrls = new Map<ServiceName, string>();
+  const opsPorts = new Map<ServiceName | 'bff', number>();
+  /** OPS_PORT for `name`, when asked for. */
+  const opsEnv = async (name: ServiceName | 'bff'): Promise<Record<string, string>> => {
+    if (!options.opsPorts) return {};
+    const port = await freePort();
+    opsPorts.set(name, port);
+    return { OPS_PORT: String(port) };
+  };
   let serverUrl = '';
   const jwtSecret = `bench-${randomBytes(24).toString('hex')}`;
   const stopAll = async () => {
@@ -403,6 +432,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     const databaseFor = (name: ServiceName) => {
       const url = testDatabaseUrl(`bench_${name}`);
       serverUrl = url;
+      databaseUrls.set(name, url);
       databases.push(decodeURIComponent(new URL(url).pathname.slice(1)));
       return url;
     };
@@ -411,11 +441,12 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       notifications: { SMTP_HOST: '127.0.0.1', SMTP_PORT: smtp.ready },
     };
     await Promise.all(
-      (options.services ?? SERVICES).map((name) =>
+      (options.services ?? SERVICES).map(async (name) =>
         spawnNode(name, registry[name], {
-          env: { ...common, DATABASE_URL: databaseFor(name), ...serviceEnv[name], ...options.envOf?.[name] },
+          env: { ...common, DATABASE_URL: databaseFor(name), ...(await opsEnv(name)), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
+          timeoutMs: options.startTimeoutMs,
         }).then((child) => {
           children.push(child);
           return child;
@@ -432,11 +463,13 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           BFF_HOST: '127.0.0.1',
           JWT_SECRET: jwtSecret,
           RATE_LIMIT_MAX: '1000000',
+          ...(await opsEnv('bff')),
           ...options.envOf?.bff,
         },
         // Ready: the order feed reads and every service answers its ping.
         probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
         cpuProfileDir: options.cpuProfileDir,
+        timeoutMs: options.startTimeoutMs,
       });
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;
@@ -450,6 +483,8 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       nats,
       natsUrl: nats.url,
       databases,
+      databaseUrls,
+      opsPorts,
       cpuSnapshot: (extra) => cpuSnapshot(new Map([...pids(), ...(extra ?? [])]), { url: serverUrl, databases }),
       bffUrl,
       jwtSecret,

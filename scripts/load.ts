@@ -35,7 +35,6 @@ import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
 import {
   GraphQLHttp,
   Latencies,
@@ -52,6 +51,16 @@ import {
   type LatencySummary,
   type Shop,
 } from '../bench/common.ts';
+import {
+  KINDS,
+  PLACE_ORDER,
+  Subscriptions,
+  expectedOutcome,
+  parseMix,
+  pickKind,
+  type Kind,
+  type OrderState,
+} from '../bench/order-follow.ts';
 
 // --- Options -----------------------------------------------------------------------------------------
 
@@ -94,22 +103,6 @@ function numberOption(name: keyof typeof args, fallback: number, min = 0): numbe
   const value = Number(text);
   if (!Number.isFinite(value) || value < min) throw new Error(`--${name} must be a number >= ${min}, not ${text}`);
   return value;
-}
-
-type Kind = 'ok' | 'decline' | 'oos';
-const KINDS: readonly Kind[] = ['ok', 'decline', 'oos'];
-
-function parseMix(text: string): Record<Kind, number> {
-  const mix: Record<Kind, number> = { ok: 0, decline: 0, oos: 0 };
-  for (const part of text.split(',')) {
-    const [name, weight] = part.split('=').map((piece) => piece.trim());
-    if (!KINDS.includes(name as Kind) || !Number.isFinite(Number(weight)) || Number(weight) < 0) {
-      throw new Error(`--mix takes ok=N,decline=N,oos=N; not "${part}"`);
-    }
-    mix[name as Kind] = Number(weight);
-  }
-  if (KINDS.every((kind) => mix[kind] === 0)) throw new Error('--mix: at least one weight must be above 0');
-  return mix;
 }
 
 const settings = {
@@ -180,97 +173,8 @@ const PRODUCTS = `query ($first: Int, $search: String) {
   products(first: $first, search: $search) { edges { node { id name price { amount currency } available } } pageInfo { hasNextPage endCursor } }
 }`;
 const PRODUCT = `query ($id: ID!) { product(id: $id) { id sku name description price { amount currency } available } }`;
-const PLACE_ORDER = `mutation ($lines: [OrderLineInput!]!, $token: String!) {
-  placeOrder(lines: $lines, paymentToken: $token) { id status total { amount currency } }
-}`;
 const ORDER_STATUS = `query ($id: ID!) { order(id: $id) { id status cancelReason } }`;
-const ORDER_UPDATED = `subscription ($id: ID!) { orderUpdated(id: $id) { id status cancelReason } }`;
 const MY_ORDERS = `query { orders(first: 5) { edges { node { id status total { amount currency } } } } }`;
-
-interface OrderState {
-  id: string;
-  status: 'PENDING' | 'CONFIRMED' | 'CANCELLED';
-  cancelReason: string | null;
-}
-
-/** One graphql-transport-ws connection per shopper, carrying the subscriptions of all their orders. */
-class Subscriptions {
-  readonly #socket: WebSocket;
-  readonly #handlers = new Map<string, (message: { type: string; payload?: any }) => void>();
-  #next = 0;
-
-  private constructor(socket: WebSocket) {
-    this.#socket = socket;
-    socket.on('message', (raw) => {
-      const message = JSON.parse(String(raw)) as { id?: string; type: string; payload?: unknown };
-      if (message.type === 'ping') socket.send(JSON.stringify({ type: 'pong' }));
-      if (message.id) this.#handlers.get(message.id)?.(message);
-    });
-  }
-
-  static async open(baseUrl: string, token: string): Promise<Subscriptions> {
-    const socket = new WebSocket(`${baseUrl.replace(/^http/, 'ws')}/graphql`, 'graphql-transport-ws');
-    await new Promise<void>((resolve, reject) => {
-      socket.once('open', () => resolve());
-      socket.once('error', reject);
-    });
-    const acked = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no connection_ack')), 10_000);
-      socket.on('message', (raw) => {
-        const type = (JSON.parse(String(raw)) as { type: string }).type;
-        if (type === 'connection_ack') {
-          clearTimeout(timer);
-          resolve();
-        } else if (type === 'connection_error') {
-          clearTimeout(timer);
-          reject(new Error('connection_error'));
-        }
-      });
-      socket.once('close', () => reject(new Error('socket closed')));
-    });
-    socket.send(JSON.stringify({ type: 'connection_init', payload: { authorization: `Bearer ${token}` } }));
-    await acked;
-    return new Subscriptions(socket);
-  }
-
-  /** Follows an order until CONFIRMED or CANCELLED; rejects on an error or after `timeoutMs`. */
-  untilSettled(orderId: string, timeoutMs: number): Promise<OrderState> {
-    const id = String(++this.#next);
-    return new Promise<OrderState>((resolve, reject) => {
-      const done = (settle: () => void, complete: boolean) => {
-        clearTimeout(timer);
-        this.#handlers.delete(id);
-        if (complete && this.#socket.readyState === WebSocket.OPEN) this.#socket.send(JSON.stringify({ id, type: 'complete' }));
-        settle();
-      };
-      const timer = setTimeout(
-        () => done(() => reject(Object.assign(new Error('not settled in time'), { code: 'UNSETTLED' })), true),
-        timeoutMs,
-      );
-      this.#handlers.set(id, (message) => {
-        if (message.type === 'next') {
-          const order = message.payload?.data?.orderUpdated as OrderState | undefined;
-          if (message.payload?.errors) {
-            const code = message.payload.errors[0]?.extensions?.code ?? 'SUBSCRIPTION_ERROR';
-            done(() => reject(Object.assign(new Error(code), { code })), true);
-          } else if (order && order.status !== 'PENDING') {
-            done(() => resolve(order), order.status !== 'CANCELLED');
-          }
-        } else if (message.type === 'error') {
-          const code = message.payload?.[0]?.extensions?.code ?? 'SUBSCRIPTION_ERROR';
-          done(() => reject(Object.assign(new Error(code), { code })), false);
-        } else if (message.type === 'complete') {
-          done(() => reject(Object.assign(new Error('completed before settling'), { code: 'COMPLETED_EARLY' })), false);
-        }
-      });
-      this.#socket.send(JSON.stringify({ id, type: 'subscribe', payload: { query: ORDER_UPDATED, variables: { id: orderId } } }));
-    });
-  }
-
-  close(): void {
-    this.#socket.close();
-  }
-}
 
 // --- The shop and its catalog ----------------------------------------------------------------------------
 
@@ -304,16 +208,6 @@ async function prepareCatalog(client: GraphQLHttp, seed: boolean): Promise<Catal
 
 // --- A shopper ---------------------------------------------------------------------------------------------
 
-function pickKind(): Kind {
-  const total = KINDS.reduce((sum, kind) => sum + settings.mix[kind], 0);
-  let roll = Math.random() * total;
-  for (const kind of KINDS) {
-    roll -= settings.mix[kind];
-    if (roll < 0) return kind;
-  }
-  return 'ok';
-}
-
 const pick = <T>(items: readonly T[]): T => items[Math.floor(Math.random() * items.length)]!;
 
 async function shopper(client: GraphQLHttp, baseUrl: string, catalog: Catalog, serial: number): Promise<void> {
@@ -344,7 +238,7 @@ async function shopper(client: GraphQLHttp, baseUrl: string, catalog: Catalog, s
     const following: Promise<void>[] = [];
     for (let n = 0; n < settings.ordersPerShopper; n++) {
       await think();
-      let kind = pickKind();
+      let kind = pickKind(settings.mix);
       if (kind === 'oos' && !catalog.scarce) kind = 'ok';
       const lineCount = 1 + Math.floor(Math.random() * 3);
       const lines = new Map<string, number>();
@@ -400,7 +294,7 @@ async function follow(
   else stats.orders.cancelled++;
   const result = settled.status === 'CONFIRMED' ? 'CONFIRMED' : `CANCELLED ${settled.cancelReason}`;
   stats.outcome(kind, result);
-  const expected = { ok: 'CONFIRMED', decline: 'CANCELLED PAYMENT_DECLINED', oos: 'CANCELLED OUT_OF_STOCK' }[kind];
+  const expected = expectedOutcome[kind];
   if (result !== expected) {
     stats.orders.unexpected++;
     if (stats.surprises.length < 5) stats.surprises.push(`order ${orderId} (${kind}) ended ${result}, expected ${expected}`);

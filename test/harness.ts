@@ -58,9 +58,11 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     await writeFile(config, `include "${relative(portsDir, join(ROOT, 'nats.conf'))}"\nno_auth_user: admin\n`);
   }
   const args = ['-c', config, '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
-  const child = spawn(findNatsServer() ?? 'nats-server', args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...natsPasswords },
+  const binary = findNatsServer() ?? 'nats-server';
+  const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...natsPasswords } });
+  let spawnError: Error | undefined;
+  child.once('error', (error) => {
+    spawnError = error;
   });
   let stderr = '';
   child.stderr?.on('data', (chunk) => {
@@ -69,6 +71,11 @@ export async function startNats(options: { storeDir?: string; port?: number; use
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const port = await waitFor(
     async () => {
+      if (spawnError) {
+        throw new Error(
+          `could not run ${binary} (${spawnError.message}): install nats-server (bash .ci/run does) or set NATS_SERVER_BIN to its path`,
+        );
+      }
       if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
       const files = (await readdir(portsDir)).filter((file) => file.endsWith('.ports'));
       if (files.length === 0) return undefined;
@@ -99,7 +106,7 @@ export async function startNats(options: { storeDir?: string; port?: number; use
 }
 
 /** Base URL of the test PostgreSQL: DATABASE_URL's server, or PG*, or 127.0.0.1:5432 as postgres. */
-function serverUrl(): URL {
+export function serverUrl(): URL {
   if (process.env.TEST_DATABASE_URL) return new URL(process.env.TEST_DATABASE_URL);
   const user = encodeURIComponent(process.env.PGUSER ?? 'postgres');
   const password = process.env.PGPASSWORD ? `:${encodeURIComponent(process.env.PGPASSWORD)}` : '';

@@ -40,6 +40,19 @@ export const ServiceSettings = {
     }),
   ),
   OPS_HOST: Type.String({ minLength: 1, default: '127.0.0.1', description: 'Address the operations port listens on; 0.0.0.0 for all.' }),
+  INBOX_RETENTION_SECONDS: Type.Optional(
+    Type.Integer({
+      minimum: 1,
+      description:
+        "How long a consumer's inbox keeps an applied event's id; unset: as long as its stream can deliver a copy (subjects/streams.ts redeliveryHorizonSeconds).",
+    }),
+  ),
+  INBOX_PRUNE_INTERVAL_MS: Type.Integer({
+    minimum: 100,
+    maximum: 24 * 60 * 60 * 1000,
+    default: 60_000,
+    description: 'Time between two passes of the inbox pruner.',
+  }),
 };
 
 /**

@@ -5,8 +5,9 @@
 import pRetry from 'p-retry';
 import type { TProperties } from '@sinclair/typebox';
 import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
-import { streams, type EventContract, type RpcContract, type StreamDefinition } from '../../subjects/index.ts';
+import { redeliveryHorizonSeconds, streams, type EventContract, type RpcContract, type StreamDefinition } from '../../subjects/index.ts';
 import { type ConsumerSettings, type EventHandler, type RunningConsumer, defaultConsumerSettings, startConsumer } from './consumer.ts';
+import { InboxPruner, type PruneTarget } from './consumer/inbox-pruner.ts';
 import { createPool, databaseUrl, ensureDatabase, migrate, type Pool } from './db.ts';
 import { loadConfigOrExit, serviceSettingsSchema } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
@@ -87,6 +88,9 @@ export interface KitSettings extends NatsSettings {
   /** The operations port (/metrics, /health/*); unset: none. */
   OPS_PORT?: number | undefined;
   OPS_HOST?: string | undefined;
+  /** How long an inbox keeps an event's id; unset: its stream's redelivery horizon. */
+  INBOX_RETENTION_SECONDS?: number | undefined;
+  INBOX_PRUNE_INTERVAL_MS?: number | undefined;
 }
 
 export interface StartOptions {
@@ -102,6 +106,7 @@ export interface RunningService {
   readonly server: RpcServer;
   readonly outbox: OutboxRelay;
   readonly consumers: readonly RunningConsumer[];
+  readonly inboxPruner: InboxPruner;
   readonly metrics: ProcessMetrics;
   /** The operations server, when OPS_PORT is set. */
   readonly ops: OpsServer | undefined;
@@ -147,6 +152,10 @@ export async function startService<Settings>(
   const running = await Promise.all(
     consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log, metrics }, consumerSettings)),
   );
+  const inboxPruner = new InboxPruner(pool, pruneTargets(running, settings, log), log, {
+    intervalMs: settings.INBOX_PRUNE_INTERVAL_MS ?? 60_000,
+  });
+  inboxPruner.start();
   const server = await serveEndpoints(nc, definition, endpoints, log, metrics.requestAnswered);
   for (const task of background) await task.start();
   const ops = await startServiceOps({ name: definition.name, nc, jsm, pool, outbox, consumers: running, client, metrics, log }, settings);
@@ -161,6 +170,7 @@ export async function startService<Settings>(
       await server.stop(grace);
       await Promise.all(running.map((consumer) => consumer.stop(grace)));
       await Promise.all(background.map((task) => task.stop()));
+      await inboxPruner.stop();
       await outbox.stop();
       client.close();
       await live.stop();
@@ -170,17 +180,38 @@ export async function startService<Settings>(
       log.info('service stopped');
     })());
 
-  return { context, server, outbox, consumers: running, metrics, ops, stop };
+  return { context, server, outbox, consumers: running, inboxPruner, metrics, ops, stop };
+}
+
+/**
+ * Each consumer's inbox horizon: INBOX_RETENTION_SECONDS, or as long as its
+ * stream can deliver a copy of an event. A setting shorter than that is
+ * allowed (tests, a soak) but said at start: a copy arriving later is applied again.
+ */
+function pruneTargets(consumers: readonly RunningConsumer[], settings: KitSettings, log: Logger): PruneTarget[] {
+  return consumers.map(({ durable, stream }) => {
+    const safe = redeliveryHorizonSeconds(streamDefinition(stream));
+    const chosen = settings.INBOX_RETENTION_SECONDS ?? safe;
+    if (chosen < safe) {
+      log.warn(
+        { consumer: durable, stream, retentionSeconds: chosen, redeliveryHorizonSeconds: safe },
+        'INBOX_RETENTION_SECONDS is shorter than the stream can redeliver: an event delivered again after it would be applied again',
+      );
+    }
+    return { consumer: durable, horizonSeconds: chosen };
+  });
 }
 
 /** The streams a service writes to or reads from, plus DLQ for its dead letters. */
 function streamsTouched(emits: readonly EventContract[], consumers: readonly EventHandler[]): StreamDefinition[] {
   const names = new Set<string>([...emits.map((e) => e.stream), ...consumers.map((c) => c.contract.stream), 'DLQ']);
-  return [...names].map((name) => {
-    const definition = (streams as Record<string, StreamDefinition>)[name];
-    if (!definition) throw new Error(`no stream definition named ${name} in subjects/streams.ts`);
-    return definition;
-  });
+  return [...names].map(streamDefinition);
+}
+
+function streamDefinition(name: string): StreamDefinition {
+  const definition = (streams as Record<string, StreamDefinition>)[name];
+  if (!definition) throw new Error(`no stream definition named ${name} in subjects/streams.ts`);
+  return definition;
 }
 
 /**
