@@ -355,6 +355,8 @@ export interface Shop {
   pids(): Map<string, number | undefined>;
   /** The shop's databases (one per service). */
   databases: string[];
+  /** The URL of one service's database, for a bench that writes straight into it. */
+  databaseUrl(name: ServiceName): string;
   /** cpuSnapshot of every process of the shop (and of `extra`) and of its databases' backends. */
   cpuSnapshot(extra?: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot>;
   /** Warnings and errors logged so far, by process (only those that logged any). */
@@ -384,6 +386,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
   };
   const children: Child[] = [];
   const databases: string[] = [];
+  const databaseUrls = new Map<ServiceName, string>();
   let serverUrl = '';
   const jwtSecret = `bench-${randomBytes(24).toString('hex')}`;
   const stopAll = async () => {
@@ -403,6 +406,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     const databaseFor = (name: ServiceName) => {
       const url = testDatabaseUrl(`bench_${name}`);
       serverUrl = url;
+      databaseUrls.set(name, url);
       databases.push(decodeURIComponent(new URL(url).pathname.slice(1)));
       return url;
     };
@@ -450,6 +454,11 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       nats,
       natsUrl: nats.url,
       databases,
+      databaseUrl: (name) => {
+        const url = databaseUrls.get(name);
+        if (!url) throw new Error(`${name} does not run in this shop`);
+        return url;
+      },
       cpuSnapshot: (extra) => cpuSnapshot(new Map([...pids(), ...(extra ?? [])]), { url: serverUrl, databases }),
       bffUrl,
       jwtSecret,
