@@ -98,7 +98,7 @@ export interface CatalogQuery {
  * The statement of listProducts, for it and for the tests that EXPLAIN it.
  * Rows come ordered by name then id, after the keyset position `after`
  * (products_name_id). `search` is a substring of name, sku or description,
- * any case: ILIKE '%…%', served by the trigram index products_search
+ * any case: ILIKE '%…%', served by the trigram indexes products_search_*
  * (migration 003). A search first finds its matches through that index and
  * then sorts them: the cost follows the number of matches, never the size of
  * the catalog. Left to itself, the planner may instead walk products_name_id

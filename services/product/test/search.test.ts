@@ -41,7 +41,8 @@ before(async () => {
   ] as const) {
     await client.call(products.create, { sku, name, description, price: { amount: 100, currency: 'EUR' } });
   }
-  await db().query('ANALYZE products');
+  // As autovacuum leaves a table: statistics, and the GIN indexes' pending entries merged in.
+  await db().query('VACUUM ANALYZE products');
 });
 
 after(async () => {
@@ -122,7 +123,7 @@ test("a search goes through the trigram index, at the planner's own choice, also
     { search: 'SC-00012', limit: 21, after: { name: 'M', id: randomUUID() } },
   ]) {
     const plan = await planOf(options);
-    assert.match(plan, /"Index Name":"products_search"/, JSON.stringify(options));
+    assert.match(plan, /"Index Name":"products_search_(name|sku|description)"/, JSON.stringify(options));
     assert.doesNotMatch(plan, /Seq Scan/, JSON.stringify(options));
   }
 
@@ -130,7 +131,7 @@ test("a search goes through the trigram index, at the planner's own choice, also
   const client = await db().connect();
   try {
     await client.query('BEGIN');
-    await client.query('DROP INDEX products_search');
+    await client.query('DROP INDEX products_search_name, products_search_sku, products_search_description');
     assert.match(await planOf({ search: seededModel(777), limit: 21 }, client), /Seq Scan/);
   } finally {
     await client.query('ROLLBACK');
