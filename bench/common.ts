@@ -329,6 +329,9 @@ export async function spawnNode(name: string, script: string | ProcessEntry, opt
 // ---------------------------------------------------------------------------
 // The shop on this machine
 
+/** How long a process of the shop may take to answer after it is started. */
+const START_TIMEOUT_MS = 120_000;
+
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
 
@@ -420,6 +423,8 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           env: { ...common, DATABASE_URL: databaseFor(name), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
+          // A start is no measurement: on a machine shared with other work it may wait for connections.
+          timeoutMs: START_TIMEOUT_MS,
         }).then((child) => {
           children.push(child);
           return child;
@@ -441,6 +446,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
         // Ready: the order feed reads and every service answers its ping.
         probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
         cpuProfileDir: options.cpuProfileDir,
+        timeoutMs: START_TIMEOUT_MS,
       });
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;
