@@ -97,8 +97,12 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
           if (rows.length < RELAY_BATCH) break;
         }
       } while (relay.again);
-      relay.running = false;
-    })();
+    })()
+      // Only at the end, when the pools close under a pass: nothing is waiting for it then.
+      .catch(() => {})
+      .finally(() => {
+        relay.running = false;
+      });
   };
 
   // Each handler's queue, taken in batches of its size.
@@ -151,8 +155,11 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
           claim.rows.map((row) => row.id),
         );
       }
-      sending = false;
-    })();
+    })()
+      .catch(() => {})
+      .finally(() => {
+        sending = false;
+      });
   };
 
   try {
@@ -242,7 +249,10 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
         Array.from({ length: settings.inflight }, async () => {
           while (performance.now() < end) await placeOne(end);
         }),
-      );
+      ).catch((error: unknown) => {
+        progress(`bound: an order failed: ${(error as Error).stack}`);
+        throw error;
+      });
     };
     progress(`bound: warm-up, then ${settings.seconds}s with ${settings.inflight} orders in flight`);
     await closedLoop(Math.min(5, settings.seconds));
@@ -262,9 +272,4 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     for (const service of services) await service.stop().catch(() => {});
     await dropTestDatabases().catch(() => {});
   }
-}
-
-if (import.meta.main) {
-  const result = await runDatabaseBound({ seconds: 10, inflight: 256, products: 100, customers: 10 });
-  process.stdout.write(`${JSON.stringify(result)}\n`);
 }

@@ -34,6 +34,7 @@ import {
   round,
   startShop,
   table,
+  waitFor,
   writeResults,
   type LatencySummary,
 } from './common.ts';
@@ -73,6 +74,8 @@ interface SizeResult {
   orders: number;
   seedSeconds: number;
   latencyMs: Record<string, LatencySummary>;
+  /** Requests that failed, by query. */
+  errors: Record<string, number>;
 }
 
 /** Adds products up to `to`, in chunks; a large step drops the search indexes and builds them again after (faster than keeping them). */
@@ -100,14 +103,20 @@ async function growCatalog(db: pg.Client, from: number, to: number): Promise<voi
   progress(`  catalog at ${fmt(to)} products in ${fmt((performance.now() - started) / 1000, 1)} s`);
 }
 
-async function measure(run: () => Promise<number>, count: number): Promise<LatencySummary> {
+/** Latencies of the requests that succeeded, and how many failed (a broad search may outlast the BFF's call timeout). */
+async function measure(run: () => Promise<number>, count: number): Promise<{ latency: LatencySummary; errors: number }> {
   const latencies = new Latencies();
+  let errors = 0;
   for (let i = 0; i < count; i++) {
     const started = performance.now();
-    await run();
-    latencies.add(performance.now() - started);
+    try {
+      await run();
+      latencies.add(performance.now() - started);
+    } catch {
+      errors++;
+    }
   }
-  return latencies.summary();
+  return { latency: latencies.summary(), errors };
 }
 
 if (import.meta.main) {
@@ -122,11 +131,25 @@ if (import.meta.main) {
   try {
     await products.connect();
     await orders.connect();
-    const { register } = await bff.ok<{ register: { token: string; customer: { id: string } } }>(REGISTER, {
-      email: 'scale-bench@bench.test',
-      name: 'Scale Bench',
-      password: 'bench-password',
-    });
+    // Registration hashes a password: on a busy machine its first try may time out (the email is then free or taken by it).
+    const { register } = await waitFor(
+      () =>
+        bff
+          .ok<{ register: { token: string; customer: { id: string } } }>(REGISTER, {
+            email: 'scale-bench@bench.test',
+            name: 'Scale Bench',
+            password: 'bench-password',
+          })
+          .catch(async (error: Error & { code?: string }) => {
+            if (error.code === 'TIMEOUT') return undefined;
+            if (error.code !== 'EMAIL_TAKEN') throw error;
+            const { login } = await bff.ok<{ login: { token: string; customer: { id: string } } }>(
+              'mutation { login(email: "scale-bench@bench.test", password: "bench-password") { token customer { id } } }',
+            );
+            return { register: login };
+          }),
+      { timeoutMs: 120_000, intervalMs: 1000, what: 'the bench customer to register' },
+    );
     const token = register.token;
     const customerId = register.customer.id;
 
@@ -166,7 +189,7 @@ if (import.meta.main) {
       const measures: Measure[] = [
         { name: 'search: a model code (1 match)', share: 1, run: () => search(seededModel(random()).slice(0, 7)) },
         { name: 'search: a sku prefix (100 matches)', share: 1, run: () => search(seededSku(random()).slice(0, 8)) },
-        { name: `search: "${BROAD_WORD}" (1 in 13)`, share: 0.1, run: () => search(BROAD_WORD) },
+        { name: `search: "${BROAD_WORD}" (1 in 13)`, share: 0.05, run: () => search(BROAD_WORD) },
         {
           name: 'catalog page at 90 %, then onwards',
           share: 1,
@@ -198,15 +221,19 @@ if (import.meta.main) {
         },
       ];
       const latencyMs: Record<string, LatencySummary> = {};
+      const errors: Record<string, number> = {};
       for (const { name, share, run } of measures) {
         const count = Math.max(10, Math.round(samples * share));
         // A few first, unmeasured: connections, prepared statements, caches.
-        if ((await run()) === 0) throw new Error(`${name} found nothing at ${fmt(size)}: the seeded data is not what the bench expects`);
-        for (let i = 0; i < 4; i++) await run();
-        latencyMs[name] = await measure(run, count);
-        progress(`  ${name}: p50 ${latencyMs[name].p50} ms, p99 ${latencyMs[name].p99} ms (${count})`);
+        const found = await run().catch(() => -1);
+        if (found === 0) throw new Error(`${name} found nothing at ${fmt(size)}: the seeded data is not what the bench expects`);
+        for (let i = 0; i < 2; i++) await run().catch(() => {});
+        const { latency, errors: failed } = await measure(run, count);
+        latencyMs[name] = latency;
+        errors[name] = failed;
+        progress(`  ${name}: p50 ${latency.p50} ms, p99 ${latency.p99} ms (${count}, ${failed} failed)`);
       }
-      results.push({ products: size, orders: history, seedSeconds, latencyMs });
+      results.push({ products: size, orders: history, seedSeconds, latencyMs, errors });
     }
   } finally {
     bff.close();
@@ -221,7 +248,10 @@ if (import.meta.main) {
   const header = ['p50 / p99 ms', ...results.map((result) => `${fmt(result.products)} products`), 'p99 last/first'];
   const rows = names.map((name) => [
     name,
-    ...results.map((result) => `${result.latencyMs[name]!.p50} / ${result.latencyMs[name]!.p99}`),
+    ...results.map(
+      (result) =>
+        `${result.latencyMs[name]!.p50} / ${result.latencyMs[name]!.p99}${result.errors[name] ? ` (${result.errors[name]} failed)` : ''}`,
+    ),
     `${(results.at(-1)!.latencyMs[name]!.p99 / first.latencyMs[name]!.p99).toFixed(2)}x`,
   ]);
   rows.push(['(orders of the customer)', ...results.map((result) => fmt(result.orders)), '']);
