@@ -37,7 +37,7 @@ import { serviceDefinition } from '../services/kit/definitions.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
 import { claimDue, markSent } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
-import { fmt, progress, round } from './common.ts';
+import { cpuSnapshot, cpuUsed, fmt, progress, round } from './common.ts';
 
 export interface BoundSettings {
   seconds: number;
@@ -52,6 +52,8 @@ export interface BoundResult {
   seconds: number;
   /** Transactions that failed (their events were tried again one by one). */
   failures: number;
+  /** CPU milliseconds per confirmed order: PostgreSQL's backends of the five databases, and this process. */
+  cpuMsPerOrder: { postgres: number; process: number };
 }
 
 /** Most transactions one handler runs at once (the kit's consumers run concurrency / batch). */
@@ -75,6 +77,7 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
   } as unknown as RpcClient;
 
   const services: Service[] = [];
+  const databaseUrls: string[] = [];
   const bySubject = new Map<string, { service: Service; handler: EventHandler }[]>();
   let failures = 0;
   const confirmed = new Map<string, () => void>();
@@ -166,6 +169,7 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     for (const name of SERVICES) {
       const definition = await serviceDefinition(registry[name]);
       const databaseUrl = testDatabaseUrl(`bound_${name}`);
+      databaseUrls.push(databaseUrl);
       const config = loadConfig(serviceSettingsSchema(definition), {
         DATABASE_URL: databaseUrl,
         NATS_URL: 'nats://127.0.0.1:4222',
@@ -258,10 +262,23 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     await closedLoop(Math.min(5, settings.seconds));
     done = 0;
     inWindow = 0;
+    const postgres = {
+      url: databaseUrls[0]!,
+      databases: databaseUrls.map((url) => decodeURIComponent(new URL(url).pathname.slice(1))),
+    };
+    const before = await cpuSnapshot(new Map(), postgres);
     const started = performance.now();
     await closedLoop(settings.seconds);
+    const cpu = cpuUsed(before, await cpuSnapshot(new Map(), postgres));
     const seconds = settings.seconds;
-    const result = { confirmedPerSecond: round(inWindow / seconds, 1), confirmed: done, seconds, failures };
+    const perOrder = (used: number | undefined) => round(((used ?? Number.NaN) * 1000) / Math.max(1, done), 3);
+    const result = {
+      confirmedPerSecond: round(inWindow / seconds, 1),
+      confirmed: done,
+      seconds,
+      failures,
+      cpuMsPerOrder: { postgres: perOrder(cpu.postgres), process: perOrder(cpu.bench) },
+    };
     progress(
       `bound: ${fmt(result.confirmedPerSecond)} confirmed/s (${done} confirmed in ${fmt((performance.now() - started) / 1000, 1)} s)`,
     );

@@ -463,7 +463,15 @@ export function boundLine(result: SagaResult): string {
   const ratio = saturation.confirmedPerSecond / result.bound.confirmedPerSecond;
   return (
     `database bound (the same orders' SQL from one process, no NATS): ${fmt(result.bound.confirmedPerSecond)} confirmed/s; ` +
-    `the saga at saturation ${fmt(saturation.confirmedPerSecond)}/s = ${ratio.toFixed(2)}x of it`
+    `the saga at saturation ${fmt(saturation.confirmedPerSecond)}/s = ${ratio.toFixed(2)}x of it\n` +
+    `CPU ms per confirmed order: bound PostgreSQL ${result.bound.cpuMsPerOrder.postgres}, bound process ${result.bound.cpuMsPerOrder.process}; ` +
+    `saga PostgreSQL ${saturation.cpuMsPerOrder.postgres ?? 'n/a'}, saga everything else ` +
+    `${round(
+      Object.entries(saturation.cpuMsPerOrder)
+        .filter(([name]) => name !== 'postgres')
+        .reduce((sum, [, ms]) => sum + ms, 0),
+      3,
+    )}`
   );
 }
 
