@@ -339,6 +339,9 @@ export async function spawnNode(name: string, script: string | ProcessEntry, opt
 // ---------------------------------------------------------------------------
 // The shop on this machine
 
+/** How long a process of the shop may take to answer after it is started. */
+const START_TIMEOUT_MS = 120_000;
+
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
 
@@ -373,6 +376,8 @@ export interface Shop {
   databaseUrls: Map<ServiceName, string>;
   /** Each process's operations port, by its registry name (with `opsPorts`). */
   opsPorts: Map<ServiceName | 'bff', number>;
+  /** The URL of one service's database, for a bench that writes straight into it. */
+  databaseUrl(name: ServiceName): string;
   /** cpuSnapshot of every process of the shop (and of `extra`) and of its databases' backends. */
   cpuSnapshot(extra?: ReadonlyMap<string, number | undefined>): Promise<CpuSnapshot>;
   /** Warnings and errors logged so far, by process (only those that logged any). */
@@ -446,7 +451,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
           env: { ...common, DATABASE_URL: databaseFor(name), ...(await opsEnv(name)), ...serviceEnv[name], ...options.envOf?.[name] },
           probe: () => answers(name),
           cpuProfileDir: options.cpuProfileDir,
-          timeoutMs: options.startTimeoutMs,
+          timeoutMs: options.startTimeoutMs ?? START_TIMEOUT_MS,
         }).then((child) => {
           children.push(child);
           return child;
@@ -469,7 +474,7 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
         // Ready: the order feed reads and every service answers its ping.
         probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
         cpuProfileDir: options.cpuProfileDir,
-        timeoutMs: options.startTimeoutMs,
+        timeoutMs: options.startTimeoutMs ?? START_TIMEOUT_MS,
       });
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;
@@ -485,6 +490,11 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
       databases,
       databaseUrls,
       opsPorts,
+      databaseUrl: (name) => {
+        const url = databaseUrls.get(name);
+        if (!url) throw new Error(`${name} does not run in this shop`);
+        return url;
+      },
       cpuSnapshot: (extra) => cpuSnapshot(new Map([...pids(), ...(extra ?? [])]), { url: serverUrl, databases }),
       bffUrl,
       jwtSecret,

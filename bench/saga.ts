@@ -19,6 +19,11 @@
 // Every order asks for 1 to 3 of BENCH_SAGA_PRODUCTS (100) products with stock
 // enough for the run and a card the simulator captures, so all confirm.
 //
+// Then, once the shop has stopped, the database bound (bench/saga-bound.ts):
+// the same orders' SQL run from one process with BENCH_SAGA_INFLIGHT orders
+// in flight, no NATS, no service processes; the saturation phase is printed
+// as a ratio of it (BENCH_SAGA_BOUND=0 skips it).
+//
 // BENCH_CPU_PROF=<dir>: every process of the shop writes a V8 CPU profile
 // there when it stops (the whole run; the saturation phase dominates it).
 import { mkdir } from 'node:fs/promises';
@@ -44,6 +49,7 @@ import {
   type LatencySummary,
   type Shop,
 } from './common.ts';
+import { runDatabaseBound, type BoundResult } from './saga-bound.ts';
 
 export interface SagaSettings {
   /** Offered orders per second in the fixed-rate phases, one phase each. */
@@ -59,6 +65,8 @@ export interface SagaSettings {
   /** Which measured phases to run: 'rate', 'saturation'. */
   phases: ('rate' | 'saturation')[];
   cpuProfileDir: string | undefined;
+  /** Also run the database bound (bench/saga-bound.ts) after the shop stops. */
+  bound: boolean;
 }
 
 export function sagaSettings(): SagaSettings {
@@ -78,6 +86,7 @@ export function sagaSettings(): SagaSettings {
       .map((phase) => phase.trim())
       .filter((phase): phase is 'rate' | 'saturation' => phase === 'rate' || phase === 'saturation'),
     cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
+    bound: process.env.BENCH_SAGA_BOUND !== '0',
   };
 }
 
@@ -105,6 +114,8 @@ export interface SagaPhase {
 export interface SagaResult {
   settings: SagaSettings;
   phases: SagaPhase[];
+  /** The same orders' SQL run from one process (bench/saga-bound.ts), after the shop stopped; absent with BENCH_SAGA_BOUND=0. */
+  bound?: BoundResult;
   /** Warnings and errors the shop's processes logged during the run. */
   problems: Record<string, { count: number; first: string[] }>;
 }
@@ -432,7 +443,36 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
     progress('saga: stopping the shop');
     await shop.stop();
   }
-  return { settings, phases, problems };
+  let bound: BoundResult | undefined;
+  if (settings.bound) {
+    progress(`saga: the database bound, ${settings.inflight} orders in flight for ${settings.seconds}s`);
+    bound = await runDatabaseBound({
+      seconds: settings.seconds,
+      inflight: settings.inflight,
+      products: settings.products,
+      customers: Math.min(10, settings.customers),
+    });
+  }
+  return { settings, phases, problems, ...(bound ? { bound } : {}) };
+}
+
+/** The saturation phase's confirmed orders/s as a share of the database bound. */
+export function boundLine(result: SagaResult): string {
+  const saturation = result.phases.find((phase) => phase.name === 'saturation');
+  if (!result.bound || !saturation) return '';
+  const ratio = saturation.confirmedPerSecond / result.bound.confirmedPerSecond;
+  return (
+    `database bound (the same orders' SQL from one process, no NATS): ${fmt(result.bound.confirmedPerSecond)} confirmed/s; ` +
+    `the saga at saturation ${fmt(saturation.confirmedPerSecond)}/s = ${ratio.toFixed(2)}x of it\n` +
+    `CPU ms per confirmed order: bound PostgreSQL ${result.bound.cpuMsPerOrder.postgres}, bound process ${result.bound.cpuMsPerOrder.process}; ` +
+    `saga PostgreSQL ${saturation.cpuMsPerOrder.postgres ?? 'n/a'}, saga everything else ` +
+    `${round(
+      Object.entries(saturation.cpuMsPerOrder)
+        .filter(([name]) => name !== 'postgres')
+        .reduce((sum, [, ms]) => sum + ms, 0),
+      3,
+    )}`
+  );
 }
 
 /** A phase's column title: its offered rate, or saturation. */
@@ -487,7 +527,7 @@ if (import.meta.main) {
   process.stdout.write(
     `\nmachine: ${describeMachine(m)}\nsaga entry: ${result.settings.via === 'rpc' ? 'orders.place (kit RpcClient)' : 'BFF placeOrder'}\n\n` +
       `${table(['phase', 'confirmed/s', 'placed->confirmed p50/p99 ms', 'reply->confirmed p50/p99 ms', 'confirmed'], sagaRows(result))}\n\n` +
-      `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n`,
+      `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n\n${boundLine(result)}\n`,
   );
   const file = await writeResults('saga', {
     at: new Date().toISOString(),

@@ -79,12 +79,27 @@ export async function writeEvents(tx: Transaction | Queryable, events: readonly 
   return rows.map(({ envelope }) => envelope);
 }
 
-interface OutboxRow {
+export interface OutboxRow {
   seq: string;
   id: string;
   subject: string;
   payload: Envelope;
   trace: Record<string, string>;
+}
+
+/**
+ * The relay's claim, as the first statement of `tx`: up to `batchSize` rows,
+ * deleted once `tx` commits, in the order they were written. Exported for
+ * bench/saga-bound.ts, which replays the saga's SQL without NATS.
+ */
+export async function takeOutboxBatch(tx: Transaction, batchSize: number): Promise<OutboxRow[]> {
+  // With BEGIN in one round trip.
+  const taken = await tx.beginWith(`DELETE FROM outbox WHERE seq IN
+    (SELECT seq FROM outbox ORDER BY seq LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
+    RETURNING seq, id, subject, payload, trace`);
+  const rows = taken.rows as OutboxRow[];
+  // In the order they were written: publishes leave on one connection in array order.
+  return rows.sort((a, b) => Number(a.seq) - Number(b.seq));
 }
 
 export interface OutboxRelayOptions {
@@ -188,13 +203,7 @@ export class OutboxRelay {
    */
   async #publishBatch(): Promise<number> {
     const published = await withTransaction(this.#pool, async (tx) => {
-      // With BEGIN in one round trip.
-      const taken = await tx.beginWith(`DELETE FROM outbox WHERE seq IN
-        (SELECT seq FROM outbox ORDER BY seq LIMIT ${this.#batchSize} FOR UPDATE SKIP LOCKED)
-        RETURNING seq, id, subject, payload, trace`);
-      const rows = taken.rows as OutboxRow[];
-      // In the order they were written: publishes leave on one connection in array order.
-      rows.sort((a, b) => Number(a.seq) - Number(b.seq));
+      const rows = await takeOutboxBatch(tx, this.#batchSize);
       await Promise.all(rows.map((row) => this.#publish(row)));
       return rows;
     });

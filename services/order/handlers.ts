@@ -140,7 +140,7 @@ function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Produc
 }
 
 // The cursor is opaque to callers: base64url of "<created_at in µs>.<id>".
-function encodeCursor(cursor: Cursor): string {
+export function encodeCursor(cursor: Cursor): string {
   return Buffer.from(`${cursor.createdUs}.${cursor.id}`).toString('base64url');
 }
 

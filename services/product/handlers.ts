@@ -62,11 +62,15 @@ export function productEndpoints(pool: Pool) {
 
     endpoint(products.list, async ({ search, first, after }) => {
       const limit = first ?? DEFAULT_PAGE_SIZE;
-      // One row more than the page tells whether another page follows.
-      const rows = await listProducts(db, {
+      const searched = search?.trim() || undefined;
+      // One row more than the page tells whether another page follows. A
+      // search is planned for its own text, never prepared: a generic plan
+      // knows no pattern and may settle on reading the whole catalog
+      // (docs/decisions.md, "Catalog search").
+      const rows = await listProducts(searched ? pool : db, {
         limit: limit + 1,
         after: after === undefined ? undefined : decodeCursor(after),
-        search: search?.trim() || undefined,
+        search: searched,
       });
       const items = rows.slice(0, limit);
       const last = items.at(-1);

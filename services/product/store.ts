@@ -87,29 +87,53 @@ export function escapeLike(text: string): string {
   return text.replace(/[\\%_]/g, (char) => `\\${char}`);
 }
 
+/** What listProducts asks for: a page of the catalog, maybe searched. */
+export interface CatalogQuery {
+  limit: number;
+  after?: CatalogPosition | undefined;
+  search?: string | undefined;
+}
+
 /**
- * One page of the catalog ordered by name then id, keyset-paged: rows after
- * `after`, at most `limit`. `search` matches text anywhere in name, sku or
- * description, ignoring case.
+ * The statement of listProducts, for it and for the tests that EXPLAIN it.
+ * Rows come ordered by name then id, after the keyset position `after`
+ * (products_name_id). `search` is a substring of name, sku or description,
+ * any case: ILIKE '%…%', served by the trigram indexes products_search_*
+ * (migration 003). A search first finds its matches through that index and
+ * then sorts them: the cost follows the number of matches, never the size of
+ * the catalog. Left to itself, the planner may instead walk products_name_id
+ * and filter, hoping to meet a page of matches early; for a word that sorts
+ * late (every name starting with it) that reads the whole catalog: 30 s at
+ * a million rows (docs/decisions.md, "Catalog search").
  */
-export async function listProducts(
-  db: Queryable,
-  options: { limit: number; after?: CatalogPosition | undefined; search?: string | undefined },
-): Promise<Product[]> {
+export function catalogQuery(options: CatalogQuery): { text: string; values: unknown[] } {
   const conditions: string[] = [];
   const values: unknown[] = [];
   if (options.search) {
+    // Backslash is ILIKE's default escape character.
     values.push(`%${escapeLike(options.search)}%`);
     const p = `$${values.length}`;
-    conditions.push(`(name ILIKE ${p} ESCAPE '\\' OR sku ILIKE ${p} ESCAPE '\\' OR description ILIKE ${p} ESCAPE '\\')`);
+    conditions.push(`(name ILIKE ${p} OR sku ILIKE ${p} OR description ILIKE ${p})`);
   }
   if (options.after) {
     values.push(options.after.name, options.after.id);
     conditions.push(`(name, id) > ($${values.length - 1}, $${values.length}::uuid)`);
   }
   values.push(options.limit);
+  const limit = `$${values.length}`;
   const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
-  const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT $${values.length}`, values);
+  const text = options.search
+    ? // MATERIALIZED: the matches are found on their own, then sorted (see above).
+      `WITH matches AS MATERIALIZED (SELECT ${COLUMNS} FROM products ${where})
+       SELECT * FROM matches ORDER BY name, id LIMIT ${limit}`
+    : `SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT ${limit}`;
+  return { text, values };
+}
+
+/** One page of the catalog (catalogQuery): rows after `after`, at most `limit`. */
+export async function listProducts(db: Queryable, options: CatalogQuery): Promise<Product[]> {
+  const { text, values } = catalogQuery(options);
+  const { rows } = await db.query<ProductRow>(text, values);
   return rows.map(toProduct);
 }
 
