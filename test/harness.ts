@@ -24,6 +24,8 @@ export interface TestNats {
   url: string;
   port: number;
   storeDir: string;
+  /** The monitoring endpoint (/healthz, /jsz, ...), when the server was given an HTTP port. */
+  monitorUrl: string | undefined;
   process: ChildProcess;
   /** Stops the server, keeping its store (for restart tests). */
   stop(): Promise<void>;
@@ -54,7 +56,9 @@ export function natsCredentials(user: NatsUser): { NATS_USER: string; NATS_PASSW
  * sign in; with `users: true` the file runs as it is and every client must sign
  * in as one of its users (natsCredentials).
  */
-export async function startNats(options: { storeDir?: string; port?: number; users?: boolean } = {}): Promise<TestNats> {
+export async function startNats(
+  options: { storeDir?: string; port?: number; users?: boolean; args?: readonly string[] } = {},
+): Promise<TestNats> {
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'shop-nats-')));
   const portsDir = await mkdtemp(join(tmpdir(), 'shop-nats-ports-'));
   let config = join(ROOT, 'nats.conf');
@@ -63,21 +67,34 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     config = join(portsDir, 'test.conf');
     await writeFile(config, `include "${relative(portsDir, join(ROOT, 'nats.conf'))}"\nno_auth_user: admin\n`);
   }
-  const args = ['-c', config, '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
+  const args = [
+    '-c',
+    config,
+    '-a',
+    '127.0.0.1',
+    '-p',
+    String(options.port ?? -1),
+    '-js',
+    '-sd',
+    storeDir,
+    '--ports_file_dir',
+    portsDir,
+    ...(options.args ?? []),
+  ];
   const child = spawn(natsServerBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...natsPasswords } });
   let stderr = '';
   child.stderr?.on('data', (chunk) => {
     stderr = (stderr + chunk).slice(-4000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const port = await waitFor(
+  const { port, monitorUrl } = await waitFor(
     async () => {
       if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
       const files = (await readdir(portsDir)).filter((file) => file.endsWith('.ports'));
       if (files.length === 0) return undefined;
-      const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[] };
+      const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[]; monitoring?: string[] };
       const url = ports.nats?.[0];
-      return url ? Number(new URL(url).port) : undefined;
+      return url ? { port: Number(new URL(url).port), monitorUrl: ports.monitoring?.[0] } : undefined;
     },
     { timeoutMs: 10_000, what: 'nats-server to listen' },
   );
@@ -92,6 +109,7 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    monitorUrl,
     process: child,
     stop,
     async cleanup() {
