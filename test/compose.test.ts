@@ -14,9 +14,11 @@ import { PROCESSES, entryScript, registry, settingsOf, type ProcessEntry } from 
 import { serviceSettingsSchema } from '../services/kit/config.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ROOT } from './harness.ts';
+import { clusterArgs } from './nats-cluster.ts';
 
 interface ComposeService {
   image?: string;
+  volumes?: string[];
   build?: unknown;
   command?: string[] | string;
   environment?: Record<string, string | number | boolean | null> | string[];
@@ -190,5 +192,38 @@ test('the health check of every service asks its readiness on the operations por
     if (!entry || name === 'bff') continue;
     const check = [service.healthcheck?.test ?? []].flat().join(' ');
     assert.match(check, new RegExp(`127\\.0\\.0\\.1:${environment(service).OPS_PORT}/health/ready`), `${name} probes /health/ready`);
+  }
+});
+
+test("compose.yaml's NATS nodes run nats.conf with the cluster settings the cluster suite uses (test/nats-cluster.ts)", () => {
+  const nodes = Object.keys(compose.services).filter((name) => /^nats-\d+$/.test(name));
+  assert.equal(nodes.length, 3, 'three NATS nodes');
+  for (const name of nodes) {
+    const service = compose.services[name]!;
+    assert.deepEqual(
+      service.command,
+      [
+        '-c',
+        '/etc/nats/shop.conf',
+        ...clusterArgs({ name, listen: 'nats://0.0.0.0:6222', routes: nodes.map((node) => `nats://${node}:6222`) }),
+        '-sd',
+        '/data/jetstream',
+        '--http_port',
+        '8222',
+      ],
+      `${name}'s command`,
+    );
+    assert.ok(service.volumes?.includes('./nats.conf:/etc/nats/shop.conf:ro'), `${name} reads the project's nats.conf`);
+  }
+  // Every process reaches every node, and the streams live on all three.
+  for (const [name, service] of Object.entries(compose.services)) {
+    const env = environment(service);
+    if (!env.NATS_URL) continue;
+    assert.deepEqual(
+      env.NATS_URL.split(','),
+      nodes.map((node) => `nats://${node}:4222`),
+      `${name}'s NATS_URL`,
+    );
+    assert.equal(env.STREAM_REPLICAS, String(nodes.length), `${name}'s STREAM_REPLICAS`);
   }
 });

@@ -14,7 +14,7 @@ import { ServiceError, type RpcClient } from '../../services/kit/index.ts';
  * its code; anything else thrown is a call without an answer.
  */
 export interface OrderDoor {
-  place(input: RequestOf<typeof orders.place>): Promise<Order>;
+  place(input: RequestOf<typeof orders.place>): Promise<Pick<Order, 'id'>>;
   cancel(input: RequestOf<typeof orders.cancel>): Promise<unknown>;
 }
 
@@ -98,7 +98,7 @@ export class OrderLoad {
     }
     const paymentToken = random() < this.#options.declineShare ? 'tok_decline' : 'tok_visa';
     this.attempts++;
-    let order: Order;
+    let order: Pick<Order, 'id'>;
     try {
       order = await door.place({
         customerId,

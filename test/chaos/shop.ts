@@ -272,6 +272,11 @@ export class Shop {
     return this.cluster?.url ?? this.nats.url;
   }
 
+  /** How every process reaches NATS: its URL(s) and, on a cluster, streams and buckets on every node. */
+  #natsEnvironment(): Record<string, string> {
+    return { NATS_URL: this.natsUrl, ...(this.cluster ? { STREAM_REPLICAS: String(this.cluster.names.length) } : {}) };
+  }
+
   /** Every service process's instance name, in the registry's order. */
   instances(): string[] {
     const count = this.#options.instances ?? 1;
@@ -281,8 +286,7 @@ export class Shop {
   /** The environment a service process starts with. */
   serviceEnvironment(dir: ServiceDir): Record<string, string> {
     const base: Record<string, string> = {
-      NATS_URL: this.natsUrl,
-      ...(this.cluster ? { STREAM_REPLICAS: String(this.cluster.names.length) } : {}),
+      ...this.#natsEnvironment(),
       DATABASE_URL: this.databases[dir],
       RPC_TIMEOUT_MS: '5000',
       SHUTDOWN_TIMEOUT_MS: '3000',
@@ -331,7 +335,7 @@ export class Shop {
 
   async startBff(extra: Record<string, string> = {}): Promise<BffProcess> {
     const bff = await spawnBff({
-      NATS_URL: this.natsUrl,
+      ...this.#natsEnvironment(),
       JWT_SECRET,
       ...(this.#options.natsUsers ? natsCredentials('bff') : {}),
       ...this.#options.bff,
