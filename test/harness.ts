@@ -237,7 +237,7 @@ export interface ServiceProcess {
  * Runs a service's main.ts (`dir`: its folder under services/, or `../bff`)
  * as a real child process through the launcher, with the environment the
  * registry gives it, for crash (kill -9) and signal tests. Resolves once it
- * logs "service started".
+ * logs "service started" (within 60 s: a loaded machine starts slowly).
  */
 export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
   const entry = processByFolder(dir.replace(/^\.\.\//, ''));
@@ -264,7 +264,12 @@ export async function spawnService(dir: string, env: Record<string, string>): Pr
     exited.then((code) => {
       throw new Error(`${entry.folder} exited with ${code} before starting: ${stderr}`);
     }),
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`${entry.folder} did not start in 20 s: ${stderr}`)), 20_000).unref()),
+    new Promise((_, reject) =>
+      setTimeout(
+        () => reject(new Error(`${entry.folder} did not start in 60 s: ${stderr}; its last lines: ${output.slice(-5).join(' | ')}`)),
+        60_000,
+      ).unref(),
+    ),
   ]).catch(async (error: unknown) => {
     await launched.kill('SIGKILL');
     throw error;
