@@ -41,6 +41,8 @@ before(async () => {
       seed: SEED,
       cluster: true,
       instances: 2,
+      // Ten service processes on a PostgreSQL shared with other runs: small pools (10 × 4 connections).
+      env: { DATABASE_POOL_MAX: '3' },
       // The load's requests all come from one address: no rate limit in the way.
       bff: { RATE_LIMIT_MAX: '1000000' },
     },
