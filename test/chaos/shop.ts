@@ -322,7 +322,7 @@ export class Shop {
         if (attempts++ > 0) this.startRetries++;
         return spawnService(dir, this.serviceEnvironment(dir));
       },
-      { timeoutMs: 90_000, intervalMs: 1000, what: `services/${dir} to start` },
+      { timeoutMs: 180_000, intervalMs: 1000, what: `services/${dir} to start` },
     );
     this.#watch(instance, running.child, running.output);
     this.processes.set(instance, running);
