@@ -13,9 +13,11 @@ import { parse } from 'yaml';
 import { CONTAINER_OPS_PORT } from '../scripts/deploy.ts';
 import { ROOT } from './harness.ts';
 import { programs, variablesRead } from './programs.ts';
+import { clusterArgs } from './nats-cluster.ts';
 
 interface ComposeService {
   image?: string;
+  volumes?: string[];
   build?: unknown;
   command?: string[] | string;
   environment?: Record<string, string | number | boolean | null> | string[];
@@ -164,4 +166,37 @@ test('the BFF in compose.yaml serves no GraphiQL, no introspection and no caught
   const env = environment(compose.services.bff!);
   assert.equal(env.GRAPHQL_DEV, 'false', 'GRAPHQL_DEV off unless the operator sets it');
   assert.equal(env.DEV_MAIL_DIR, undefined, 'no /dev/mail: the emails go to Mailpit');
+});
+
+test("compose.yaml's NATS nodes run nats.conf with the cluster settings the cluster suite uses (test/nats-cluster.ts)", () => {
+  const nodes = Object.keys(compose.services).filter((name) => /^nats-\d+$/.test(name));
+  assert.equal(nodes.length, 3, 'three NATS nodes');
+  for (const name of nodes) {
+    const service = compose.services[name]!;
+    assert.deepEqual(
+      service.command,
+      [
+        '-c',
+        '/etc/nats/shop.conf',
+        ...clusterArgs({ name, listen: 'nats://0.0.0.0:6222', routes: nodes.map((node) => `nats://${node}:6222`) }),
+        '-sd',
+        '/data/jetstream',
+        '--http_port',
+        '8222',
+      ],
+      `${name}'s command`,
+    );
+    assert.ok(service.volumes?.includes('./nats.conf:/etc/nats/shop.conf:ro'), `${name} reads the project's nats.conf`);
+  }
+  // Every process reaches every node, and the streams live on all three.
+  for (const [name, service] of Object.entries(compose.services)) {
+    const env = environment(service);
+    if (!env.NATS_URL) continue;
+    assert.deepEqual(
+      env.NATS_URL.split(','),
+      nodes.map((node) => `nats://${node}:4222`),
+      `${name}'s NATS_URL`,
+    );
+    assert.equal(env.STREAM_REPLICAS, String(nodes.length), `${name}'s STREAM_REPLICAS`);
+  }
 });

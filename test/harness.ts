@@ -18,6 +18,8 @@ export interface TestNats {
   url: string;
   port: number;
   storeDir: string;
+  /** The monitoring endpoint (/healthz, /jsz, ...), when the server was given an HTTP port. */
+  monitorUrl: string | undefined;
   process: ChildProcess;
   /** Stops the server, keeping its store (for restart tests). */
   stop(): Promise<void>;
@@ -48,7 +50,9 @@ export function natsCredentials(user: NatsUser): { NATS_USER: string; NATS_PASSW
  * sign in; with `users: true` the file runs as it is and every client must sign
  * in as one of its users (natsCredentials).
  */
-export async function startNats(options: { storeDir?: string; port?: number; users?: boolean } = {}): Promise<TestNats> {
+export async function startNats(
+  options: { storeDir?: string; port?: number; users?: boolean; args?: readonly string[] } = {},
+): Promise<TestNats> {
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'shop-nats-')));
   const portsDir = await mkdtemp(join(tmpdir(), 'shop-nats-ports-'));
   let config = join(ROOT, 'nats.conf');
@@ -57,7 +61,20 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     config = join(portsDir, 'test.conf');
     await writeFile(config, `include "${relative(portsDir, join(ROOT, 'nats.conf'))}"\nno_auth_user: admin\n`);
   }
-  const args = ['-c', config, '-a', '127.0.0.1', '-p', String(options.port ?? -1), '-js', '-sd', storeDir, '--ports_file_dir', portsDir];
+  const args = [
+    '-c',
+    config,
+    '-a',
+    '127.0.0.1',
+    '-p',
+    String(options.port ?? -1),
+    '-js',
+    '-sd',
+    storeDir,
+    '--ports_file_dir',
+    portsDir,
+    ...(options.args ?? []),
+  ];
   const binary = findNatsServer() ?? 'nats-server';
   const child = spawn(binary, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...natsPasswords } });
   let spawnError: Error | undefined;
@@ -69,7 +86,7 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     stderr = (stderr + chunk).slice(-4000);
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const port = await waitFor(
+  const { port, monitorUrl } = await waitFor(
     async () => {
       if (spawnError) {
         throw new Error(
@@ -79,9 +96,9 @@ export async function startNats(options: { storeDir?: string; port?: number; use
       if (child.exitCode !== null) throw new Error(`nats-server exited: ${stderr}`);
       const files = (await readdir(portsDir)).filter((file) => file.endsWith('.ports'));
       if (files.length === 0) return undefined;
-      const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[] };
+      const ports = JSON.parse(await readFile(join(portsDir, files[0]!), 'utf8')) as { nats?: string[]; monitoring?: string[] };
       const url = ports.nats?.[0];
-      return url ? Number(new URL(url).port) : undefined;
+      return url ? { port: Number(new URL(url).port), monitorUrl: ports.monitoring?.[0] } : undefined;
     },
     { timeoutMs: 10_000, what: 'nats-server to listen' },
   );
@@ -96,6 +113,7 @@ export async function startNats(options: { storeDir?: string; port?: number; use
     url: `nats://127.0.0.1:${port}`,
     port,
     storeDir,
+    monitorUrl,
     process: child,
     stop,
     async cleanup() {
@@ -223,7 +241,7 @@ export interface ServiceProcess {
  * Runs a service's main.ts (`dir`: its folder under services/, or `../bff`)
  * as a real child process through the launcher, with the environment the
  * registry gives it, for crash (kill -9) and signal tests. Resolves once it
- * logs "service started".
+ * logs "service started" (within 60 s: a loaded machine starts slowly).
  */
 export async function spawnService(dir: string, env: Record<string, string>): Promise<ServiceProcess> {
   const entry = processByFolder(dir.replace(/^\.\.\//, ''));
@@ -250,7 +268,12 @@ export async function spawnService(dir: string, env: Record<string, string>): Pr
     exited.then((code) => {
       throw new Error(`${entry.folder} exited with ${code} before starting: ${stderr}`);
     }),
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`${entry.folder} did not start in 20 s: ${stderr}`)), 20_000).unref()),
+    new Promise((_, reject) =>
+      setTimeout(
+        () => reject(new Error(`${entry.folder} did not start in 60 s: ${stderr}; its last lines: ${output.slice(-5).join(' | ')}`)),
+        60_000,
+      ).unref(),
+    ),
   ]).catch(async (error: unknown) => {
     await launched.kill('SIGKILL');
     throw error;

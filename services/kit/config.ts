@@ -27,6 +27,12 @@ export const ServiceSettings = {
   DATABASE_URL: Type.Optional(
     Type.String({ pattern: '^postgres(ql)?://', description: "This service's database; defaults to shop_<service> on PG* settings." }),
   ),
+  DATABASE_POOL_MAX: Type.Integer({
+    minimum: 1,
+    maximum: 100,
+    default: 10,
+    description: 'Connections of its pool at most (the outbox listener takes one more); many instances share max_connections.',
+  }),
   // Every process's <name>.log_level reads LOG_LEVEL, with one schema: any one of them declares it.
   ...settingVariables(settings.logLevel.customers, settings.kit.rpcTimeoutMs),
   STREAM_REPLICAS: Type.Integer({ minimum: 1, maximum: 5, default: 1 }),

@@ -1,5 +1,8 @@
 // One NATS connection per process: reconnects forever (a service outlives a
 // NATS restart), and skips the stack capture nats.js does per request.
+// NATS_URL may name several servers (a cluster): it connects to one and, when
+// that one dies or stops answering pings (a frozen machine: 2 missed 3 s
+// pings, instead of nats.js's 2 minutes), reconnects to another.
 import { connect, type NatsConnection } from 'nats';
 import type { Logger } from './log.ts';
 
@@ -27,6 +30,8 @@ export async function connectNats(name: string, settings: NatsSettings, log: Log
     ...natsCredentials(name, settings),
     maxReconnectAttempts: -1,
     reconnectTimeWait: 500,
+    pingInterval: 3000,
+    maxPingOut: 2,
     waitOnFirstConnect: true,
     noAsyncTraces: true,
   });

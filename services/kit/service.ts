@@ -82,6 +82,7 @@ export interface BackgroundTask {
 
 export interface KitSettings extends NatsSettings {
   DATABASE_URL?: string | undefined;
+  DATABASE_POOL_MAX: number;
   STREAM_REPLICAS: number;
   RPC_TIMEOUT_MS: number;
   SHUTDOWN_TIMEOUT_MS: number;
@@ -122,7 +123,7 @@ export async function startService<Settings>(
 ): Promise<RunningService> {
   const url = options.databaseUrl ?? databaseUrl(definition.name, settings.DATABASE_URL);
   await ensureDatabase(url, log);
-  const pool = createPool(url);
+  const pool = createPool(url, settings.DATABASE_POOL_MAX);
   await migrate(pool, definition.name, definition.migrations, log);
 
   const nc = await connectNats(definition.name, settings, log);

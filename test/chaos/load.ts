@@ -4,15 +4,34 @@
 // who cancel soon after ordering. It keeps the books the checks need: which
 // orders were accepted (answered with an order), which were refused, and
 // which calls ended without an answer (the order may or may not exist).
-import { orders, type Order } from '../../subjects/index.ts';
+// Orders go through orders.place over NATS (rpcOrderDoor), or through another
+// door (the BFF's GraphQL, test/cluster/bff-door.ts).
+import { orders, type Order, type RequestOf } from '../../subjects/index.ts';
 import { ServiceError, type RpcClient } from '../../services/kit/index.ts';
+
+/**
+ * Where orders are placed and cancelled. A refusal throws a ServiceError with
+ * its code; anything else thrown is a call without an answer.
+ */
+export interface OrderDoor {
+  place(input: RequestOf<typeof orders.place>): Promise<Pick<Order, 'id'>>;
+  cancel(input: RequestOf<typeof orders.cancel>): Promise<unknown>;
+}
+
+/** orders.place and orders.cancel over NATS. */
+export function rpcOrderDoor(client: RpcClient): OrderDoor {
+  return {
+    place: (input) => client.call(orders.place, input),
+    cancel: (input) => client.call(orders.cancel, input),
+  };
+}
 
 export interface LoadProduct {
   id: string;
 }
 
 export interface LoadOptions {
-  client: RpcClient;
+  orders: OrderDoor;
   customers: readonly string[];
   products: readonly LoadProduct[];
   random: () => number;
@@ -70,7 +89,7 @@ export class OrderLoad {
   }
 
   async #placeOne(): Promise<void> {
-    const { client, random } = this.#options;
+    const { orders: door, random } = this.#options;
     const customerId = this.#pick(this.#options.customers);
     const lines = new Map<string, number>();
     const count = 1 + Math.floor(random() * 3);
@@ -79,9 +98,9 @@ export class OrderLoad {
     }
     const paymentToken = random() < this.#options.declineShare ? 'tok_decline' : 'tok_visa';
     this.attempts++;
-    let order: Order;
+    let order: Pick<Order, 'id'>;
     try {
-      order = await client.call(orders.place, {
+      order = await door.place({
         customerId,
         lines: [...lines].map(([productId, quantity]) => ({ productId, quantity })),
         paymentToken,
@@ -103,7 +122,7 @@ export class OrderLoad {
   async #cancel(id: string, customerId: string): Promise<void> {
     this.cancels.asked++;
     try {
-      await this.#options.client.call(orders.cancel, { id, customerId, reason: 'changed my mind' });
+      await this.#options.orders.cancel({ id, customerId, reason: 'changed my mind' });
       this.cancels.done++;
     } catch (error) {
       if (error instanceof ServiceError && !error.transient) this.cancels.refused++;

@@ -1,7 +1,8 @@
-// The whole shop as real processes, for the fault, fuzz and security tests:
-// a nats-server of its own (test/harness.ts), every service of the registry
-// a child process started by the launcher (spawnService, scripts/launcher.ts)
-// running its own main.ts on a fresh database, an SMTP
+// The whole shop as real processes, for the fault, fuzz, security and
+// cluster tests: a nats-server of its own (test/harness.ts) or a cluster of
+// three (test/nats-cluster.ts), every service of the registry one child
+// process or more (`instances`) started by the launcher (spawnService,
+// scripts/launcher.ts) running its own main.ts on a fresh database, an SMTP
 // server that can refuse a share of the emails, and optionally the BFF as a
 // child process too. Faults are injected from here: kill -9 and restart a
 // service, restart nats-server on the same store and port, drop every
@@ -27,6 +28,7 @@ import {
   type ServiceProcess,
   type TestNats,
 } from '../harness.ts';
+import { NatsCluster } from '../nats-cluster.ts';
 
 /** The services, by folder (`customer`), in the registry's order. */
 export type ServiceDir = ServiceFolder;
@@ -189,6 +191,20 @@ export interface ShopOptions {
   serviceEnv?: Partial<Record<ServiceDir, Record<string, string>>>;
   /** Start the BFF as a process too, with this extra environment. */
   bff?: Record<string, string>;
+  /** Three nats-servers in a cluster (streams and buckets with 3 replicas) instead of one. */
+  cluster?: boolean;
+  /** Processes of each service (and of the BFF, when started); 1 by default. */
+  instances?: number;
+}
+
+/** The name of a service's `n`th process (1-based): its folder for the first, `order#2` for the second. */
+export function instanceName(dir: ServiceDir, n: number): string {
+  return n === 1 ? dir : `${dir}#${n}`;
+}
+
+/** The folder of a process named by instanceName. */
+export function instanceDir(instance: string): ServiceDir {
+  return instance.split('#')[0] as ServiceDir;
 }
 
 export interface Crash {
@@ -199,10 +215,13 @@ export interface Crash {
 }
 
 export class Shop {
+  /** The nats-server, unless the shop runs on a cluster. */
   nats!: TestNats;
+  cluster: NatsCluster | undefined;
   smtp!: FlakySmtp;
   readonly databases = {} as Record<ServiceDir, string>;
-  readonly processes = new Map<ServiceDir, ServiceProcess>();
+  /** Running service processes by instance name (instanceName). */
+  readonly processes = new Map<string, ServiceProcess>();
   bff: BffProcess | undefined;
   /** Processes that exited without being stopped or killed by us. */
   readonly crashes: Crash[] = [];
@@ -224,13 +243,14 @@ export class Shop {
   static async start(options: ShopOptions = {}): Promise<Shop> {
     const shop = new Shop(options);
     try {
-      shop.nats = await startNats({ users: options.natsUsers ?? false });
+      if (options.cluster) shop.cluster = await NatsCluster.start({ users: options.natsUsers ?? false });
+      else shop.nats = await startNats({ users: options.natsUsers ?? false });
       shop.smtp = await startFlakySmtp(seeded((options.seed ?? 1) + 1), options.smtpFailureRate ?? 0);
       for (const dir of SERVICE_DIRS) shop.databases[dir] = testDatabaseUrl(dir);
       // One at a time: the first start of each creates its database and streams.
-      for (const dir of SERVICE_DIRS) await shop.startService(dir);
+      for (const instance of shop.instances()) await shop.startService(instance);
       shop.nc = await connect({
-        servers: shop.nats.url,
+        servers: shop.natsUrl.split(','),
         noAsyncTraces: true,
         maxReconnectAttempts: -1,
         reconnectTimeWait: 200,
@@ -238,7 +258,7 @@ export class Shop {
       });
       shop.jsm = await shop.nc.jetstreamManager();
       shop.client = new RpcClient(shop.nc, { timeoutMs: 10_000 });
-      if (options.bff) await shop.startBff(options.bff);
+      if (options.bff) for (let n = 0; n < (options.instances ?? 1); n++) await shop.startBff(options.bff);
       return shop;
     } catch (error) {
       // The caller never gets the shop to close: leave no process, server or database behind.
@@ -247,10 +267,26 @@ export class Shop {
     }
   }
 
+  /** NATS_URL of every process: the server's URL, or every node's. */
+  get natsUrl(): string {
+    return this.cluster?.url ?? this.nats.url;
+  }
+
+  /** How every process reaches NATS: its URL(s) and, on a cluster, streams and buckets on every node. */
+  #natsEnvironment(): Record<string, string> {
+    return { NATS_URL: this.natsUrl, ...(this.cluster ? { STREAM_REPLICAS: String(this.cluster.names.length) } : {}) };
+  }
+
+  /** Every service process's instance name, in the registry's order. */
+  instances(): string[] {
+    const count = this.#options.instances ?? 1;
+    return SERVICE_DIRS.flatMap((dir) => Array.from({ length: count }, (_, i) => instanceName(dir, i + 1)));
+  }
+
   /** The environment a service process starts with. */
   serviceEnvironment(dir: ServiceDir): Record<string, string> {
     const base: Record<string, string> = {
-      NATS_URL: this.nats.url,
+      ...this.#natsEnvironment(),
       DATABASE_URL: this.databases[dir],
       RPC_TIMEOUT_MS: '5000',
       SHUTDOWN_TIMEOUT_MS: '3000',
@@ -278,27 +314,28 @@ export class Shop {
    * (as a supervisor would): on a machine shared with other test runs,
    * PostgreSQL may be out of connections for a moment.
    */
-  async startService(dir: ServiceDir): Promise<void> {
+  async startService(instance: string): Promise<void> {
+    const dir = instanceDir(instance);
     let attempts = 0;
     const running = await waitFor(
       async () => {
         if (attempts++ > 0) this.startRetries++;
         return spawnService(dir, this.serviceEnvironment(dir));
       },
-      { timeoutMs: 90_000, intervalMs: 1000, what: `services/${dir} to start` },
+      { timeoutMs: 180_000, intervalMs: 1000, what: `services/${dir} to start` },
     );
-    this.#watch(dir, running.child, running.output);
-    this.processes.set(dir, running);
+    this.#watch(instance, running.child, running.output);
+    this.processes.set(instance, running);
   }
 
-  /** Starts every service that is not running (after a failed phase, say). */
+  /** Starts every service process that is not running (after a failed phase, say). */
   async startMissing(): Promise<void> {
-    for (const dir of SERVICE_DIRS) if (!this.processes.has(dir)) await this.startService(dir);
+    for (const instance of this.instances()) if (!this.processes.has(instance)) await this.startService(instance);
   }
 
   async startBff(extra: Record<string, string> = {}): Promise<BffProcess> {
     const bff = await spawnBff({
-      NATS_URL: this.nats.url,
+      ...this.#natsEnvironment(),
       JWT_SECRET,
       ...(this.#options.natsUsers ? natsCredentials('bff') : {}),
       ...this.#options.bff,
@@ -353,33 +390,34 @@ export class Shop {
     });
   }
 
-  /** The last lines a running service wrote (its log), for diagnosing a failure. */
-  logTail(dir: ServiceDir): string[] {
-    const running = this.processes.get(dir);
+  /** The last lines a running service process wrote (its log), for diagnosing a failure. */
+  logTail(instance: string): string[] {
+    const running = this.processes.get(instance);
     return running ? [...(this.#tails.get(running.child) ?? [])] : [];
   }
 
-  /** kill -9, and wait until it is gone. */
-  async kill(dir: ServiceDir): Promise<void> {
-    const running = this.processes.get(dir);
+  /** kill -9 of a service process (by instance name), and wait until it is gone. */
+  async kill(instance: string): Promise<void> {
+    const running = this.processes.get(instance);
     if (!running) return;
     this.#expectedExit.add(running.child);
     running.child.kill('SIGKILL');
     await running.exited;
-    this.processes.delete(dir);
+    this.processes.delete(instance);
   }
 
   /** SIGTERM: the graceful stop. */
-  async stopService(dir: ServiceDir): Promise<void> {
-    const running = this.processes.get(dir);
+  async stopService(instance: string): Promise<void> {
+    const running = this.processes.get(instance);
     if (!running) return;
     this.#expectedExit.add(running.child);
     await running.stop();
-    this.processes.delete(dir);
+    this.processes.delete(instance);
   }
 
   /** Stops nats-server (SIGTERM, or SIGKILL for a crash) and starts it again on the same store and port. */
   async restartNats(signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> {
+    if (this.cluster) throw new Error('restartNats is for a single server; a cluster restarts its nodes (shop.cluster)');
     const { storeDir, port, process: server } = this.nats;
     const exited = new Promise<void>((resolve) => (server.exitCode !== null ? resolve() : server.once('exit', () => resolve())));
     server.kill(signal);
@@ -455,7 +493,7 @@ export class Shop {
   alive(): string[] {
     const up: string[] = [...this.processes]
       .filter(([, p]) => p.child.exitCode === null && p.child.signalCode === null)
-      .map(([dir]) => dir);
+      .map(([instance]) => instance);
     if (this.bff && this.bff.child.exitCode === null) up.push('bff');
     return up;
   }
@@ -523,13 +561,21 @@ export class Shop {
     this.processes.clear();
     await this.smtp?.close();
     await this.nats?.cleanup();
+    await this.cluster?.cleanup();
     await dropTestDatabases();
   }
 
-  /** Marks a BFF started with startBff(extra) as stopped on purpose. */
+  /** Stops a BFF gracefully (SIGTERM), as stopped on purpose. */
   async stopBff(bff: BffProcess): Promise<void> {
     this.#expectedExit.add(bff.child);
     await bff.stop();
+    this.#bffs.splice(this.#bffs.indexOf(bff), 1);
+    if (this.bff === bff) this.bff = this.#bffs[0];
+  }
+
+  /** The BFF processes running. */
+  get bffs(): readonly BffProcess[] {
+    return this.#bffs;
   }
 }
 
