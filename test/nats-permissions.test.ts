@@ -20,6 +20,7 @@ import { connect, type NatsConnection, type NatsError } from 'nats';
 import {
   allEvents,
   allOperations,
+  allStates,
   customers,
   notifications,
   orders,
@@ -118,6 +119,15 @@ function expectedPublish(process: string): Map<string, boolean> {
   expected.set('$JS.API.STREAM.INFO.KV_config', true);
   expected.set('$KV.config.orders.deadline_ms', false);
   expected.set('$JS.API.STREAM.PURGE.KV_config', false);
+  // State buckets: the owner puts items, the BFF follows; only operators delete.
+  for (const state of allStates) {
+    const stream = `KV_${state.bucket}`;
+    expected.set(`$KV.${state.bucket}.${randomUUID()}`, process === state.owner);
+    expected.set(`$JS.API.STREAM.INFO.${stream}`, process === state.owner || process === 'bff');
+    expected.set(`$JS.API.CONSUMER.MSG.NEXT.${stream}.reader`, process === 'bff');
+    expected.set(`$JS.API.STREAM.PURGE.${stream}`, false);
+    expected.set(`$JS.API.STREAM.DELETE.${stream}`, false);
+  }
   // The BFF's /health/ready pings every service.
   expected.set('$SRV.PING', process === 'bff');
   return expected;
