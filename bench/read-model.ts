@@ -20,6 +20,7 @@ export interface ReplicaFigures {
   catalogItems: number;
   customerItems: number;
   catchUpMs: number;
+  catchUpCpuMs: number;
   rssMb: number;
   heapMb: number;
 }
@@ -69,18 +70,21 @@ try {
   const child = await spawnNode('read-model-replicas', 'bench/read-model-child.ts', {
     env: { NATS_URL: nats.url },
     ready: (line) => (line.startsWith('{"catalogItems"') ? line : undefined),
+    timeoutMs: 300_000,
+    cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
   });
   await child.stop();
   const figures = JSON.parse(child.ready) as ReplicaFigures;
   const m = machine();
   process.stdout.write(
     `\nmachine: ${describeMachine(m)}\n\n${table(
-      ['replicas', 'items', 'catch-up ms', 'RSS MB', 'heap MB'],
+      ['replicas', 'items', 'catch-up ms', 'its CPU ms', 'RSS MB', 'heap MB'],
       [
         [
           'catalog + customers',
           `${fmt(figures.catalogItems)} + ${fmt(figures.customerItems)}`,
           fmt(figures.catchUpMs),
+          fmt(figures.catchUpCpuMs),
           fmt(figures.rssMb),
           fmt(figures.heapMb),
         ],

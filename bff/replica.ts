@@ -190,9 +190,11 @@ export class Replica<T extends Versioned & P, P extends object = T> {
     this.#messages = messages;
     if (this.#stopped) messages.stop();
     if (state.messages === 0) this.#caughtUp(started);
+    // One message per key was there at start: only past that many is the delivery's pending count worth reading.
+    let delivered = 0;
     for await (const msg of messages) {
       this.#handle(msg);
-      if (!this.#ready && msg.info.pending === 0) this.#caughtUp(started);
+      if (!this.#ready && ++delivered >= (state.num_subjects ?? 0) && msg.info.pending === 0) this.#caughtUp(started);
     }
   }
 
