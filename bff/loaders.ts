@@ -17,7 +17,7 @@ import {
   type Payment,
   type Product,
 } from '../subjects/index.ts';
-import { ServiceError, type RpcClient } from '../services/kit/index.ts';
+import type { RpcClient } from '../services/kit/index.ts';
 import type { Auth } from './plugins/auth.ts';
 import { forbidden } from './errors.ts';
 import { toConnection, type Connection } from './resolvers.ts';
@@ -87,35 +87,40 @@ export function makeLoaders(client: RpcClient, { catalog, profiles }: ReadModels
         return queries.map((q) => found.get(q.obj.customerId) ?? null);
       },
 
-      // No batch operation exists for payments: one call per distinct order,
-      // all in parallel, each failing on its own.
+      // One payments.getByOrders per page (500 orders a call), not one call per order.
       async payment(queries: Query<Order>[]): Promise<(Payment | null | Error)[]> {
         const ids = unique(queries.map((q) => q.obj.id));
-        const results = await Promise.all(
-          ids.map((orderId) =>
-            client.call(payments.getByOrder, { orderId }).catch((error: unknown) => {
-              if (error instanceof ServiceError && error.code === 'PAYMENT_NOT_FOUND') return null;
-              return error instanceof Error ? error : new Error(String(error));
-            }),
-          ),
+        const byOrder = new Map<string, Payment | null | Error>();
+        await Promise.all(
+          chunks(ids, MAX_IDS).map(async (orderIds) => {
+            try {
+              const found = (await client.call(payments.getByOrders, { orderIds })).payments;
+              for (const [i, id] of orderIds.entries()) byOrder.set(id, found[i] ?? null);
+            } catch (error) {
+              for (const id of orderIds) byOrder.set(id, error instanceof Error ? error : new Error(String(error)));
+            }
+          }),
         );
-        const byOrder = new Map(ids.map((id, i) => [id, results[i]!]));
         return queries.map((q) => byOrder.get(q.obj.id) ?? null);
       },
 
-      // Like payments: one call per distinct order, all in parallel, each failing on its own.
-      // The order's own customer goes with it, so only that customer's emails come back.
+      // Like payments: one notifications.listByOrders per page. Each order goes with its own
+      // customer, so only that customer's emails come back.
       async notifications(queries: Query<Order>[]): Promise<(Notification[] | Error)[]> {
         const distinct = [...new Map(queries.map((q) => [q.obj.id, q.obj])).values()];
-        const lists = await Promise.all(
-          distinct.map((order) =>
-            client.call(notifications.listByOrder, { orderId: order.id, customerId: order.customerId }).then(
-              (reply) => reply.items,
-              (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
-            ),
-          ),
+        const byOrder = new Map<string, Notification[] | Error>();
+        await Promise.all(
+          chunks(distinct, MAX_IDS).map(async (page) => {
+            try {
+              const { lists } = await client.call(notifications.listByOrders, {
+                orders: page.map((order) => ({ orderId: order.id, customerId: order.customerId })),
+              });
+              for (const [i, order] of page.entries()) byOrder.set(order.id, lists[i] ?? []);
+            } catch (error) {
+              for (const order of page) byOrder.set(order.id, error instanceof Error ? error : new Error(String(error)));
+            }
+          }),
         );
-        const byOrder = new Map(distinct.map((order, i) => [order.id, lists[i]!]));
         return queries.map((q) => byOrder.get(q.obj.id)!);
       },
     },
