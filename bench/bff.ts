@@ -1,13 +1,14 @@
 // The BFF benchmark (`npm run bench:bff`, part of `npm run bench`): a composed
-// GraphQL query, an order with its customer and its three products, asked of
-// the BFF (bench/common.ts startShop: the services and the BFF as child
+// GraphQL query, an order with its customer and its three products, and the
+// catalog's first page (`products(first: 20)`), each asked of the BFF (bench/common.ts startShop: the services and the BFF as child
 // processes, their own nats-server, fresh databases) beside mercurius serving
 // the same schema and the same answer from memory (bench/memory-graphql.ts, a
 // child process too), in one run.
 //
-// Behind the BFF the query costs an orders.get, then a customers.getMany and
-// a products.getMany (loaders), over NATS, each answered from PostgreSQL; it
-// also verifies the caller's JWT and counts its rate limit. The bench keeps
+// Behind the BFF the order query costs an orders.get over NATS, answered from
+// PostgreSQL; its customer and products, and the catalog page, come from the
+// BFF's read models in memory. The BFF also verifies the caller's JWT and
+// counts its rate limit. The bench keeps
 // BENCH_BFF_CONCURRENCY (32) requests in flight over kept-alive connections,
 // warms both up, then alternates them over BENCH_BFF_ROUNDS (5) rounds of
 // BENCH_BFF_ROUND_MS (4000) and reports the median requests/s and the
@@ -87,8 +88,19 @@ export interface BffVariant {
 
 export interface BffResult {
   settings: BffSettings;
+  /** The composed order query. */
   variants: BffVariant[];
+  /** The catalog's first page, `products(first: 20)`. */
+  catalog: BffVariant[];
 }
+
+/** The storefront's first catalog page. */
+export const CATALOG_QUERY = `{
+  products(first: 20) {
+    edges { node { id sku name description available price { amount currency } } }
+    pageInfo { endCursor hasNextPage }
+  }
+}`;
 
 export async function runBffBench(settings: BffSettings = bffSettings()): Promise<BffResult> {
   progress('bff: starting the shop (5 services and the BFF as child processes, nats-server, SMTP sink)');
@@ -105,7 +117,8 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
   try {
     progress('bff: one order of three products, confirmed');
     const admin = await adminToken(bff);
-    const catalog = await createProducts(bff, admin, 3, 1_000_000);
+    // A catalog page's worth, then an order of the first three.
+    const catalog = (await createProducts(bff, admin, 20, 1_000_000)).slice(0, 3);
     const { register } = await bff.ok<{ register: { token: string; customer: { id: string } } }>(REGISTER, {
       email: 'bff-bench@bench.test',
       name: 'Bff Bench',
@@ -130,7 +143,8 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
     const customer = await rpc.call(customers.get, { id: order.customerId });
     const { products: found } = await rpc.call(products.getMany, { ids: order.lines.map((line) => line.productId) });
     const dataFile = join(dataDir, 'data.json');
-    await writeFile(dataFile, JSON.stringify({ order, customer, products: found }));
+    const catalogPage = (await bff.ok<{ products: unknown }>(CATALOG_QUERY, {})).products;
+    await writeFile(dataFile, JSON.stringify({ order, customer, products: found, catalogPage }));
     memory = await spawnNode('memory-graphql', 'bench/memory-graphql.ts', {
       env: { BENCH_MEMORY_DATA: dataFile },
       ready: (line) => /^listening (\d+)$/.exec(line)?.[1],
@@ -138,10 +152,15 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
     const inMemory = new GraphQLHttp(`http://127.0.0.1:${memory.ready}`, settings.concurrency + 8);
 
     // Both must give the same answer, or the comparison means nothing.
-    const expected = await bff.ok(COMPOSED_QUERY, { id: orderId }, token);
-    const fromMemory = await inMemory.ok(COMPOSED_QUERY, { id: orderId });
-    if (!isDeepStrictEqual(expected, fromMemory)) {
-      throw new Error(`the in-memory server answers differently:\n${JSON.stringify(expected)}\n${JSON.stringify(fromMemory)}`);
+    for (const [query, variables] of [
+      [COMPOSED_QUERY, { id: orderId }],
+      [CATALOG_QUERY, {}],
+    ] as const) {
+      const expected = await bff.ok(query, variables, token);
+      const fromMemory = await inMemory.ok(query, variables);
+      if (!isDeepStrictEqual(expected, fromMemory)) {
+        throw new Error(`the in-memory server answers differently:\n${JSON.stringify(expected)}\n${JSON.stringify(fromMemory)}`);
+      }
     }
 
     const snapshot = () => shop.cpuSnapshot(new Map([['memory-graphql', memory!.pid]]));
@@ -150,63 +169,63 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
       { name: 'mercurius from memory', client: inMemory, token: undefined },
     ];
     type Sample = { rate: number; cpu: Record<string, number> };
-    const samples = new Map(variants.map((variant) => [variant.name, [] as Sample[]]));
-    const latencies = new Map(variants.map((variant) => [variant.name, new Latencies()]));
-    const errors = new Map(variants.map((variant) => [variant.name, 0]));
-    const errorSamples = new Map(variants.map((variant) => [variant.name, [] as string[]]));
+    /** Both variants on one query, alternated over the rounds. */
+    const compare = async (label: string, query: string, variables: Record<string, unknown>): Promise<BffVariant[]> => {
+      const samples = new Map(variants.map((variant) => [variant.name, [] as Sample[]]));
+      const latencies = new Map(variants.map((variant) => [variant.name, new Latencies()]));
+      const errors = new Map(variants.map((variant) => [variant.name, 0]));
+      const errorSamples = new Map(variants.map((variant) => [variant.name, [] as string[]]));
 
-    const measure = async (variant: (typeof variants)[number], ms: number, record: boolean): Promise<Sample> => {
-      const before = await snapshot();
-      const started = performance.now();
-      const end = started + ms;
-      let done = 0;
-      await Promise.all(
-        Array.from({ length: settings.concurrency }, async () => {
-          while (performance.now() < end) {
-            const sent = performance.now();
-            const answer = await variant.client.request(COMPOSED_QUERY, { id: orderId }, variant.token).catch((error: Error) => ({
-              status: 0,
-              data: null,
-              errors: [{ message: error.message }],
-            }));
-            if (answer.status !== 200 || answer.errors) {
-              if (record) errors.set(variant.name, errors.get(variant.name)! + 1);
-              const samples = errorSamples.get(variant.name)!;
-              const first = answer.errors?.[0] as { message: string; extensions?: { code?: string } } | undefined;
-              if (samples.length < 5) samples.push(`HTTP ${answer.status} ${first?.extensions?.code ?? ''} ${first?.message ?? ''}`.trim());
-              continue;
+      const measure = async (variant: (typeof variants)[number], ms: number, record: boolean): Promise<Sample> => {
+        const before = await snapshot();
+        const started = performance.now();
+        const end = started + ms;
+        let done = 0;
+        await Promise.all(
+          Array.from({ length: settings.concurrency }, async () => {
+            while (performance.now() < end) {
+              const sent = performance.now();
+              const answer = await variant.client.request(query, variables, variant.token).catch((error: Error) => ({
+                status: 0,
+                data: null,
+                errors: [{ message: error.message }],
+              }));
+              if (answer.status !== 200 || answer.errors) {
+                if (record) errors.set(variant.name, errors.get(variant.name)! + 1);
+                const samples = errorSamples.get(variant.name)!;
+                const first = answer.errors?.[0] as { message: string; extensions?: { code?: string } } | undefined;
+                if (samples.length < 5)
+                  samples.push(`HTTP ${answer.status} ${first?.extensions?.code ?? ''} ${first?.message ?? ''}`.trim());
+                continue;
+              }
+              done++;
+              if (record) latencies.get(variant.name)!.add(performance.now() - sent);
             }
-            done++;
-            if (record) latencies.get(variant.name)!.add(performance.now() - sent);
-          }
-        }),
-      );
-      const seconds = (performance.now() - started) / 1000;
-      const cpu = cpuUsed(before, await snapshot());
-      return {
-        rate: done / seconds,
-        cpu: Object.fromEntries(Object.entries(cpu).map(([name, used]) => [name, round((used * 1000) / Math.max(1, done), 3)])),
+          }),
+        );
+        const seconds = (performance.now() - started) / 1000;
+        const cpu = cpuUsed(before, await snapshot());
+        return {
+          rate: done / seconds,
+          cpu: Object.fromEntries(Object.entries(cpu).map(([name, used]) => [name, round((used * 1000) / Math.max(1, done), 3)])),
+        };
       };
-    };
 
-    progress(`bff: warm-up, ${settings.warmupMs} ms each; ${settings.concurrency} requests in flight`);
-    for (const variant of variants) await measure(variant, settings.warmupMs, false);
-    for (let r = 1; r <= settings.rounds; r++) {
-      const line: string[] = [];
-      for (let i = 0; i < variants.length; i++) {
-        const variant = variants[(i + r - 1) % variants.length]!;
-        const sample = await measure(variant, settings.roundMs, true);
-        samples.get(variant.name)!.push(sample);
-        line.push(`${variant.name.split(' (')[0]} ${fmt(sample.rate)}/s`);
+      progress(`bff: ${label}: warm-up, ${settings.warmupMs} ms each; ${settings.concurrency} requests in flight`);
+      for (const variant of variants) await measure(variant, settings.warmupMs, false);
+      for (let r = 1; r <= settings.rounds; r++) {
+        const line: string[] = [];
+        for (let i = 0; i < variants.length; i++) {
+          const variant = variants[(i + r - 1) % variants.length]!;
+          const sample = await measure(variant, settings.roundMs, true);
+          samples.get(variant.name)!.push(sample);
+          line.push(`${variant.name.split(' (')[0]} ${fmt(sample.rate)}/s`);
+        }
+        progress(`  ${label} round ${r}/${settings.rounds}: ${line.join(', ')}`);
       }
-      progress(`  round ${r}/${settings.rounds}: ${line.join(', ')}`);
-    }
-    inMemory.close();
-    const medianRate = (name: string) => median(samples.get(name)!.map((sample) => sample.rate));
-    const baseline = medianRate(variants[1]!.name);
-    return {
-      settings,
-      variants: variants.map(({ name }) => {
+      const medianRate = (name: string) => median(samples.get(name)!.map((sample) => sample.rate));
+      const baseline = medianRate(variants[1]!.name);
+      return variants.map(({ name }) => {
         const taken = samples.get(name)!;
         const processes = [...new Set(taken.flatMap((sample) => Object.keys(sample.cpu)))];
         return {
@@ -223,8 +242,13 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
           errors: errors.get(name)!,
           errorSamples: errorSamples.get(name)!,
         };
-      }),
+      });
     };
+
+    const composed = await compare('composed order query', COMPOSED_QUERY, { id: orderId });
+    const catalogPages = await compare('catalog page', CATALOG_QUERY, {});
+    inMemory.close();
+    return { settings, variants: composed, catalog: catalogPages };
   } finally {
     bff.close();
     rpc.close();
@@ -237,16 +261,18 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
 }
 
 export function bffRows(result: BffResult): string[][] {
-  return result.variants.map((variant) => [
-    variant.name,
-    fmt(variant.median),
-    `${variant.latencyMs.p50} / ${variant.latencyMs.p99}`,
-    `${variant.ratio.toFixed(2)}x`,
-    String(variant.errors),
-  ]);
+  const rows = (label: string, variants: BffVariant[]) =>
+    variants.map((variant) => [
+      `${label}: ${variant.name}`,
+      fmt(variant.median),
+      `${variant.latencyMs.p50} / ${variant.latencyMs.p99}`,
+      `${variant.ratio.toFixed(2)}x`,
+      String(variant.errors),
+    ]);
+  return [...rows('order', result.variants), ...rows('catalog', result.catalog)];
 }
 
-export const BFF_HEADER = ['composed order query', 'requests/s', 'p50 / p99 ms', 'vs memory', 'errors'];
+export const BFF_HEADER = ['query: server', 'requests/s', 'p50 / p99 ms', 'vs memory', 'errors'];
 
 /** CPU milliseconds per request by process, for the BFF variant: where a request's cost goes. */
 export function bffCpuTable(result: BffResult): string {

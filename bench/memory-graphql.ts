@@ -1,9 +1,10 @@
 // Bench-only child process for the BFF benchmark (bench/bff.ts): fastify +
 // mercurius serving the BFF's own schema (bff/schema.graphql) with the same
 // mercurius options (JIT after the first call), every answer from memory.
-// BENCH_MEMORY_DATA names a JSON file { order, customer, products } as the
-// BFF answered them; the server answers `order(id)` with its customer and its
-// lines' products from that data, and nothing else. Prints "listening <port>".
+// BENCH_MEMORY_DATA names a JSON file { order, customer, products,
+// catalogPage } as the BFF answered them; the server answers `order(id)` with
+// its customer and its lines' products, and `products` with the catalog page,
+// from that data, and nothing else. Prints "listening <port>".
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Fastify from 'fastify';
@@ -13,6 +14,8 @@ interface Data {
   order: { id: string; lines: { productId: string }[] } & Record<string, unknown>;
   customer: { role: string } & Record<string, unknown>;
   products: ({ id: string } & Record<string, unknown>)[];
+  /** The BFF's answer to the catalog's first page. */
+  catalogPage: unknown;
 }
 
 const data = JSON.parse(await readFile(process.env.BENCH_MEMORY_DATA!, 'utf8')) as Data;
@@ -24,6 +27,7 @@ await app.register(mercurius, {
   resolvers: {
     Query: {
       order: (_: unknown, { id }: { id: string }) => (id === data.order.id ? data.order : null),
+      products: () => data.catalogPage,
     },
     Order: {
       customer: () => data.customer,

@@ -29,6 +29,7 @@ const PARTS = new Set((process.env.BENCH_PARTS ?? 'lookups,bff,saga,outbox').spl
 const TARGETS = {
   lookupRatio: 2,
   bffRatio: 0.5,
+  catalogRatio: 0.5,
   sagaConfirmedPerSecond: 1000,
   sagaP99Ms: 50,
   sagaRate: 300,
@@ -109,6 +110,16 @@ if (results.bff) {
       `${fmt(memory.median)}/s (mercurius from memory)`,
       `${bff.ratio.toFixed(2)}x`,
       `>= ${TARGETS.bffRatio}x: ${verdict(bff.ratio >= TARGETS.bffRatio)}`,
+    ]);
+  }
+  const [page, memoryPage] = results.bff.catalog;
+  if (page && memoryPage) {
+    rows.push([
+      'BFF catalog page products(first: 20)',
+      `${fmt(page.median)}/s, p50 ${page.latencyMs.p50} ms, p99 ${page.latencyMs.p99} ms`,
+      `${fmt(memoryPage.median)}/s (mercurius from memory)`,
+      `${page.ratio.toFixed(2)}x`,
+      `>= ${TARGETS.catalogRatio}x: ${verdict(page.ratio >= TARGETS.catalogRatio)}`,
     ]);
   }
 }

@@ -41,7 +41,7 @@ export async function build({ nc, log, settings, client, metrics }: BffDeps): Pr
   // What every route shares, each plugin after those it uses.
   await app.register(metricsPlugin, { metrics });
   await app.register(httpErrorsPlugin);
-  await app.register(shopPlugin, { nc, log, settings, client });
+  await app.register(shopPlugin, { nc, log, settings, client, metrics });
   await app.register(authPlugin, settings);
   await app.register(rateLimitPlugin);
   await app.register(graphqlPlugin, settings);

@@ -1,7 +1,9 @@
 // Batched lookups behind the nested fields (mercurius loaders): every field of
-// one kind asked in one tick of one request becomes one call. A page of 20
-// orders with 3 lines each costs one products.getMany and one
-// customers.getMany, not 60 + 20 calls. Results are cached for the request.
+// one kind asked in one tick of one request becomes one call. Products and
+// customers come from the read models (read-models.ts); only those a replica
+// does not hold cost a call: a page of 20 orders with 3 lines each costs at
+// most one products.getMany and one customers.getMany, not 60 + 20 calls.
+// Results are cached for the request.
 import type { MercuriusContext } from 'mercurius';
 import {
   customers,
@@ -15,10 +17,11 @@ import {
   type Payment,
   type Product,
 } from '../subjects/index.ts';
-import { ServiceError, type RpcClient } from '../services/kit/index.ts';
+import type { RpcClient } from '../services/kit/index.ts';
 import type { Auth } from './plugins/auth.ts';
 import { forbidden } from './errors.ts';
 import { toConnection, type Connection } from './resolvers.ts';
+import type { ReadModels } from './read-models.ts';
 
 type OrderLine = Order['lines'][number];
 interface Query<Obj, Params = Record<string, never>> {
@@ -40,22 +43,33 @@ function chunks<T>(items: readonly T[], size: number): T[][] {
   return out;
 }
 
-/** Fetches by id in as few calls as the contract allows; a missing id maps to null. */
+/**
+ * Looks ids up in `replica`, and fetches those it does not hold in as few
+ * calls as the contract allows; an id nobody knows maps to null.
+ */
 async function byIds<T extends { id: string }>(
+  replica: { get(id: string): T | undefined },
   ids: readonly string[],
   fetch: (ids: string[]) => Promise<(T | null)[]>,
 ): Promise<Map<string, T | null>> {
   const found = new Map<string, T | null>();
-  const pages = await Promise.all(chunks(unique(ids), MAX_IDS).map(fetch));
+  const missing: string[] = [];
+  for (const id of unique(ids)) {
+    const item = replica.get(id);
+    if (item) found.set(id, item);
+    else missing.push(id);
+  }
+  const pages = await Promise.all(chunks(missing, MAX_IDS).map(fetch));
   for (const page of pages) for (const item of page) if (item) found.set(item.id, item);
   return found;
 }
 
-export function makeLoaders(client: RpcClient) {
+export function makeLoaders(client: RpcClient, { catalog, profiles }: ReadModels) {
   return {
     OrderLine: {
       async product(queries: Query<OrderLine>[]): Promise<(Product | null)[]> {
         const found = await byIds(
+          catalog,
           queries.map((q) => q.obj.productId),
           async (ids) => (await client.call(products.getMany, { ids })).products,
         );
@@ -66,41 +80,47 @@ export function makeLoaders(client: RpcClient) {
     Order: {
       async customer(queries: Query<Order>[]): Promise<(Customer | null)[]> {
         const found = await byIds(
+          profiles,
           queries.map((q) => q.obj.customerId),
           async (ids) => (await client.call(customers.getMany, { ids })).customers,
         );
         return queries.map((q) => found.get(q.obj.customerId) ?? null);
       },
 
-      // No batch operation exists for payments: one call per distinct order,
-      // all in parallel, each failing on its own.
+      // One payments.getByOrders per page (500 orders a call), not one call per order.
       async payment(queries: Query<Order>[]): Promise<(Payment | null | Error)[]> {
         const ids = unique(queries.map((q) => q.obj.id));
-        const results = await Promise.all(
-          ids.map((orderId) =>
-            client.call(payments.getByOrder, { orderId }).catch((error: unknown) => {
-              if (error instanceof ServiceError && error.code === 'PAYMENT_NOT_FOUND') return null;
-              return error instanceof Error ? error : new Error(String(error));
-            }),
-          ),
+        const byOrder = new Map<string, Payment | null | Error>();
+        await Promise.all(
+          chunks(ids, MAX_IDS).map(async (orderIds) => {
+            try {
+              const found = (await client.call(payments.getByOrders, { orderIds })).payments;
+              for (const [i, id] of orderIds.entries()) byOrder.set(id, found[i] ?? null);
+            } catch (error) {
+              for (const id of orderIds) byOrder.set(id, error instanceof Error ? error : new Error(String(error)));
+            }
+          }),
         );
-        const byOrder = new Map(ids.map((id, i) => [id, results[i]!]));
         return queries.map((q) => byOrder.get(q.obj.id) ?? null);
       },
 
-      // Like payments: one call per distinct order, all in parallel, each failing on its own.
-      // The order's own customer goes with it, so only that customer's emails come back.
+      // Like payments: one notifications.listByOrders per page. Each order goes with its own
+      // customer, so only that customer's emails come back.
       async notifications(queries: Query<Order>[]): Promise<(Notification[] | Error)[]> {
         const distinct = [...new Map(queries.map((q) => [q.obj.id, q.obj])).values()];
-        const lists = await Promise.all(
-          distinct.map((order) =>
-            client.call(notifications.listByOrder, { orderId: order.id, customerId: order.customerId }).then(
-              (reply) => reply.items,
-              (error: unknown) => (error instanceof Error ? error : new Error(String(error))),
-            ),
-          ),
+        const byOrder = new Map<string, Notification[] | Error>();
+        await Promise.all(
+          chunks(distinct, MAX_IDS).map(async (page) => {
+            try {
+              const { lists } = await client.call(notifications.listByOrders, {
+                orders: page.map((order) => ({ orderId: order.id, customerId: order.customerId })),
+              });
+              for (const [i, order] of page.entries()) byOrder.set(order.id, lists[i] ?? []);
+            } catch (error) {
+              for (const order of page) byOrder.set(order.id, error instanceof Error ? error : new Error(String(error)));
+            }
+          }),
         );
-        const byOrder = new Map(distinct.map((order, i) => [order.id, lists[i]!]));
         return queries.map((q) => byOrder.get(q.obj.id)!);
       },
     },

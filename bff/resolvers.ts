@@ -1,15 +1,28 @@
-// The GraphQL resolvers: each one authorizes its caller, then asks a service
-// through the kit's RpcClient. Nested fields that need another service are
+// The GraphQL resolvers: each one authorizes its caller, then answers from a
+// read model (read-models.ts: products and customers' profiles in memory) or
+// asks a service through the kit's RpcClient. A write answers with the new
+// state and puts it in the read model at once, so the next read sees it
+// (read your writes). Nested fields that need another service are
 // loaders (loaders.ts), so they batch and fail on their own: a service that is
 // down nulls its fields with an error beside the rest of the data.
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { FastifyInstance } from 'fastify';
 import type { MercuriusContext } from 'mercurius';
-import { customers, orders, products, type Customer, type Order } from '../subjects/index.ts';
+import {
+  customers,
+  decodeCatalogCursor,
+  encodeCatalogCursor,
+  orders,
+  products,
+  type Customer,
+  type Order,
+  type Product,
+} from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
 import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth.ts';
 import { ApiError, asPublicGraphQLError } from './errors.ts';
 import type { OrderFeed } from './feed.ts';
+import type { ReadModels } from './read-models.ts';
 
 export type Context = MercuriusContext & { auth: Auth };
 
@@ -51,10 +64,25 @@ export interface ResolverDeps {
   app: FastifyInstance;
   client: RpcClient;
   feed: OrderFeed;
+  readModels: ReadModels;
 }
 
-export function makeResolvers({ app, client, feed }: ResolverDeps) {
+export function makeResolvers({ app, client, feed, readModels: { catalog, profiles } }: ResolverDeps) {
   const signIn = (customer: Customer) => ({ ...issueToken(app, customer), customer });
+  /** A product a write answered with, kept in the catalog replica for the next read. */
+  const kept = (product: Product) => {
+    catalog.apply(product);
+    return product;
+  };
+  /** An unfiltered catalog page from the replica, paged as products.list pages (same cursors). */
+  const catalogPage = (args: PageArgs) => {
+    const { first, after } = paging(args);
+    const position = after === undefined ? undefined : decodeCatalogCursor(after);
+    if (after !== undefined && !position) throw new ApiError('BAD_USER_INPUT', '`after` is not a cursor this API gave out');
+    const { items, hasMore } = catalog.page(first, position);
+    const last = items.at(-1);
+    return toConnection({ items, nextCursor: hasMore && last ? encodeCatalogCursor(last) : null });
+  };
   /** Orders another customer owns are answered as not found (by the order service). */
   const ownerFilter = (auth: Auth) => {
     const user = requireUser(auth);
@@ -72,12 +100,18 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
     },
 
     Query: {
-      me: (_: unknown, _args: unknown, { auth }: Context) => client.call(customers.get, { id: requireUser(auth).id }),
+      me: (_: unknown, _args: unknown, { auth }: Context) => {
+        const { id } = requireUser(auth);
+        return profiles.get(id) ?? client.call(customers.get, { id });
+      },
 
+      // Search stays with the product service (its index); the plain catalog comes from memory once caught up.
       products: async (_: unknown, args: PageArgs & { search?: string | null }) =>
-        toConnection(await client.call(products.list, { ...paging(args), ...(args.search ? { search: args.search } : {}) })),
+        !args.search && catalog.ready
+          ? catalogPage(args)
+          : toConnection(await client.call(products.list, { ...paging(args), ...(args.search ? { search: args.search } : {}) })),
 
-      product: (_: unknown, { id }: { id: string }) => client.call(products.get, { id }),
+      product: (_: unknown, { id }: { id: string }) => catalog.get(id) ?? client.call(products.get, { id }),
 
       order: (_: unknown, { id }: { id: string }, { auth }: Context) => client.call(orders.get, { id, ...ownerFilter(auth) }),
 
@@ -86,8 +120,11 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
     },
 
     Mutation: {
-      register: async (_: unknown, args: { email: string; name: string; password: string }) =>
-        signIn(await client.call(customers.register, args)),
+      register: async (_: unknown, args: { email: string; name: string; password: string }) => {
+        const customer = await client.call(customers.register, args);
+        profiles.apply(customer);
+        return signIn(customer);
+      },
 
       login: async (_: unknown, args: { email: string; password: string }) => signIn(await client.call(customers.authenticate, args)),
 
@@ -127,18 +164,20 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
         { auth }: Context,
       ) => {
         requireAdmin(auth);
-        return client.call(products.create, {
-          sku: input.sku,
-          name: input.name,
-          price: { amount: input.price.amount, currency: input.price.currency },
-          ...(input.description != null ? { description: input.description } : {}),
-          ...(input.initialStock != null ? { initialStock: input.initialStock } : {}),
-        });
+        return client
+          .call(products.create, {
+            sku: input.sku,
+            name: input.name,
+            price: { amount: input.price.amount, currency: input.price.currency },
+            ...(input.description != null ? { description: input.description } : {}),
+            ...(input.initialStock != null ? { initialStock: input.initialStock } : {}),
+          })
+          .then(kept);
       },
 
       restock: (_: unknown, args: { productId: string; quantity: number }, { auth }: Context) => {
         requireAdmin(auth);
-        return client.call(products.restock, args);
+        return client.call(products.restock, args).then(kept);
       },
     },
 

@@ -1,7 +1,8 @@
 // `npm run asyncapi`: writes docs/asyncapi.json, an AsyncAPI 3 document of
 // every subject in subjects/: the request-reply operations (with their
-// replies and errors), the events and their streams, the dead letters, and
-// the live settings in the `config` bucket. Who sends and who receives is
+// replies and errors), the events and their streams, the state buckets of
+// the read models, the dead letters, and the live settings in the `config`
+// bucket. Who sends and who receives is
 // read from the declarations, not written down twice:
 //   - the processes: the registry (subjects/services.ts);
 //   - an event's sender: the `emits` of each service's definition (app.ts);
@@ -10,7 +11,9 @@
 //   - a request's receiver: the service of its contract; its senders: the
 //     `calls` of each service's definition and of the BFF's registry entry
 //     (each process's client refuses a call it did not declare);
-//   - the BFF's order feed (bff/feed.ts) reads every ORDERS event.
+//   - the BFF's order feed (bff/feed.ts) reads every ORDERS event;
+//   - a state bucket's writer: the `states` of each service's definition;
+//     its reader: the BFF's replicas (bff/read-models.ts).
 // test/asyncapi.test.ts checks that the committed document is current and valid.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -25,8 +28,10 @@ import {
   allEvents,
   allOperations,
   allSettings,
+  allStates,
   streams,
   type EventContract,
+  type StateContract,
   type ProcessEntry,
   type RpcContract,
   type SettingContract,
@@ -48,6 +53,7 @@ const BFF_FEED_STREAM = streams.ORDERS.name;
 export interface ServiceInfo {
   name: string;
   emits: readonly EventContract[];
+  states: readonly StateContract[];
   calls: readonly RpcContract[];
   consumers: { contract: EventContract; durable: string }[];
 }
@@ -65,6 +71,7 @@ export async function readServices(): Promise<ServiceInfo[]> {
     found.push({
       name: definition.name,
       emits: definition.emits,
+      states: definition.states ?? [],
       calls: definition.calls ?? [],
       consumers: consumers.map((handler) => ({ contract: handler.contract, durable: `${definition.name}-${handler.name}` })),
     });
@@ -308,6 +315,59 @@ export async function asyncApiDocument(): Promise<Json> {
         'x-service': 'bff',
       };
     }
+  }
+
+  for (const contract of allStates) {
+    const id = `state.${contract.bucket}`;
+    messages[id] = {
+      name: id,
+      title: `${contract.bucket} state`,
+      summary: contract.description,
+      contentType: 'application/json',
+      headers: {
+        type: 'object',
+        properties: { 'Nats-Msg-Id': { type: 'string', description: 'Named by bucket, key and version: one version is stored once.' } },
+      },
+      payload: {
+        type: 'object',
+        description: "The event envelope; `data` is the item's public view with its `version`.",
+        required: ['id', 'type', 'occurredAt', 'data'],
+        additionalProperties: false,
+        properties: {
+          id: { type: 'string', format: 'uuid' },
+          type: { const: contract.bucket },
+          occurredAt: { type: 'string', format: 'date-time', description: 'When the change was written, in its transaction.' },
+          data: plain(contract.value.schema),
+        },
+      },
+    };
+    channels[id] = {
+      address: `$KV.${contract.bucket}.{id}`,
+      title: `${contract.bucket} bucket`,
+      description: `The NATS KV bucket "${contract.bucket}" (stream KV_${contract.bucket}, history 1): ${contract.description}`,
+      parameters: { id: { description: "The item's id." } },
+      messages: { state: ref(`#/components/messages/${id}`) },
+    };
+    const message = [ref(`#/channels/${id}/messages/state`)];
+    for (const service of services.filter((candidate) => candidate.states.includes(contract))) {
+      operations[`${service.name}.send.${id}`] = {
+        action: 'send',
+        title: `${service.name} publishes ${contract.bucket} state`,
+        summary: "Written to the outbox in the transaction of every change of an item's public view, put by the relay.",
+        channel: ref(`#/channels/${id}`),
+        messages: message,
+        'x-service': service.name,
+      };
+    }
+    operations[`bff.receive.${id}`] = {
+      action: 'receive',
+      title: `bff keeps a replica of ${contract.bucket}`,
+      summary:
+        'Ordered consumer of each BFF instance (bff/replica.ts): the newest state per key, then every change; an older version is ignored.',
+      channel: ref(`#/channels/${id}`),
+      messages: message,
+      'x-service': 'bff',
+    };
   }
 
   const streamNames = Object.keys(streams).filter((name) => name !== 'DLQ');

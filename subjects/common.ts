@@ -12,6 +12,8 @@ if (!FormatRegistry.Has('date-time')) {
 
 export const Id = Type.String({ format: 'uuid', description: 'A UUID.' });
 export const Timestamp = Type.String({ format: 'date-time', description: 'ISO 8601 instant, UTC.' });
+/** An item's state version: bumped in the transaction of every change of its public view (read models keep the highest). */
+export const StateVersion = Type.Integer({ minimum: 1, description: 'Bumped with every change of the public view.' });
 export const Email = Type.String({ format: 'email', minLength: 3, maxLength: 254 });
 export const Currency = Type.String({ pattern: '^[A-Z]{3}$', description: 'ISO 4217 code, e.g. EUR.' });
 

@@ -123,3 +123,43 @@ export function event<Data extends TSchema>(definition: {
     data: checker(definition.data),
   };
 }
+
+/**
+ * Current state for readers: one key per item (its id) in a NATS KV bucket,
+ * the value the item's public view in the event envelope. Written by the
+ * owning service through its outbox in the same transaction as the change,
+ * so the bucket never disagrees with the database for long; each value
+ * carries the item's `version` (bumped with every change of the view), and a
+ * reader keeps the highest it has seen.
+ */
+export interface StateContract<Value extends TSchema = TSchema> {
+  readonly kind: 'state';
+  /** The KV bucket (stream `KV_<bucket>`, subjects `$KV.<bucket>.<id>`). */
+  readonly bucket: string;
+  /** The service that owns the items and alone writes the bucket. */
+  readonly owner: string;
+  readonly description: string;
+  readonly value: Checker<Value>;
+}
+
+export type StateOf<C> = C extends StateContract<infer V> ? Static<V> : never;
+
+export function state<Value extends TSchema>(definition: {
+  bucket: string;
+  owner: string;
+  description: string;
+  value: Value;
+}): StateContract<Value> {
+  return {
+    kind: 'state',
+    bucket: definition.bucket,
+    owner: definition.owner,
+    description: definition.description,
+    value: checker(definition.value),
+  };
+}
+
+/** The subject one item's state is stored under. */
+export function stateSubject(contract: StateContract, id: string): string {
+  return `$KV.${contract.bucket}.${id}`;
+}

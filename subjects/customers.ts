@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { rpc, event } from './contract.ts';
-import { ById, ByIds, Email, Id, Timestamp } from './common.ts';
+import { rpc, event, state } from './contract.ts';
+import { ById, ByIds, Email, Id, StateVersion, Timestamp } from './common.ts';
 
 export const Role = Type.Union([Type.Literal('customer'), Type.Literal('admin')]);
 export type Role = Static<typeof Role>;
@@ -13,6 +13,7 @@ export const Customer = Type.Object(
     name: Type.String({ minLength: 1, maxLength: 200 }),
     role: Role,
     createdAt: Timestamp,
+    version: Type.Optional(StateVersion),
   },
   { additionalProperties: false },
 );
@@ -57,5 +58,11 @@ export const customers = {
     stream: 'CUSTOMERS',
     description: 'A customer account was created.',
     data: Type.Object({ customerId: Id, email: Email, name: Type.String() }, { additionalProperties: false }),
+  }),
+  profiles: state({
+    bucket: 'customers',
+    owner: 'customers',
+    description: "Every customer's public view (never the password hash), the newest version per customer, for the BFF's replica.",
+    value: Customer,
   }),
 } as const;

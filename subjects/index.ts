@@ -7,7 +7,7 @@ export * from './streams.ts';
 export * from './settings.ts';
 export * from './services.ts';
 export { customers, Customer, Role } from './customers.ts';
-export { products, Product } from './products.ts';
+export { products, Product, encodeCatalogCursor, decodeCatalogCursor, type CatalogPosition } from './products.ts';
 export { orders, Order, OrderStatus, CancelReason, OrderLine, StatusChange } from './orders.ts';
 export { inventory } from './inventory.ts';
 export { payments, Payment, PaymentStatus } from './payments.ts';
@@ -19,14 +19,17 @@ import { orders } from './orders.ts';
 import { inventory } from './inventory.ts';
 import { payments } from './payments.ts';
 import { notifications } from './notifications.ts';
-import type { EventContract, RpcContract } from './contract.ts';
+import type { EventContract, RpcContract, StateContract } from './contract.ts';
 
 const all = [customers, products, orders, inventory, payments, notifications].flatMap((group) => Object.values(group)) as (
   | RpcContract
   | EventContract
+  | StateContract
 )[];
 
 /** Every request-reply operation, for tooling (AsyncAPI, permissions, tests). */
 export const allOperations: readonly RpcContract[] = all.filter((c): c is RpcContract => c.kind === 'rpc');
 /** Every event, for tooling. */
 export const allEvents: readonly EventContract[] = all.filter((c): c is EventContract => c.kind === 'event');
+/** Every state bucket (read models), for tooling. */
+export const allStates: readonly StateContract[] = all.filter((c): c is StateContract => c.kind === 'state');

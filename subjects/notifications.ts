@@ -42,4 +42,21 @@ export const notifications = {
       { additionalProperties: false },
     ),
   }),
+  listByOrders: rpc({
+    subject: 'notifications.listByOrders',
+    description:
+      'listByOrder for several orders at once (for loaders): one list per order, in the order asked, each empty unless ' +
+      'the order belongs to the customer given with it.',
+    idempotent: true,
+    request: Type.Object(
+      {
+        orders: Type.Array(Type.Object({ orderId: Id, customerId: Id }, { additionalProperties: false }), {
+          maxItems: 500,
+          description: 'At most 500 orders per call.',
+        }),
+      },
+      { additionalProperties: false },
+    ),
+    reply: Type.Object({ lists: Type.Array(Type.Array(Notification)) }, { additionalProperties: false }),
+  }),
 } as const;

@@ -30,6 +30,16 @@ export const payments = {
     request: Type.Object({ orderId: Id }, { additionalProperties: false }),
     reply: Payment,
   }),
+  getByOrders: rpc({
+    subject: 'payments.getByOrders',
+    description: 'The payments of several orders, in the order asked, null where none was attempted (for loaders).',
+    idempotent: true,
+    request: Type.Object(
+      { orderIds: Type.Array(Id, { maxItems: 500, description: 'At most 500 orders per call.' }) },
+      { additionalProperties: false },
+    ),
+    reply: Type.Object({ payments: Type.Array(Type.Union([Payment, Type.Null()])) }, { additionalProperties: false }),
+  }),
   captured: event({
     subject: 'payments.events.captured',
     stream: 'PAYMENTS',

@@ -1,6 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { rpc } from './contract.ts';
-import { ById, ByIds, Id, Money, Page, PageRequest, Timestamp } from './common.ts';
+import { rpc, state } from './contract.ts';
+import { ById, ByIds, Id, Money, Page, PageRequest, StateVersion, Timestamp } from './common.ts';
 
 export const Product = Type.Object(
   {
@@ -12,6 +12,7 @@ export const Product = Type.Object(
     available: Type.Integer({ minimum: 0, description: 'Units on hand and not reserved.' }),
     createdAt: Timestamp,
     updatedAt: Timestamp,
+    version: Type.Optional(StateVersion),
   },
   { additionalProperties: false },
 );
@@ -65,4 +66,36 @@ export const products = {
     ),
     reply: Product,
   }),
+  catalog: state({
+    bucket: 'catalog',
+    owner: 'products',
+    description: "Every product's public view, the newest version per product, for the BFF's replica.",
+    value: Product,
+  }),
 } as const;
+
+/** Where a page of the catalog starts: after this name and id (products.list and the BFF's replica page alike). */
+export interface CatalogPosition {
+  name: string;
+  id: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The cursor is opaque to callers: base64url of the last item's name and id. */
+export function encodeCatalogCursor(position: CatalogPosition): string {
+  return Buffer.from(JSON.stringify([position.name, position.id])).toString('base64url');
+}
+
+/** The position a cursor of encodeCatalogCursor names, or undefined when it is not one. */
+export function decodeCatalogCursor(cursor: string): CatalogPosition | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 2) return undefined;
+  const [name, id] = parsed as unknown[];
+  return typeof name === 'string' && typeof id === 'string' && UUID.test(id) ? { name, id } : undefined;
+}

@@ -70,8 +70,8 @@ export const registry = {
       orders.get,
       orders.listByCustomer,
       orders.cancel,
-      payments.getByOrder,
-      notifications.listByOrder,
+      payments.getByOrders,
+      notifications.listByOrders,
     ],
   },
 } as const satisfies Record<string, ProcessEntry>;

@@ -20,6 +20,7 @@ import { connect, type NatsConnection, type NatsError } from 'nats';
 import {
   allEvents,
   allOperations,
+  allStates,
   customers,
   notifications,
   orders,
@@ -118,6 +119,15 @@ function expectedPublish(process: string): Map<string, boolean> {
   expected.set('$JS.API.STREAM.INFO.KV_config', true);
   expected.set('$KV.config.orders.deadline_ms', false);
   expected.set('$JS.API.STREAM.PURGE.KV_config', false);
+  // State buckets: the owner puts items, the BFF follows; only operators delete.
+  for (const state of allStates) {
+    const stream = `KV_${state.bucket}`;
+    expected.set(`$KV.${state.bucket}.${randomUUID()}`, process === state.owner);
+    expected.set(`$JS.API.STREAM.INFO.${stream}`, process === state.owner || process === 'bff');
+    expected.set(`$JS.API.CONSUMER.MSG.NEXT.${stream}.reader`, process === 'bff');
+    expected.set(`$JS.API.STREAM.PURGE.${stream}`, false);
+    expected.set(`$JS.API.STREAM.DELETE.${stream}`, false);
+  }
   // The BFF's /health/ready pings every service.
   expected.set('$SRV.PING', process === 'bff');
   return expected;
@@ -286,17 +296,16 @@ test('the whole order flow works with every process signed in as its own user', 
   assert.equal(confirmed.status, 'CONFIRMED');
   const declined = await settled((await place('tok_decline')).id);
   assert.equal(declined.status, 'CANCELLED');
-  assert.equal((await client.call(payments.getByOrder, { orderId: declined.id })).status, 'DECLINED');
+  assert.equal((await client.call(payments.getByOrders, { orderIds: [declined.id] })).payments[0]?.status, 'DECLINED');
 
   // One email per outcome, sent and recorded.
   await waitFor(() => smtp.mailsTo(customer.email).length >= 2 || undefined, { what: 'two emails' });
   const sent = await waitFor(
     async () => {
-      const items = (
-        await Promise.all(
-          [confirmed, declined].map((order) => client.call(notifications.listByOrder, { orderId: order.id, customerId: customer.id })),
-        )
-      ).flatMap((reply) => reply.items);
+      const { lists } = await client.call(notifications.listByOrders, {
+        orders: [confirmed, declined].map((order) => ({ orderId: order.id, customerId: customer.id })),
+      });
+      const items = lists.flat();
       return items.length === 2 && items.every((item) => item.status === 'SENT') ? items : undefined;
     },
     { what: 'both notifications recorded as SENT' },
@@ -332,8 +341,8 @@ test("a service cannot answer another domain's requests", async () => {
   // An impostor micro service "payments" on the orders user: its endpoint subscription is refused.
   let impostorCalls = 0;
   const impostor = await nc.services.add({ name: 'payments', version: '0.0.1', queue: 'payments' });
-  impostor.addEndpoint('getByOrder', {
-    subject: payments.getByOrder.subject,
+  impostor.addEndpoint('getByOrders', {
+    subject: payments.getByOrders.subject,
     handler: (_error, msg) => {
       impostorCalls++;
       msg.respond(Buffer.from(JSON.stringify({ forged: true })));
@@ -344,13 +353,13 @@ test("a service cannot answer another domain's requests", async () => {
   await nc.flush();
   await waitFor(
     () =>
-      refused.some((r) => r.operation === 'subscription' && r.subject === payments.getByOrder.subject) &&
+      refused.some((r) => r.operation === 'subscription' && r.subject === payments.getByOrders.subject) &&
       refused.some((r) => r.operation === 'subscription' && r.subject === customers.get.subject),
     { what: 'both subscriptions refused' },
   );
   // Callers keep getting the real services' answers.
   for (let i = 0; i < 20; i++) {
-    await assert.rejects(client.call(payments.getByOrder, { orderId: randomUUID() }), withCode('PAYMENT_NOT_FOUND'));
+    assert.deepEqual((await client.call(payments.getByOrders, { orderIds: [randomUUID()] })).payments, [null]);
   }
   await assert.rejects(client.call(customers.get, { id: randomUUID() }), withCode('CUSTOMER_NOT_FOUND'));
   assert.equal(impostorCalls, 0);

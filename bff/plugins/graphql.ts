@@ -1,7 +1,7 @@
 // The GraphQL API (mercurius): POST and GET /graphql, subscriptions over a
 // WebSocket on the same path (graphql-transport-ws), GraphiQL at /graphiql
-// with GRAPHQL_DEV. Resolvers (resolvers.ts) call the services; nested
-// fields batch through loaders (loaders.ts). Before anything runs, a
+// with GRAPHQL_DEV. Resolvers (resolvers.ts) answer from the read models or
+// call the services; nested fields batch through loaders (loaders.ts). Before anything runs, a
 // document is bounded in depth (GRAPHQL_DEPTH_LIMIT) and in fields
 // (GRAPHQL_MAX_FIELDS, limits.ts), and without GRAPHQL_DEV introspection is
 // refused. Every error leaves through errors.ts with a stable code.
@@ -23,8 +23,8 @@ export default fp<GraphQLSettings>(
   async (app, settings) => {
     await app.register(mercurius, {
       schema: await readFile(join(import.meta.dirname, '..', 'schema.graphql'), 'utf8'),
-      resolvers: makeResolvers({ app, client: app.rpc, feed: app.feed }) as never,
-      loaders: makeLoaders(app.rpc) as never,
+      resolvers: makeResolvers({ app, client: app.rpc, feed: app.feed, readModels: app.readModels }) as never,
+      loaders: makeLoaders(app.rpc, app.readModels) as never,
       jit: 1,
       queryDepth: settings.GRAPHQL_DEPTH_LIMIT,
       graphiql: settings.GRAPHQL_DEV,

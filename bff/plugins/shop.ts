@@ -1,9 +1,10 @@
 // The BFF's side of the shop: the NATS connection it was given, its live
 // settings (the `config` bucket), the RPC client every resolver calls the
-// services with, and the order feed behind subscriptions. Decorated on the
+// services with, the order feed behind subscriptions, and the read models
+// (the catalog and customers' profiles in memory). Decorated on the
 // root instance, so every other plugin and route reads them from `app`.
-// The feed starts once the server is ready; closing the server stops the
-// feed, the client and the settings (the connection belongs to the caller).
+// The feed and the read models start once the server is ready; closing the
+// server stops them, the client and the settings (the connection belongs to the caller).
 import fp from 'fastify-plugin';
 import type { NatsConnection } from 'nats';
 import {
@@ -11,12 +12,14 @@ import {
   LiveSettings,
   followLogLevel,
   type Logger,
+  type ProcessMetrics,
   type RpcClient,
   type RpcClientOptions,
 } from '../../services/kit/index.ts';
 import { registry, type Order } from '../../subjects/index.ts';
 import type { BffConfig } from '../settings.ts';
 import { OrderFeed } from '../feed.ts';
+import { allReplicas, createReadModels, type ReadModels } from '../read-models.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -25,6 +28,8 @@ declare module 'fastify' {
     liveSettings: LiveSettings;
     rpc: RpcClient;
     feed: OrderFeed;
+    /** The catalog and customers' profiles in memory (read-models.ts). */
+    readModels: ReadModels;
   }
 }
 
@@ -35,10 +40,12 @@ export interface ShopOptions {
   settings: BffConfig;
   /** Overrides for the RPC client (tests shorten timeouts and breaker windows). */
   client?: Partial<RpcClientOptions> | undefined;
+  /** Where the read models' lag is recorded; none in tests. */
+  metrics?: ProcessMetrics | undefined;
 }
 
 export default fp<ShopOptions>(
-  async (app, { nc, log, settings, client: clientOptions }) => {
+  async (app, { nc, log, settings, client: clientOptions, metrics }) => {
     const replicas = settings.STREAM_REPLICAS;
     const liveSettings = await LiveSettings.open(nc, 'bff', { log, environment: settings, replicas });
     followLogLevel(liveSettings, log);
@@ -53,10 +60,16 @@ export default fp<ShopOptions>(
     app.decorate('liveSettings', liveSettings);
     app.decorate('rpc', rpc);
     app.decorate('feed', feed);
+    const readModels = createReadModels(nc, log, replicas, metrics);
+    app.decorate('readModels', readModels);
 
-    app.addHook('onReady', async () => feed.start());
+    app.addHook('onReady', async () => {
+      feed.start();
+      for (const replica of allReplicas(readModels)) replica.start();
+    });
     app.addHook('onClose', async () => {
       await feed.stop();
+      await Promise.all(allReplicas(readModels).map((replica) => replica.stop()));
       rpc.close();
       await liveSettings.stop();
     });

@@ -1,22 +1,25 @@
 // Probes: /health/live answers while the process runs; /health/ready once
-// NATS answers, the order feed reads, and every service of the registry
+// NATS answers, the order feed reads, the read models have caught up with
+// their buckets, and every service of the registry
 // (subjects/services.ts) answers a $SRV.PING. Never rate limited.
 import type { FastifyInstance } from 'fastify';
 import { RequestStrategy, type NatsConnection } from 'nats';
 import { SERVICES } from '../../subjects/index.ts';
 import type { OrderFeed } from '../feed.ts';
+import { allReplicas, type ReadModels } from '../read-models.ts';
 
 export default async function healthRoutes(app: FastifyInstance): Promise<void> {
   app.get('/health/live', { config: { rateLimit: false } }, async () => ({ status: 'live' }));
 
   app.get('/health/ready', { config: { rateLimit: false } }, async (_request, reply) => {
-    const checks = await readiness(app.nats, app.feed);
-    const ready = checks.nats && checks.orderFeed && Object.values(checks.services).every(Boolean);
+    const checks = await readiness(app.nats, app.feed, app.readModels);
+    const ready =
+      checks.nats && checks.orderFeed && Object.values(checks.readModels).every(Boolean) && Object.values(checks.services).every(Boolean);
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready', checks });
   });
 }
 
-async function readiness(nc: NatsConnection, feed: OrderFeed) {
+async function readiness(nc: NatsConnection, feed: OrderFeed, models: ReadModels) {
   const services: Record<string, boolean> = Object.fromEntries(SERVICES.map((name) => [name, false]));
   let nats = false;
   try {
@@ -33,7 +36,8 @@ async function readiness(nc: NatsConnection, feed: OrderFeed) {
       // no responders: every service stays false
     }
   }
-  return { nats, orderFeed: feed.ready, services };
+  const readModels = Object.fromEntries(allReplicas(models).map((replica) => [replica.contract.bucket, replica.ready]));
+  return { nats, orderFeed: feed.ready, readModels, services };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

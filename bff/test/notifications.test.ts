@@ -1,7 +1,7 @@
 // Order.notifications for a customer with a long history: the whole shop on
 // real servers, one order placed through GraphQL, then more than 500 other
 // emails recorded for the same customer after it. The oldest order still
-// shows its email, read by order (notifications.listByOrder), not found
+// shows its email, read by order (notifications.listByOrders), not found
 // among the customer's newest ones.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';

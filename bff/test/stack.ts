@@ -16,6 +16,7 @@ import { NotificationSettings, notificationService } from '../../services/notifi
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../test/harness.ts';
 import type { ServiceName } from '../../subjects/index.ts';
 import { BffSettings, build, type Bff } from '../app.ts';
+import { allReplicas } from '../read-models.ts';
 
 export const ADMIN_EMAIL = 'admin@shop.test';
 export const JWT_SECRET = 'test-secret-test-secret-test-secret-0123';
@@ -42,7 +43,7 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(options: { bffEnv?: Record<string, string> } = {}): Promise<Stack> {
+export async function startStack(options: { bffEnv?: Record<string, string>; rpcTimeoutMs?: number } = {}): Promise<Stack> {
   const nats = await startNats();
   const smtp = await startSmtpSink();
   const specs: Record<ServiceName, ServiceSpec> = {
@@ -84,9 +85,10 @@ export async function startStack(options: { bffEnv?: Record<string, string> } = 
     const log = createLogger('bff', settings.LOG_LEVEL);
     const nc = await connect({ servers: nats.url, name: 'bff', noAsyncTraces: true });
     // Short breaker window so a stopped service is noticed, and noticed gone, within a test.
-    const bff = await build({ nc, log, settings, client: { timeoutMs: 1000, breaker: { resetTimeoutMs: 500 } } });
+    const bff = await build({ nc, log, settings, client: { timeoutMs: options.rpcTimeoutMs ?? 1000, breaker: { resetTimeoutMs: 500 } } });
     await bff.listen({ port: 0, host: '127.0.0.1' });
     await waitFor(() => bff.feed.ready, { what: 'the order feed to read' });
+    await waitFor(() => allReplicas(bff.readModels).every((replica) => replica.ready), { what: 'the read models to catch up' });
     bffs.push({ bff, nc });
     return { bff, nc, url: `http://127.0.0.1:${(bff.server.address() as AddressInfo).port}` };
   };

@@ -17,6 +17,7 @@ export const customerService: ServiceDefinition<{ ADMIN_EMAILS: string }> = {
   description: 'Customer accounts and authentication',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [customers.registered],
+  states: [customers.profiles],
   calls: [],
   settings: CustomerSettings,
   build({ pool }, settings) {

@@ -1,7 +1,16 @@
 // Request-reply endpoints of the customer service.
 import { randomUUID } from 'node:crypto';
 import { customers, type Customer } from '../../subjects/index.ts';
-import { ServiceError, endpoint, preparedQueries, isUniqueViolation, withTransaction, writeEvent, type Pool } from '../kit/index.ts';
+import {
+  ServiceError,
+  endpoint,
+  preparedQueries,
+  isUniqueViolation,
+  withTransaction,
+  writeEvent,
+  writeStates,
+  type Pool,
+} from '../kit/index.ts';
 import { UNKNOWN_USER_HASH, hashPassword, verifyPassword } from './passwords.ts';
 import { findCredentials, findCustomer, findCustomers, insertCustomer } from './store.ts';
 
@@ -26,6 +35,7 @@ export function customerEndpoints(pool: Pool, adminEmails: ReadonlySet<string>) 
             passwordHash,
           });
           await writeEvent(tx, customers.registered, { customerId: customer.id, email: customer.email, name: customer.name });
+          await writeStates(tx, customers.profiles, [customer]);
           return customer;
         });
       } catch (error) {

@@ -9,12 +9,20 @@ interface CustomerRow {
   role: Role;
   password_hash: string;
   created_at: Date;
+  version: number;
 }
 
-const COLUMNS = 'id, email, name, role, password_hash, created_at';
+const COLUMNS = 'id, email, name, role, password_hash, created_at, version';
 
 function toCustomer(row: CustomerRow): Customer {
-  return { id: row.id, email: row.email, name: row.name, role: row.role, createdAt: row.created_at.toISOString() };
+  return {
+    id: row.id,
+    email: row.email,
+    name: row.name,
+    role: row.role,
+    createdAt: row.created_at.toISOString(),
+    version: row.version,
+  };
 }
 
 export async function insertCustomer(

@@ -19,7 +19,8 @@ export {
 export { endpoint, serveEndpoints, type Endpoint, type RequestContext, type RpcServer } from './rpc-server.ts';
 export { RpcClient, type RpcClientOptions, type CallOptions } from './rpc-client.ts';
 export { ensureStreams, toStreamConfig } from './streams.ts';
-export { writeEvent, writeEvents, OutboxRelay, type EventToWrite } from './outbox.ts';
+export { writeEvent, writeEvents, writeStates, OutboxRelay, type EventToWrite } from './outbox.ts';
+export { openStateBucket, stateStream } from './state.ts';
 export {
   on,
   onBatch,

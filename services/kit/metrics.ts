@@ -50,6 +50,7 @@ export class ProcessMetrics {
   readonly #published: Counter<'subject'>;
   readonly #http: Counter<'method' | 'route' | 'status'>;
   readonly #httpDuration: Histogram<'method' | 'route'>;
+  #readModelLag: Histogram<'bucket'> | undefined;
 
   /** `processMetrics: false` leaves out the process_* and nodejs_* series (nobody will scrape them). */
   constructor(process: string, { processMetrics = true }: { processMetrics?: boolean } = {}) {
@@ -155,6 +156,18 @@ export class ProcessMetrics {
     buckets: readonly number[] = LATENCY_BUCKETS,
   ): Histogram<Label> {
     return new Histogram({ name, help, labelNames: [...labelNames], buckets: [...buckets], registers: [this.registry] });
+  }
+
+  /** A state applied to a read model, `seconds` after its change was written (registered on first use: only readers have it). */
+  readModelApplied(bucket: string, seconds: number): void {
+    this.#readModelLag ??= new Histogram({
+      name: 'shop_read_model_lag_seconds',
+      help: "Time from a change's write (in its transaction) to its state applied in a read model, by bucket.",
+      labelNames: ['bucket'],
+      buckets: LATENCY_BUCKETS,
+      registers: [this.registry],
+    });
+    this.#readModelLag.observe({ bucket }, Math.max(0, seconds));
   }
 
   /**

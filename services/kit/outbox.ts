@@ -8,11 +8,11 @@
 // PostgreSQL server on its notification lock (bench/saga.ts showed the
 // convoy). A transaction of the caller's own making (a pg client) still wakes
 // the relays through LISTEN/NOTIFY.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
-import type { DataOf, Envelope, EventContract } from '../../subjects/index.ts';
+import { stateSubject, type DataOf, type Envelope, type EventContract, type StateContract, type StateOf } from '../../subjects/index.ts';
 import { Transaction, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
@@ -60,11 +60,51 @@ export async function writeEvents(tx: Transaction | Queryable, events: readonly 
     contract.data.assert(data, `${contract.subject} event`);
     const envelope: Envelope = { id, type: contract.subject, occurredAt, data };
     const carrier = trace ? context.with(trace, currentTraceCarrier) : currentTraceCarrier();
-    return { envelope, carrier };
+    return { subject: contract.subject, envelope, carrier };
   });
+  await insertRows(tx, rows);
+  return rows.map(({ envelope }) => envelope);
+}
+
+/** An item's state as a state contract holds it: its id (the key) and its version. */
+type StateItem = { id: string; version?: number | undefined };
+
+/**
+ * Writes the current state of `items` to the bucket of `contract` inside the
+ * caller's transaction (the relay puts each under `$KV.<bucket>.<id>`). The
+ * outbox id is derived from bucket, id and version, so writing one version
+ * twice publishes it once (also JetStream's duplicate window drops a repeat).
+ */
+export async function writeStates<C extends StateContract>(
+  tx: Transaction | Queryable,
+  contract: C,
+  items: readonly (StateOf<C> & StateItem)[],
+): Promise<void> {
+  if (items.length === 0) return;
+  const occurredAt = new Date().toISOString();
+  const carrier = currentTraceCarrier();
+  const rows = items.map((item) => {
+    contract.value.assert(item, `${contract.bucket} state`);
+    if (!Number.isSafeInteger(item.version)) throw new Error(`${contract.bucket} state of ${item.id} has no version`);
+    const id = stateEventId(contract.bucket, item.id, item.version!);
+    return { subject: stateSubject(contract, item.id), envelope: { id, type: contract.bucket, occurredAt, data: item }, carrier };
+  });
+  await insertRows(tx, rows);
+}
+
+/** A UUID (the outbox's id type) named by bucket, key and version: the same state, the same id. */
+function stateEventId(bucket: string, key: string, version: number): string {
+  const hex = createHash('sha256').update(`${bucket}\0${key}\0${version}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-5${hex.slice(13, 16)}-8${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
+}
+
+async function insertRows(
+  tx: Transaction | Queryable,
+  rows: readonly { subject: string; envelope: Envelope; carrier: Record<string, string> }[],
+): Promise<void> {
   const values = rows.map(
-    ({ envelope, carrier }) =>
-      `(${escapeLiteral(envelope.id)}, ${escapeLiteral(envelope.type)}, ${escapeLiteral(JSON.stringify(envelope))}, ${escapeLiteral(JSON.stringify(carrier))})`,
+    ({ subject, envelope, carrier }) =>
+      `(${escapeLiteral(envelope.id)}, ${escapeLiteral(subject)}, ${escapeLiteral(JSON.stringify(envelope))}, ${escapeLiteral(JSON.stringify(carrier))})`,
   );
   const insert = `INSERT INTO outbox (id, subject, payload, trace) VALUES ${values.join(', ')} ON CONFLICT (id) DO NOTHING`;
   if (tx instanceof Transaction) {
@@ -76,7 +116,6 @@ export async function writeEvents(tx: Transaction | Queryable, events: readonly 
     await tx.query(insert);
     await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
   }
-  return rows.map(({ envelope }) => envelope);
 }
 
 export interface OutboxRow {

@@ -5,7 +5,14 @@
 import pRetry from 'p-retry';
 import type { TProperties } from '@sinclair/typebox';
 import type { JetStreamClient, JetStreamManager, NatsConnection } from 'nats';
-import { redeliveryHorizonSeconds, streams, type EventContract, type RpcContract, type StreamDefinition } from '../../subjects/index.ts';
+import {
+  redeliveryHorizonSeconds,
+  streams,
+  type EventContract,
+  type RpcContract,
+  type StateContract,
+  type StreamDefinition,
+} from '../../subjects/index.ts';
 import { type ConsumerSettings, type EventHandler, type RunningConsumer, defaultConsumerSettings, startConsumer } from './consumer.ts';
 import { InboxPruner, type PruneTarget } from './consumer/inbox-pruner.ts';
 import { createPool, databaseUrl, ensureDatabase, migrate, type Pool } from './db.ts';
@@ -21,6 +28,7 @@ import { stopTracing } from './tracing.ts';
 import type { RpcClient, RpcClientOptions } from './rpc-client.ts';
 import { serveEndpoints, type Endpoint, type RpcServer } from './rpc-server.ts';
 import { ensureStreams } from './streams.ts';
+import { openStateBucket } from './state.ts';
 import { explainStartFailure, natsProblem } from './startup.ts';
 
 /** What a service's handlers get: its own database, the bus, and a client for other services. */
@@ -49,6 +57,8 @@ export interface ServiceDefinition<Settings = unknown> {
   migrations: string;
   /** Events this service writes to its outbox. */
   emits: readonly EventContract[];
+  /** State buckets (read models) this service writes through its outbox (writeStates); none when absent. */
+  states?: readonly StateContract[];
   /**
    * Requests this service makes to others. Its client refuses any other
    * (UndeclaredCallError); the AsyncAPI document and nats.conf's test read
@@ -146,6 +156,14 @@ export async function startService<Settings>(
     minTimeout: 500,
     onFailedAttempt: ({ error, retriesLeft }) => log.warn({ err: error, retriesLeft }, 'stream setup failed; retrying'),
   });
+
+  for (const contract of definition.states ?? []) {
+    await pRetry(() => openStateBucket(nc, contract, settings.STREAM_REPLICAS), {
+      retries: 5,
+      minTimeout: 500,
+      onFailedAttempt: ({ error, retriesLeft }) => log.warn({ err: error, retriesLeft }, 'state bucket setup failed; retrying'),
+    });
+  }
 
   const outbox = new OutboxRelay(pool, url, js, log, { metrics, ...options.outbox });
   await outbox.start();

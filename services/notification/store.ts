@@ -143,6 +143,24 @@ export async function listByOrder(db: Queryable, orderId: string, customerId: st
   return rows.map(toNotification);
 }
 
+/** listByOrder for several orders in one statement: one list per order, in the order asked. */
+export async function listByOrders(db: Queryable, orders: readonly { orderId: string; customerId: string }[]): Promise<Notification[][]> {
+  if (orders.length === 0) return [];
+  const { rows } = await db.query<NotificationRow>(
+    `SELECT ${COLUMNS} FROM notifications
+      WHERE (order_id, customer_id) IN (SELECT * FROM unnest($1::uuid[], $2::uuid[]))
+      ORDER BY created_at DESC, id DESC`,
+    [orders.map((order) => order.orderId), orders.map((order) => order.customerId)],
+  );
+  const byOrder = new Map<string, Notification[]>();
+  for (const row of rows) {
+    const key = `${row.order_id} ${row.customer_id}`;
+    if (!byOrder.has(key)) byOrder.set(key, []);
+    byOrder.get(key)!.push(toNotification(row));
+  }
+  return orders.map((order) => byOrder.get(`${order.orderId} ${order.customerId}`) ?? []);
+}
+
 // --- The sender's queue ------------------------------------------------------
 
 export interface DueNotification {

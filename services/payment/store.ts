@@ -78,6 +78,14 @@ export async function lockOrders(
   );
 }
 
+/** The payments of `orderIds`, in the order asked, null where none exists. */
+export async function findPaymentsByOrders(db: Queryable, orderIds: readonly string[]): Promise<(Payment | null)[]> {
+  if (orderIds.length === 0) return [];
+  const { rows } = await db.query<PaymentRow>(`SELECT ${COLUMNS} FROM payments WHERE order_id = ANY($1::uuid[])`, [orderIds]);
+  const byOrder = new Map(rows.map((row) => [row.order_id, toPayment(row)]));
+  return orderIds.map((id) => byOrder.get(id) ?? null);
+}
+
 export async function findPaymentByOrder(db: Queryable, orderId: string): Promise<Payment | undefined> {
   const { rows } = await db.query<PaymentRow>(`SELECT ${COLUMNS} FROM payments WHERE order_id = $1`, [orderId]);
   return rows[0] && toPayment(rows[0]);

@@ -9,8 +9,8 @@
 // the products of all its orders at once in id order, as a single order
 // does, so concurrent batches queue on shared products without deadlocking.
 import { context } from '@opentelemetry/api';
-import { inventory, orders } from '../../subjects/index.ts';
-import { on, onBatch, writeEvent, writeEvents, type EventHandler, type EventToWrite } from '../kit/index.ts';
+import { inventory, orders, products } from '../../subjects/index.ts';
+import { on, onBatch, writeEvent, writeEvents, writeStates, type EventHandler, type EventToWrite } from '../kit/index.ts';
 import { commitStockForOrders, releaseStock, reserveStockForOrders } from './store.ts';
 
 /** Orders per transaction: the statements of a batch cost about what one order's did. */
@@ -23,7 +23,7 @@ export function productConsumers(): EventHandler[] {
       orders.placed,
       'reserve-stock',
       async (placed, tx, log) => {
-        const results = await reserveStockForOrders(
+        const { results, changed } = await reserveStockForOrders(
           tx,
           placed.map(({ event }) => ({ orderId: event.data.orderId, lines: event.data.lines })),
         );
@@ -58,6 +58,7 @@ export function productConsumers(): EventHandler[] {
           });
         });
         await writeEvents(tx, outcomes);
+        await writeStates(tx, products.catalog, changed);
       },
       { batch: BATCH },
     ),
@@ -70,6 +71,7 @@ export function productConsumers(): EventHandler[] {
       switch (result.outcome) {
         case 'released':
           await writeEvent(tx, inventory.released, { orderId, customerId, lines: result.lines });
+          await writeStates(tx, products.catalog, result.changed);
           log.info({ orderId }, 'stock released');
           return;
         case 'tombstoned':

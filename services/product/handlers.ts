@@ -1,31 +1,32 @@
 // Request-reply endpoints of the product service: the catalog and restocking.
 import { randomUUID } from 'node:crypto';
-import { products, type Product } from '../../subjects/index.ts';
-import { ServiceError, endpoint, preparedQueries, isUniqueViolation, type Pool } from '../kit/index.ts';
-import { SKU_CONSTRAINT, addStock, findProduct, findProducts, insertProduct, listProducts, type CatalogPosition } from './store.ts';
+import { decodeCatalogCursor, encodeCatalogCursor, products, type CatalogPosition, type Product } from '../../subjects/index.ts';
+import {
+  ServiceError,
+  endpoint,
+  preparedQueries,
+  isUniqueViolation,
+  withTransaction,
+  writeStates,
+  type Pool,
+  type Transaction,
+} from '../kit/index.ts';
+import { SKU_CONSTRAINT, addStock, findProduct, findProducts, insertProduct, listProducts } from './store.ts';
 
 const DEFAULT_PAGE_SIZE = 20;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-/** The cursor is opaque to callers: base64url of the last item's name and id. */
-export function encodeCursor(position: CatalogPosition): string {
-  return Buffer.from(JSON.stringify([position.name, position.id])).toString('base64url');
-}
-
-export function decodeCursor(cursor: string): CatalogPosition {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-  } catch {
-    parsed = undefined;
-  }
-  if (Array.isArray(parsed) && parsed.length === 2) {
-    const [name, id] = parsed as unknown[];
-    if (typeof name === 'string' && typeof id === 'string' && UUID.test(id)) return { name, id };
-  }
+function decodeCursor(cursor: string): CatalogPosition {
+  const position = decodeCatalogCursor(cursor);
+  if (position) return position;
   throw new ServiceError('VALIDATION_FAILED', 'after is not a cursor this service gave out', [
     { path: '/after', message: 'unknown cursor' },
   ]);
+}
+
+/** Every change of a product's public view goes to the catalog bucket in its own transaction. */
+async function published(tx: Transaction, product: Product | undefined): Promise<Product | undefined> {
+  if (product) await writeStates(tx, products.catalog, [product]);
+  return product;
 }
 
 export function productEndpoints(pool: Pool) {
@@ -38,14 +39,15 @@ export function productEndpoints(pool: Pool) {
         throw new ServiceError('VALIDATION_FAILED', 'name must not be blank', [{ path: '/name', message: 'blank' }]);
       }
       try {
-        return await insertProduct(db, {
+        const product = {
           id: randomUUID(),
           sku,
           name: trimmedName,
           description: description?.trim() ?? '',
           price,
           onHand: initialStock ?? 0,
-        });
+        };
+        return (await withTransaction(pool, async (tx) => published(tx, await insertProduct(tx, product))))!;
       } catch (error) {
         if (isUniqueViolation(error, SKU_CONSTRAINT)) throw new ServiceError('SKU_TAKEN', `sku ${sku} exists`);
         throw error;
@@ -74,11 +76,11 @@ export function productEndpoints(pool: Pool) {
       });
       const items = rows.slice(0, limit);
       const last = items.at(-1);
-      return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
+      return { items, nextCursor: rows.length > limit && last ? encodeCatalogCursor(last) : null };
     }),
 
     endpoint(products.restock, async ({ productId, quantity }) => {
-      const product = await addStock(db, productId, quantity);
+      const product = await withTransaction(pool, async (tx) => published(tx, await addStock(tx, productId, quantity)));
       if (!product) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${productId}`);
       return product;
     }),

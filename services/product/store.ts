@@ -8,7 +8,7 @@
 //     orders queue on shared products without deadlocking and the checks are
 //     made on values nobody else can change until commit;
 //   - reserve, commit and release are idempotent by order id.
-import type { Product } from '../../subjects/index.ts';
+import type { CatalogPosition, Product } from '../../subjects/index.ts';
 import type { Queryable, Transaction } from '../kit/index.ts';
 
 interface ProductRow {
@@ -21,9 +21,13 @@ interface ProductRow {
   available: number;
   created_at: Date;
   updated_at: Date;
+  version: number;
 }
 
-const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at';
+/** COLUMNS of `products p` in an UPDATE ... RETURNING (the new values). */
+const COLUMNS_OF_P =
+  'p.id, p.sku, p.name, p.description, p.price_amount, p.currency, p.on_hand - p.reserved AS available, p.created_at, p.updated_at, p.version';
+const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at, version';
 
 function toProduct(row: ProductRow): Product {
   return {
@@ -35,6 +39,7 @@ function toProduct(row: ProductRow): Product {
     available: row.available,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
+    version: row.version,
   };
 }
 
@@ -74,12 +79,6 @@ export async function findProducts(db: Queryable, ids: readonly string[]): Promi
   const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = ANY($1::uuid[])`, [ids]);
   const byId = new Map(rows.map((row) => [row.id, toProduct(row)]));
   return ids.map((id) => byId.get(id) ?? null);
-}
-
-/** Where a page of the catalog starts: after this name and id. */
-export interface CatalogPosition {
-  name: string;
-  id: string;
 }
 
 /** Escapes LIKE's wildcards so a search for `50%` or `a_b` means those characters. */
@@ -140,7 +139,7 @@ export async function listProducts(db: Queryable, options: CatalogQuery): Promis
 /** Adds units to a product's stock; undefined when the product is unknown. */
 export async function addStock(db: Queryable, productId: string, quantity: number): Promise<Product | undefined> {
   const { rows } = await db.query<ProductRow>(
-    `UPDATE products SET on_hand = on_hand + $2, updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+    `UPDATE products SET on_hand = on_hand + $2, updated_at = now(), version = version + 1 WHERE id = $1 RETURNING ${COLUMNS}`,
     [productId, quantity],
   );
   return rows[0] && toProduct(rows[0]);
@@ -169,7 +168,8 @@ export type ReserveResult =
   | { outcome: 'duplicate'; status: StockOrderStatus };
 
 export type ReleaseResult =
-  | { outcome: 'released'; lines: StockLine[] }
+  /** `changed`: the products given back to, as they are now (for the catalog bucket). */
+  | { outcome: 'released'; lines: StockLine[]; changed: Product[] }
   /** The order held nothing (rejected, or released already): nothing changed. */
   | { outcome: 'nothing-held'; status: StockOrderStatus }
   /** Not seen before: a tombstone now stands for it, so a late `placed` is rejected. */
@@ -223,7 +223,7 @@ export interface OrderLines {
  * An unknown product counts as a shortage with nothing available.
  */
 export async function reserveStock(tx: Transaction, orderId: string, requested: readonly StockLine[]): Promise<ReserveResult> {
-  return (await reserveStockForOrders(tx, [{ orderId, lines: requested }]))[0]!;
+  return (await reserveStockForOrders(tx, [{ orderId, lines: requested }])).results[0]!;
 }
 
 /**
@@ -231,9 +231,13 @@ export async function reserveStock(tx: Transaction, orderId: string, requested: 
  * all or none, in the order given: an earlier order takes units first. Four
  * statements whatever the number of orders: claim the new orders, lock the
  * ones seen before, lock the products in id order, then write stock,
- * reservations and statuses together.
+ * reservations and statuses together. Also returns the products whose
+ * availability changed, as they are now (for the catalog bucket).
  */
-export async function reserveStockForOrders(tx: Transaction, orders: readonly OrderLines[]): Promise<ReserveResult[]> {
+export async function reserveStockForOrders(
+  tx: Transaction,
+  orders: readonly OrderLines[],
+): Promise<{ results: ReserveResult[]; changed: Product[] }> {
   // Ids sorted: concurrent batches sharing an order (a redelivery) take its row in the same order.
   const orderIds = [...new Set(orders.map((order) => order.orderId))].sort();
   // Claimed as REJECTED and turned into RESERVED below: inside this
@@ -307,24 +311,30 @@ export async function reserveStockForOrders(tx: Transaction, orders: readonly Or
     return { outcome: 'reserved', lines };
   });
 
+  const changed: Product[] = [];
   if (statuses.orders.length > 0) {
-    // The stock (one row per product, summed over the orders), the reservation rows and the statuses in one statement.
-    await tx.query(
+    // The stock (one row per product, summed over the orders), the reservation rows and the statuses in one statement;
+    // it returns the products' new public views.
+    const { rows } = await tx.query<ProductRow>(
       `WITH held AS (
-         UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now()
+         UPDATE products p SET reserved = p.reserved + l.quantity, updated_at = now(), version = p.version + 1
            FROM (SELECT id, sum(quantity) AS quantity FROM unnest($2::uuid[], $3::bigint[]) AS r(id, quantity) GROUP BY id) l
           WHERE p.id = l.id
+          RETURNING ${COLUMNS_OF_P}
        ), kept AS (
          INSERT INTO reservations (order_id, product_id, quantity, status)
          SELECT o, p, q, 'RESERVED' FROM unnest($1::uuid[], $2::uuid[], $3::bigint[]) AS r(o, p, q)
+       ), decided AS (
+         UPDATE stock_orders s SET status = u.status, reason = u.reason, updated_at = now()
+           FROM unnest($4::uuid[], $5::text[], $6::text[]) AS u(id, status, reason)
+          WHERE s.order_id = u.id
        )
-       UPDATE stock_orders s SET status = u.status, reason = u.reason, updated_at = now()
-         FROM unnest($4::uuid[], $5::text[], $6::text[]) AS u(id, status, reason)
-        WHERE s.order_id = u.id`,
+       SELECT * FROM held`,
       [held.orders, held.products, held.quantities, statuses.orders, statuses.statuses, statuses.reasons],
     );
+    changed.push(...rows.map(toProduct));
   }
-  return results;
+  return { results, changed };
 }
 
 interface HeldLine {
@@ -359,22 +369,29 @@ export async function releaseStock(tx: Transaction, orderId: string): Promise<Re
 
   const lines = await lockHeldLines(tx, orderId, ['RESERVED', 'COMMITTED']);
   // The products locked above, then stock, reservation rows and status in one statement.
-  await tx.query(
+  const { rows } = await tx.query<ProductRow>(
     `WITH returned AS (
        UPDATE products p
           SET reserved = p.reserved - CASE WHEN r.status = 'RESERVED' THEN r.quantity ELSE 0 END,
               on_hand = p.on_hand + CASE WHEN r.status = 'COMMITTED' THEN r.quantity ELSE 0 END,
-              updated_at = now()
+              updated_at = now(), version = p.version + 1
          FROM reservations r
         WHERE r.order_id = $1 AND r.product_id = p.id AND r.status IN ('RESERVED', 'COMMITTED')
+        RETURNING ${COLUMNS_OF_P}
      ), released AS (
        UPDATE reservations SET status = 'RELEASED', updated_at = now()
         WHERE order_id = $1 AND status IN ('RESERVED', 'COMMITTED')
+     ), closed AS (
+       UPDATE stock_orders SET status = 'RELEASED', reason = NULL, updated_at = now() WHERE order_id = $1
      )
-     UPDATE stock_orders SET status = 'RELEASED', reason = NULL, updated_at = now() WHERE order_id = $1`,
+     SELECT * FROM returned`,
     [orderId],
   );
-  return { outcome: 'released', lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })) };
+  return {
+    outcome: 'released',
+    lines: lines.map((line) => ({ productId: line.product_id, quantity: line.quantity })),
+    changed: rows.map(toProduct),
+  };
 }
 
 /** A confirmed order's units leave the stock: on hand and reserved both go down. */
@@ -386,6 +403,8 @@ export async function commitStock(tx: Transaction, orderId: string): Promise<Com
  * commitStock for several orders at once (a batch of confirmations), in
  * three statements: lock the orders, lock their products in id order while
  * reading what they hold, then write stock, reservations and statuses.
+ * Available units stay as they were (on hand and reserved both go down), so
+ * the public view (its updatedAt and version too) stays as it was.
  */
 export async function commitStockForOrders(tx: Transaction, orderIds: readonly string[]): Promise<CommitResult[]> {
   const ids = [...new Set(orderIds)].sort();
@@ -408,7 +427,7 @@ export async function commitStockForOrders(tx: Transaction, orderIds: readonly s
     await tx.query(
       `WITH shipped AS (
          UPDATE products p
-            SET on_hand = p.on_hand - s.quantity, reserved = p.reserved - s.quantity, updated_at = now()
+            SET on_hand = p.on_hand - s.quantity, reserved = p.reserved - s.quantity
            FROM (SELECT product_id, sum(quantity) AS quantity FROM reservations
                   WHERE order_id = ANY($1::uuid[]) AND status = 'RESERVED' GROUP BY product_id) s
           WHERE p.id = s.product_id

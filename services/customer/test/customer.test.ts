@@ -17,7 +17,8 @@ let client: RpcClient;
 let running: Awaited<ReturnType<typeof startTestService>>;
 
 const UNKNOWN_ID = '00000000-0000-4000-8000-00000000beef';
-const CUSTOMER_KEYS = ['createdAt', 'email', 'id', 'name', 'role'];
+// The public view: never the password or its hash; the version orders its states for read models.
+const CUSTOMER_KEYS = ['createdAt', 'email', 'id', 'name', 'role', 'version'];
 
 let serial = 0;
 function newEmail(prefix = 'user'): string {

@@ -1,0 +1,37 @@
+// Bench-only child of bench/read-model.ts: builds the BFF's read models
+// (bff/read-models.ts) from the buckets at NATS_URL, as a BFF does at start,
+// and prints one JSON line: items, catch-up time, and RSS and heap grown.
+import { connect } from 'nats';
+import { createLogger } from '../services/kit/index.ts';
+import { allReplicas, createReadModels } from '../bff/read-models.ts';
+
+const settle = () => {
+  globalThis.gc?.();
+  return process.memoryUsage();
+};
+const before = settle();
+const nc = await connect({ servers: process.env.NATS_URL!, noAsyncTraces: true });
+const models = createReadModels(nc, createLogger('bench', 'warn'), 1);
+const started = performance.now();
+const cpuBefore = process.cpuUsage();
+for (const replica of allReplicas(models)) replica.start();
+await Promise.all(allReplicas(models).map((replica) => replica.caughtUp()));
+const catchUpMs = performance.now() - started;
+// CPU time too: on a shared machine the wall time says as much about the neighbours.
+const cpu = process.cpuUsage(cpuBefore);
+// The first catalog page sorts the catalog once, as the first products query of a BFF would.
+models.catalog.page(20);
+const after = settle();
+process.stdout.write(
+  `${JSON.stringify({
+    catalogItems: models.catalog.size,
+    customerItems: models.profiles.size,
+    catchUpMs: Math.round(catchUpMs),
+    catchUpCpuMs: Math.round((cpu.user + cpu.system) / 1000),
+    rssMb: Math.round((after.rss - before.rss) / 1024 / 1024),
+    heapMb: Math.round((after.heapUsed - before.heapUsed) / 1024 / 1024),
+  })}\n`,
+);
+await new Promise<void>((resolve) => process.once('SIGTERM', () => resolve()));
+for (const replica of allReplicas(models)) await replica.stop();
+await nc.drain();
