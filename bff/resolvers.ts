@@ -2,6 +2,7 @@
 // through the kit's RpcClient. Nested fields that need another service are
 // loaders (loaders.ts), so they batch and fail on their own: a service that is
 // down nulls its fields with an error beside the rest of the data.
+import { randomUUID } from 'node:crypto';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { FastifyInstance } from 'fastify';
 import type { MercuriusContext } from 'mercurius';
@@ -11,7 +12,11 @@ import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth
 import { ApiError, asPublicGraphQLError } from './errors.ts';
 import type { OrderFeed } from './feed.ts';
 
-export type Context = MercuriusContext & { auth: Auth };
+export type Context = MercuriusContext & {
+  auth: Auth;
+  /** The request's Idempotency-Key header, over HTTP (Node joins repeated ones with ", ", which no key may hold). */
+  idempotencyKeyHeader?: string | undefined;
+};
 
 export interface Connection<T> {
   edges: { node: T }[];
@@ -93,14 +98,15 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
 
       placeOrder: (
         _: unknown,
-        { lines, paymentToken }: { lines: { productId: string; quantity: number }[]; paymentToken: string },
-        { auth }: Context,
+        args: { lines: { productId: string; quantity: number }[]; paymentToken: string; idempotencyKey?: string | null },
+        { auth, idempotencyKeyHeader }: Context,
       ) => {
         const user = requireUser(auth);
         return client.call(orders.place, {
           customerId: user.id,
-          lines: lines.map(({ productId, quantity }) => ({ productId, quantity })),
-          paymentToken,
+          idempotencyKey: placementKey(args.idempotencyKey, idempotencyKeyHeader),
+          lines: args.lines.map(({ productId, quantity }) => ({ productId, quantity })),
+          paymentToken: args.paymentToken,
         });
       },
 
@@ -179,6 +185,18 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
       currency: (order: Order) => order.total.currency,
     },
   };
+}
+
+/**
+ * The idempotency key of a placement: the argument or the Idempotency-Key
+ * header (the same value when both are sent). Without either, a key of the
+ * BFF's own still makes its retries of this one call safe.
+ */
+function placementKey(argument: string | null | undefined, header: string | undefined): string {
+  if (argument != null && header !== undefined && argument !== header) {
+    throw new ApiError('BAD_USER_INPUT', 'the idempotencyKey argument and the Idempotency-Key header differ; send one of them');
+  }
+  return argument ?? header ?? randomUUID();
 }
 
 /**

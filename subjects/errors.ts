@@ -12,6 +12,8 @@ export const ErrorCodes = {
   SKU_TAKEN: 409,
   CURRENCY_MISMATCH: 409,
   ORDER_NOT_CANCELLABLE: 409,
+  // The IETF Idempotency-Key draft answers a key reused with another request 422.
+  IDEMPOTENCY_KEY_REUSED: 422,
   INTERNAL: 500,
   SERVICE_UNAVAILABLE: 503,
   TIMEOUT: 504,

@@ -58,16 +58,28 @@ export const PaymentRequest = Type.Object(
 
 export const ReservationLine = Type.Object({ productId: Id, quantity: Type.Integer({ minimum: 1 }) }, { additionalProperties: false });
 
+/** Chosen by the client, one per checkout (a UUID does): the same key from the same customer is the same order. */
+export const IdempotencyKey = Type.String({
+  minLength: 1,
+  maxLength: 255,
+  pattern: '^[\\x21-\\x7E]+$',
+  description: 'Printable ASCII without spaces, up to 255 characters.',
+});
+
 const OrderRef = { orderId: Id, customerId: Id };
 
 export const orders = {
   place: rpc({
     subject: 'orders.place',
-    description: 'Place an order at current prices; replies at once with the PENDING order.',
-    idempotent: false,
+    description:
+      'Place an order at current prices; replies at once with the PENDING order. Idempotent by customer and idempotencyKey: ' +
+      'a repeat answers the order that key made (as it is now), after waiting for an attempt still in flight; ' +
+      'the key with another request is IDEMPOTENCY_KEY_REUSED. Keys are kept ORDER_IDEMPOTENCY_KEY_HOURS (24 h at least).',
+    idempotent: true,
     request: Type.Object(
       {
         customerId: Id,
+        idempotencyKey: IdempotencyKey,
         lines: Type.Array(LineRequest, { minItems: 1, maxItems: 50 }),
         paymentToken: Type.String({ minLength: 1, maxLength: 200, description: 'Card token for the payment provider.' }),
       },

@@ -1,8 +1,8 @@
 // Request-reply endpoints of the order service.
-import { randomUUID } from 'node:crypto';
-import { customers, orders, products, type Money, type Product } from '../../subjects/index.ts';
+import { createHash, randomUUID } from 'node:crypto';
+import { customers, orders, products, type Money, type Order, type Product, type RequestOf } from '../../subjects/index.ts';
 import { ServiceError, endpoint, preparedQueries, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
-import { findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
+import { findKeyedOrder, findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
 
 /** The largest amount a Money may carry (subjects/common.ts). */
 const MAX_AMOUNT = 1_000_000_000_00;
@@ -16,13 +16,19 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
   // Queries outside a transaction, each statement prepared once per connection.
   const db = preparedQueries(pool);
   return [
-    endpoint(orders.place, async ({ customerId, lines, paymentToken }) => {
+    endpoint(orders.place, async (request) => {
+      const { customerId, idempotencyKey, lines, paymentToken } = request;
+      const fingerprint = fingerprintOf(request);
       const wanted = mergeLines(lines);
-      // Both lookups at once; each failure keeps its own typed code, the customer's first.
-      const [customer, found] = await Promise.allSettled([
+      // The key's earlier order and both lookups at once; each failure keeps its own typed code, the customer's first.
+      const [earlier, customer, found] = await Promise.allSettled([
+        findKeyedOrder(db, customerId, idempotencyKey),
         lookUpCustomer(client, customerId),
         client.call(products.getMany, { ids: [...wanted.keys()] }),
       ]);
+      if (earlier.status === 'rejected') throw earlier.reason;
+      // A repeat answers what the first attempt made, whatever the catalog says now.
+      if (earlier.value) return sameRequest(earlier.value, fingerprint, idempotencyKey);
       if (customer.status === 'rejected') throw customer.reason;
       if (found.status === 'rejected') throw found.reason;
       const priced = priceLines(wanted, found.value.products);
@@ -31,11 +37,17 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
         const order = await insertOrder(tx, {
           id,
           customerId,
+          idempotencyKey,
+          fingerprint,
           currency: priced.total.currency,
           totalAmount: priced.total.amount,
           lines: priced.lines,
           deadlineMs: options.deadlineMs,
         });
+        if (!order) {
+          // A concurrent attempt with this key committed first (the claim waited for it): its order is the answer.
+          return sameRequest((await findKeyedOrder(tx, customerId, idempotencyKey))!, fingerprint, idempotencyKey);
+        }
         await writeEvent(tx, orders.placed, {
           orderId: id,
           customerId,
@@ -89,6 +101,37 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
       return (await findOrder(db, id, customerId))!;
     }),
   ];
+}
+
+/**
+ * What identifies a placement's request besides its customer and key: sha256
+ * of the rest as JSON with sorted keys, so the order of fields does not count
+ * (the order of lines does).
+ */
+export function fingerprintOf(request: RequestOf<typeof orders.place>): string {
+  const { customerId: _customer, idempotencyKey: _key, ...rest } = request;
+  return createHash('sha256').update(canonicalJson(rest)).digest('base64url');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The order a key made, for a repeat of the same request; IDEMPOTENCY_KEY_REUSED for another request. */
+function sameRequest(earlier: { fingerprint: string; order: Order }, fingerprint: string, key: string): Order {
+  if (earlier.fingerprint !== fingerprint) {
+    throw new ServiceError(
+      'IDEMPOTENCY_KEY_REUSED',
+      `the idempotency key ${JSON.stringify(key)} was used for another request (order ${earlier.order.id}); use a new key for a new order`,
+      { orderId: earlier.order.id },
+    );
+  }
+  return earlier.order;
 }
 
 /** Sums the quantities of lines naming the same product, keeping first-seen order. */

@@ -4,6 +4,7 @@
 // who cancel soon after ordering. It keeps the books the checks need: which
 // orders were accepted (answered with an order), which were refused, and
 // which calls ended without an answer (the order may or may not exist).
+import { randomUUID } from 'node:crypto';
 import { orders, type Order } from '../../subjects/index.ts';
 import { ServiceError, type RpcClient } from '../../services/kit/index.ts';
 
@@ -82,6 +83,7 @@ export class OrderLoad {
     let order: Order;
     try {
       order = await client.call(orders.place, {
+        idempotencyKey: randomUUID(),
         customerId,
         lines: [...lines].map(([productId, quantity]) => ({ productId, quantity })),
         paymentToken,

