@@ -6,10 +6,10 @@ import { randomUUID } from 'node:crypto';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { FastifyInstance } from 'fastify';
 import type { MercuriusContext } from 'mercurius';
-import { customers, orders, products, type Customer, type Order } from '../subjects/index.ts';
+import { customers, orders, products, type AddressInput, type Customer, type Order } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
 import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth.ts';
-import { ApiError, asPublicGraphQLError } from './errors.ts';
+import { ApiError, asPublicGraphQLError, forbidden } from './errors.ts';
 import type { OrderFeed } from './feed.ts';
 
 export type Context = MercuriusContext & {
@@ -98,7 +98,12 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
 
       placeOrder: (
         _: unknown,
-        args: { lines: { productId: string; quantity: number }[]; paymentToken: string; idempotencyKey?: string | null },
+        args: {
+          lines: { productId: string; quantity: number }[];
+          paymentToken: string;
+          idempotencyKey?: string | null;
+          shippingAddressId?: string | null;
+        },
         { auth, idempotencyKeyHeader }: Context,
       ) => {
         const user = requireUser(auth);
@@ -107,8 +112,28 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
           idempotencyKey: placementKey(args.idempotencyKey, idempotencyKeyHeader),
           lines: args.lines.map(({ productId, quantity }) => ({ productId, quantity })),
           paymentToken: args.paymentToken,
+          ...(args.shippingAddressId ? { shippingAddressId: args.shippingAddressId } : {}),
         });
       },
+
+      updateProfile: (_: unknown, { name }: { name: string }, { auth }: Context) =>
+        client.call(customers.rename, { id: requireUser(auth).id, name }),
+
+      addAddress: (_: unknown, args: { input: AddressFields; makeDefault?: boolean | null }, { auth }: Context) =>
+        client.call(customers.addAddress, {
+          customerId: requireUser(auth).id,
+          address: addressInput(args.input),
+          makeDefault: args.makeDefault ?? false,
+        }),
+
+      updateAddress: (_: unknown, args: { id: string; input: AddressFields }, { auth }: Context) =>
+        client.call(customers.updateAddress, { customerId: requireUser(auth).id, addressId: args.id, address: addressInput(args.input) }),
+
+      setDefaultAddress: (_: unknown, { id }: { id: string }, { auth }: Context) =>
+        client.call(customers.setDefaultAddress, { customerId: requireUser(auth).id, addressId: id }),
+
+      removeAddress: async (_: unknown, { id }: { id: string }, { auth }: Context) =>
+        (await client.call(customers.removeAddress, { customerId: requireUser(auth).id, addressId: id })).items,
 
       cancelOrder: async (_: unknown, { id, reason }: { id: string; reason?: string | null }, { auth }: Context) => {
         const user = requireUser(auth);
@@ -179,12 +204,24 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
 
     Customer: {
       role: (customer: Customer) => customer.role.toUpperCase(),
+      addresses: async (customer: Customer, _args: unknown, { auth }: Context) => {
+        const user = requireUser(auth);
+        if (user.role !== 'admin' && user.id !== customer.id) throw forbidden();
+        return (await client.call(customers.listAddresses, { customerId: customer.id })).items;
+      },
     },
 
     Order: {
       currency: (order: Order) => order.total.currency,
     },
   };
+}
+
+/** AddressInput as GraphQL hands it over (line2 may be null). */
+type AddressFields = Omit<AddressInput, 'line2'> & { line2?: string | null };
+
+function addressInput({ name, line1, line2, city, postalCode, country }: AddressFields): AddressInput {
+  return { name, line1, city, postalCode, country, ...(line2 != null ? { line2 } : {}) };
 }
 
 /**

@@ -135,3 +135,87 @@ test('the key reused with other lines is IDEMPOTENCY_KEY_REUSED; argument and he
   );
   assert.notEqual(a!.placeOrder.id, b!.placeOrder.id);
 });
+
+const ADDRESS_FIELDS = 'id name line1 line2 city postalCode country isDefault';
+const ADD_ADDRESS = `mutation Add($input: AddressInput!, $makeDefault: Boolean) {
+  addAddress(input: $input, makeDefault: $makeDefault) { ${ADDRESS_FIELDS} }
+}`;
+const PLACE_TO = `mutation Place($lines: [OrderLineInput!]!, $address: ID) {
+  placeOrder(lines: $lines, paymentToken: "tok_visa", shippingAddressId: $address) {
+    id shippingAddress { addressId name line1 line2 city postalCode country }
+  }
+}`;
+const home = { name: 'Eve Adams', line1: '1 Main Street', city: 'Berlin', postalCode: '10115', country: 'DE' };
+const office = { name: 'Eve Adams', line1: 'Office 4', line2: 'Floor 2', city: 'Paris', postalCode: '75001', country: 'FR' };
+
+test('profile: updateProfile renames, addresses are kept with one default, and only their owner (or an admin) sees them', async () => {
+  const eve = await register('Eve');
+  const renamed = await ok(url, `mutation { updateProfile(name: "Eve Adams") { id name } }`, {}, eve.token);
+  assert.deepEqual(renamed.updateProfile, { id: eve.id, name: 'Eve Adams' });
+
+  const first = (await ok(url, ADD_ADDRESS, { input: home }, eve.token)).addAddress;
+  const second = (await ok(url, ADD_ADDRESS, { input: office, makeDefault: true }, eve.token)).addAddress;
+  assert.equal(first.isDefault, true);
+  assert.equal(second.isDefault, true);
+  const me = await ok(url, `{ me { name addresses { id isDefault line2 } } }`, {}, eve.token);
+  assert.deepEqual(me.me, {
+    name: 'Eve Adams',
+    addresses: [
+      { id: second.id, isDefault: true, line2: 'Floor 2' },
+      { id: first.id, isDefault: false, line2: '' },
+    ],
+  });
+
+  const moved = await ok(url, `mutation M($id: ID!) { setDefaultAddress(id: $id) { id isDefault } }`, { id: first.id }, eve.token);
+  assert.deepEqual(moved.setDefaultAddress, { id: first.id, isDefault: true });
+  const left = await ok(url, `mutation R($id: ID!) { removeAddress(id: $id) { id isDefault } }`, { id: first.id }, eve.token);
+  assert.deepEqual(left.removeAddress, [{ id: second.id, isDefault: true }]);
+
+  // Someone else's addresses: FORBIDDEN through an order's customer, ADDRESS_NOT_FOUND by id.
+  const frank = await register('Frank');
+  const order = (await ok(url, PLACE, { lines: [{ productId: tea.id, quantity: 1 }], token: 'tok_visa' }, eve.token)).placeOrder;
+  const peek = await gql(url, `query O($id: ID!) { order(id: $id) { customer { addresses { id } } } }`, { id: order.id }, admin);
+  assert.equal(peek.errors, undefined, 'an admin sees them');
+  const update = `mutation U($id: ID!, $input: AddressInput!) { updateAddress(id: $id, input: $input) { id } }`;
+  const refused = await gql(url, update, { id: second.id, input: home }, frank.token);
+  assert.equal(refused.errors?.[0]?.extensions.code, 'ADDRESS_NOT_FOUND');
+  const foreign = await gql(url, PLACE_TO, { lines: [{ productId: tea.id, quantity: 1 }], address: second.id }, frank.token);
+  assert.equal(foreign.errors?.[0]?.extensions.code, 'ADDRESS_NOT_FOUND');
+  const badCountry = await gql(url, ADD_ADDRESS, { input: { ...home, country: 'Germany' } }, frank.token);
+  assert.equal(badCountry.errors?.[0]?.extensions.code, 'VALIDATION_FAILED');
+  const anonymous = await gql(url, ADD_ADDRESS, { input: home });
+  assert.equal(anonymous.errors?.[0]?.extensions.code, 'UNAUTHENTICATED');
+});
+
+test('placeOrder copies the default (or the named) address into the order; later edits do not rewrite it', async () => {
+  const gina = await register('Gina');
+  const lines = [{ productId: mug.id, quantity: 1 }];
+
+  // No saved address: the order is placed, with no shipping address.
+  const bare = (await ok(url, PLACE_TO, { lines }, gina.token)).placeOrder;
+  assert.equal(bare.shippingAddress, null);
+
+  const homeAddress = (await ok(url, ADD_ADDRESS, { input: home }, gina.token)).addAddress;
+  const officeAddress = (await ok(url, ADD_ADDRESS, { input: office }, gina.token)).addAddress;
+  const toDefault = (await ok(url, PLACE_TO, { lines }, gina.token)).placeOrder;
+  assert.deepEqual(toDefault.shippingAddress, { addressId: homeAddress.id, ...home, line2: '' });
+  const toOffice = (await ok(url, PLACE_TO, { lines, address: officeAddress.id }, gina.token)).placeOrder;
+  assert.deepEqual(toOffice.shippingAddress, { addressId: officeAddress.id, ...office });
+
+  // The saved address changes, then goes: the orders keep what they were placed with.
+  await ok(
+    url,
+    `mutation U($id: ID!, $input: AddressInput!) { updateAddress(id: $id, input: $input) { id } }`,
+    { id: homeAddress.id, input: { ...home, line1: '9 New Road' } },
+    gina.token,
+  );
+  await ok(url, `mutation R($id: ID!) { removeAddress(id: $id) { id } }`, { id: officeAddress.id }, gina.token);
+  const read = async (id: string) =>
+    (await ok(url, `query O($id: ID!) { order(id: $id) { shippingAddress { addressId line1 city } } }`, { id }, gina.token)).order
+      .shippingAddress;
+  assert.deepEqual(await read(toDefault.id), { addressId: homeAddress.id, line1: '1 Main Street', city: 'Berlin' });
+  assert.deepEqual(await read(toOffice.id), { addressId: officeAddress.id, line1: 'Office 4', city: 'Paris' });
+  // The next order ships to the address as it is now.
+  const later = (await ok(url, PLACE_TO, { lines }, gina.token)).placeOrder;
+  assert.equal(later.shippingAddress.line1, '9 New Road');
+});

@@ -30,8 +30,8 @@ export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number; 
   description: 'Orders and the saga that confirms or cancels them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [orders.placed, orders.confirmed, orders.cancelled],
-  // Placing an order checks its customer and prices its lines.
-  calls: [customers.get, products.getMany],
+  // Placing an order checks its customer and the address it ships to, and prices its lines.
+  calls: [customers.shippingAddress, products.getMany],
   settings: OrderSettings,
   build({ pool, client, log, settings: current }, settings) {
     // Read at each order, so a change of orders.deadline_ms applies to the next one.

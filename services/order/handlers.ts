@@ -1,6 +1,16 @@
 // Request-reply endpoints of the order service.
 import { createHash, randomUUID } from 'node:crypto';
-import { customers, orders, products, type Money, type Order, type Product, type RequestOf } from '../../subjects/index.ts';
+import {
+  customers,
+  orders,
+  products,
+  type Address,
+  type Money,
+  type Order,
+  type Product,
+  type RequestOf,
+  type ShippingAddress,
+} from '../../subjects/index.ts';
 import { ServiceError, endpoint, preparedQueries, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
 import { findKeyedOrder, findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
 
@@ -17,19 +27,19 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
   const db = preparedQueries(pool);
   return [
     endpoint(orders.place, async (request) => {
-      const { customerId, idempotencyKey, lines, paymentToken } = request;
+      const { customerId, idempotencyKey, lines, paymentToken, shippingAddressId } = request;
       const fingerprint = fingerprintOf(request);
       const wanted = mergeLines(lines);
       // The key's earlier order and both lookups at once; each failure keeps its own typed code, the customer's first.
-      const [earlier, customer, found] = await Promise.allSettled([
+      const [earlier, destination, found] = await Promise.allSettled([
         findKeyedOrder(db, customerId, idempotencyKey),
-        lookUpCustomer(client, customerId),
+        client.call(customers.shippingAddress, { customerId, ...(shippingAddressId ? { addressId: shippingAddressId } : {}) }),
         client.call(products.getMany, { ids: [...wanted.keys()] }),
       ]);
       if (earlier.status === 'rejected') throw earlier.reason;
       // A repeat answers what the first attempt made, whatever the catalog says now.
       if (earlier.value) return sameRequest(earlier.value, fingerprint, idempotencyKey);
-      if (customer.status === 'rejected') throw customer.reason;
+      if (destination.status === 'rejected') throw destination.reason;
       if (found.status === 'rejected') throw found.reason;
       const priced = priceLines(wanted, found.value.products);
       const id = randomUUID();
@@ -39,6 +49,7 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
           customerId,
           idempotencyKey,
           fingerprint,
+          shippingAddress: shippingCopy(destination.value.address),
           currency: priced.total.currency,
           totalAmount: priced.total.amount,
           lines: priced.lines,
@@ -141,15 +152,11 @@ function mergeLines(lines: readonly { productId: string; quantity: number }[]): 
   return merged;
 }
 
-async function lookUpCustomer(client: RpcClient, customerId: string): Promise<void> {
-  try {
-    await client.call(customers.get, { id: customerId });
-  } catch (error) {
-    if (error instanceof ServiceError && error.code === 'CUSTOMER_NOT_FOUND') {
-      throw new ServiceError('CUSTOMER_NOT_FOUND', `no customer ${customerId}`);
-    }
-    throw error;
-  }
+/** What the order keeps of the address it ships to: a copy, so later edits of the saved one change nothing. */
+function shippingCopy(address: Address | null): ShippingAddress | null {
+  if (!address) return null;
+  const { id, name, line1, line2, city, postalCode, country } = address;
+  return { addressId: id, name, line1, line2, city, postalCode, country };
 }
 
 /** Lines at current prices, in integer minor units; every product must exist and share one currency. */

@@ -1,5 +1,5 @@
 // All SQL of the order service.
-import type { CancelReason, Money, Order, OrderStatus } from '../../subjects/index.ts';
+import type { CancelReason, Money, Order, OrderStatus, ShippingAddress } from '../../subjects/index.ts';
 import type { Queryable, Transaction } from '../kit/index.ts';
 
 interface OrderRow {
@@ -9,6 +9,7 @@ interface OrderRow {
   currency: string;
   total_amount: number;
   cancel_reason: CancelReason | null;
+  shipping_address: ShippingAddress | null;
   deadline_at: Date;
   created_at: Date;
   updated_at: Date;
@@ -33,7 +34,7 @@ interface HistoryRow {
   at: Date;
 }
 
-const COLUMNS = `id, customer_id, status, currency, total_amount, cancel_reason, deadline_at, created_at, updated_at,
+const COLUMNS = `id, customer_id, status, currency, total_amount, cancel_reason, shipping_address, deadline_at, created_at, updated_at,
   (extract(epoch FROM created_at) * 1000000)::bigint AS created_us`;
 
 /**
@@ -76,6 +77,7 @@ export interface NewOrder {
   /** The client's key and the fingerprint of its request (orders.place is idempotent by customer and key). */
   idempotencyKey: string;
   fingerprint: string;
+  shippingAddress: ShippingAddress | null;
   currency: string;
   totalAmount: number;
   lines: readonly NewLine[];
@@ -99,8 +101,8 @@ export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Ord
        ON CONFLICT (customer_id, idempotency_key) DO NOTHING
        RETURNING order_id
      ), created AS (
-       INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at)
-       SELECT $1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond' FROM claimed
+       INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at, shipping_address)
+       SELECT $1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond', $14::jsonb FROM claimed
        RETURNING ${COLUMNS}
      ), lines AS (
        INSERT INTO order_lines (order_id, position, product_id, sku, name, quantity, unit_amount, line_amount)
@@ -125,6 +127,7 @@ export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Ord
       order.lines.map((line) => line.lineAmount),
       order.idempotencyKey,
       order.fingerprint,
+      order.shippingAddress && JSON.stringify(order.shippingAddress),
     ],
   );
   const row = rows[0];
@@ -337,6 +340,7 @@ function toOrder(row: OrderRow, lines: readonly LineRow[], history: readonly His
     })),
     total: { amount: row.total_amount, currency: row.currency },
     cancelReason: row.cancel_reason,
+    shippingAddress: row.shipping_address,
     history: history.map((entry) => ({ status: entry.status, at: entry.at.toISOString(), reason: entry.reason })),
     deadlineAt: row.deadline_at.toISOString(),
     createdAt: row.created_at.toISOString(),
