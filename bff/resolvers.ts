@@ -171,6 +171,31 @@ export function makeResolvers({ app, client, feed }: ResolverDeps) {
         requireAdmin(auth);
         return client.call(products.restock, args);
       },
+
+      updateProduct: (
+        _: unknown,
+        {
+          id,
+          input,
+        }: {
+          id: string;
+          input: { name?: string | null; description?: string | null; price?: { amount: number; currency: string } | null };
+        },
+        { auth }: Context,
+      ) => {
+        requireAdmin(auth);
+        return client.call(products.update, {
+          id,
+          ...(input.name != null ? { name: input.name } : {}),
+          ...(input.description != null ? { description: input.description } : {}),
+          ...(input.price != null ? { price: { amount: input.price.amount, currency: input.price.currency } } : {}),
+        });
+      },
+
+      archiveProduct: (_: unknown, { id }: { id: string }, { auth }: Context) => {
+        requireAdmin(auth);
+        return client.call(products.archive, { id });
+      },
     },
 
     Subscription: {

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   EMAIL_TAKEN: 409,
   SKU_TAKEN: 409,
   CURRENCY_MISMATCH: 409,
+  PRODUCT_ARCHIVED: 409,
   ORDER_NOT_CANCELLABLE: 409,
   // The IETF Idempotency-Key draft answers a key reused with another request 422.
   IDEMPOTENCY_KEY_REUSED: 422,

@@ -45,7 +45,7 @@ function service<const N extends string, const F extends string>(name: N, folder
 
 export const registry = {
   customers: service('customers', 'customer', ['CUSTOMERS'], 9465),
-  products: service('products', 'product', ['INVENTORY'], 9466),
+  products: service('products', 'product', ['INVENTORY', 'PRODUCTS'], 9466),
   orders: service('orders', 'order', ['ORDERS'], 9467),
   payments: service('payments', 'payment', ['PAYMENTS'], 9468),
   notifications: service('notifications', 'notification', [], 9469),
@@ -72,6 +72,8 @@ export const registry = {
       products.list,
       products.create,
       products.restock,
+      products.update,
+      products.archive,
       orders.place,
       orders.get,
       orders.listByCustomer,

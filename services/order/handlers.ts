@@ -159,7 +159,7 @@ function shippingCopy(address: Address | null): ShippingAddress | null {
   return { addressId: id, name, line1, line2, city, postalCode, country };
 }
 
-/** Lines at current prices, in integer minor units; every product must exist and share one currency. */
+/** Lines at current prices, in integer minor units; every product must exist, be for sale and share one currency. */
 function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Product | null)[]): { lines: NewLine[]; total: Money } {
   const ids = [...wanted.keys()];
   const missing = ids.filter((_, index) => !found[index]);
@@ -167,6 +167,12 @@ function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Produc
     throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${missing.join(', ')}`, { productIds: missing });
   }
   const known = found as Product[];
+  const archived = known.filter((product) => product.archivedAt);
+  if (archived.length > 0) {
+    throw new ServiceError('PRODUCT_ARCHIVED', `no longer for sale: ${archived.map((product) => product.sku).join(', ')}`, {
+      productIds: archived.map((product) => product.id),
+    });
+  }
   const currencies = [...new Set(known.map((product) => product.price.currency))];
   if (currencies.length > 1) {
     throw new ServiceError('CURRENCY_MISMATCH', `products are priced in ${currencies.join(' and ')}; an order has one currency`, {

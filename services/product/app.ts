@@ -1,6 +1,6 @@
 // The product service: the catalog, and the stock held for orders.
 import { join } from 'node:path';
-import { inventory } from '../../subjects/index.ts';
+import { inventory, products } from '../../subjects/index.ts';
 import { ServiceSettings, type ServiceDefinition } from '../kit/index.ts';
 import { productEndpoints } from './handlers.ts';
 import { productConsumers } from './events.ts';
@@ -12,7 +12,7 @@ export const productService: ServiceDefinition = {
   version: '1.0.0',
   description: 'Product catalog and inventory',
   migrations: join(import.meta.dirname, 'migrations'),
-  emits: [inventory.reserved, inventory.rejected, inventory.released],
+  emits: [inventory.reserved, inventory.rejected, inventory.released, products.updated, products.archived],
   calls: [],
   settings: ProductSettings,
   build({ pool }) {

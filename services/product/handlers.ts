@@ -1,8 +1,19 @@
 // Request-reply endpoints of the product service: the catalog and restocking.
 import { randomUUID } from 'node:crypto';
 import { products, type Product } from '../../subjects/index.ts';
-import { ServiceError, endpoint, preparedQueries, isUniqueViolation, type Pool } from '../kit/index.ts';
-import { SKU_CONSTRAINT, addStock, findProduct, findProducts, insertProduct, listProducts, type CatalogPosition } from './store.ts';
+import { ServiceError, endpoint, preparedQueries, isUniqueViolation, withTransaction, writeEvent, type Pool } from '../kit/index.ts';
+import {
+  SKU_CONSTRAINT,
+  addStock,
+  archiveProduct,
+  findProduct,
+  findProducts,
+  insertProduct,
+  listProducts,
+  lockProduct,
+  updateCatalogData,
+  type CatalogPosition,
+} from './store.ts';
 
 const DEFAULT_PAGE_SIZE = 20;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -72,6 +83,52 @@ export function productEndpoints(pool: Pool) {
       const last = items.at(-1);
       return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
     }),
+
+    endpoint(products.update, async ({ id, name, description, price }) => {
+      if (name === undefined && description === undefined && price === undefined) {
+        throw new ServiceError('VALIDATION_FAILED', 'give a name, a description or a price to change', [
+          { path: '', message: 'nothing to change' },
+        ]);
+      }
+      return withTransaction(pool, async (tx) => {
+        const current = await lockProduct(tx, id);
+        if (!current) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${id}`);
+        if (current.archivedAt) throw new ServiceError('PRODUCT_ARCHIVED', `product ${current.sku} is archived; it cannot change`);
+        const wanted = {
+          name: name?.trim() ?? current.name,
+          description: description?.trim() ?? current.description,
+          price: price ?? current.price,
+        };
+        const unchanged =
+          wanted.name === current.name &&
+          wanted.description === current.description &&
+          wanted.price.amount === current.price.amount &&
+          wanted.price.currency === current.price.currency;
+        // The same values again are no change, and no event: a retry repeats nothing.
+        if (unchanged) return current;
+        const updated = await updateCatalogData(tx, id, wanted);
+        await writeEvent(tx, products.updated, {
+          productId: id,
+          sku: updated.sku,
+          name: updated.name,
+          description: updated.description,
+          price: updated.price,
+          previousPrice: current.price,
+        });
+        return updated;
+      });
+    }),
+
+    endpoint(products.archive, async ({ id }) =>
+      withTransaction(pool, async (tx) => {
+        const current = await lockProduct(tx, id);
+        if (!current) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${id}`);
+        if (current.archivedAt) return current;
+        const archived = await archiveProduct(tx, id);
+        await writeEvent(tx, products.archived, { productId: id, sku: archived.sku, archivedAt: archived.archivedAt! });
+        return archived;
+      }),
+    ),
 
     endpoint(products.restock, async ({ productId, quantity }) => {
       const product = await addStock(db, productId, quantity);

@@ -21,9 +21,10 @@ interface ProductRow {
   available: number;
   created_at: Date;
   updated_at: Date;
+  archived_at: Date | null;
 }
 
-const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at';
+const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at, archived_at';
 
 function toProduct(row: ProductRow): Product {
   return {
@@ -35,6 +36,7 @@ function toProduct(row: ProductRow): Product {
     available: row.available,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
+    ...(row.archived_at ? { archivedAt: row.archived_at.toISOString() } : {}),
   };
 }
 
@@ -96,7 +98,8 @@ export async function listProducts(
   db: Queryable,
   options: { limit: number; after?: CatalogPosition | undefined; search?: string | undefined },
 ): Promise<Product[]> {
-  const conditions: string[] = [];
+  // Archived products are off sale: never listed.
+  const conditions: string[] = ['archived_at IS NULL'];
   const values: unknown[] = [];
   if (options.search) {
     values.push(`%${escapeLike(options.search)}%`);
@@ -108,9 +111,38 @@ export async function listProducts(
     conditions.push(`(name, id) > ($${values.length - 1}, $${values.length}::uuid)`);
   }
   values.push(options.limit);
-  const where = conditions.length > 0 ? `WHERE ${conditions.join(' AND ')}` : '';
+  const where = `WHERE ${conditions.join(' AND ')}`;
   const { rows } = await db.query<ProductRow>(`SELECT ${COLUMNS} FROM products ${where} ORDER BY name, id LIMIT $${values.length}`, values);
   return rows.map(toProduct);
+}
+
+/** Locks a product's row for a change of its catalog data and reads it; undefined when unknown. */
+export async function lockProduct(tx: Transaction, id: string): Promise<Product | undefined> {
+  const { rows } = await tx.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = $1 FOR UPDATE`, [id]);
+  return rows[0] && toProduct(rows[0]);
+}
+
+/** New name, description and price of a product (locked by lockProduct). */
+export async function updateCatalogData(
+  tx: Transaction,
+  id: string,
+  data: { name: string; description: string; price: { amount: number; currency: string } },
+): Promise<Product> {
+  const { rows } = await tx.query<ProductRow>(
+    `UPDATE products SET name = $2, description = $3, price_amount = $4, currency = $5, updated_at = now()
+      WHERE id = $1 RETURNING ${COLUMNS}`,
+    [id, data.name, data.description, data.price.amount, data.price.currency],
+  );
+  return toProduct(rows[0]!);
+}
+
+/** Takes a product off sale (locked by lockProduct). */
+export async function archiveProduct(tx: Transaction, id: string): Promise<Product> {
+  const { rows } = await tx.query<ProductRow>(
+    `UPDATE products SET archived_at = now(), updated_at = now() WHERE id = $1 RETURNING ${COLUMNS}`,
+    [id],
+  );
+  return toProduct(rows[0]!);
 }
 
 /** Adds units to a product's stock; undefined when the product is unknown. */
