@@ -269,6 +269,8 @@ test('admin mutations need the admin role', async () => {
   const create = 'mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }';
   const input = { sku: `ROLE-${randomUUID().slice(0, 8)}`, name: 'Not yours', price: { amount: 100, currency: 'EUR' }, initialStock: 5 };
   const restock = 'mutation($p: ID!) { restock(productId: $p, quantity: 1000) { available } }';
+  const update = 'mutation($p: ID!) { updateProduct(id: $p, input: { name: "Mine", price: { amount: 1, currency: "EUR" } }) { id } }';
+  const archive = 'mutation($p: ID!) { archiveProduct(id: $p) { id } }';
   for (const [who, token, expected] of [
     ['a customer', alice.token, 'FORBIDDEN'],
     ['nobody', undefined, 'UNAUTHENTICATED'],
@@ -280,6 +282,8 @@ test('admin mutations need the admin role', async () => {
   ] as const) {
     assert.equal(code(await gql(create, { i: input }, token)), expected, `createProduct by ${who}`);
     assert.equal(code(await gql(restock, { p: product.id }, token)), expected, `restock by ${who}`);
+    assert.equal(code(await gql(update, { p: product.id }, token)), expected, `updateProduct by ${who}`);
+    assert.equal(code(await gql(archive, { p: product.id }, token)), expected, `archiveProduct by ${who}`);
   }
   // No way to ask for the role at sign-up.
   const sneaky = await gql(
