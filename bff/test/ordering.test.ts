@@ -46,15 +46,12 @@ async function placeWithHeader(token: string, key: string | string[], variables:
   return { status: response.status, data: body.data ?? null, ...(body.errors ? { errors: body.errors } : {}) };
 }
 
+/** One connection per service database, taken at the start and kept: a busy PostgreSQL cannot refuse it mid-test. */
+const databases = new Map<'orders' | 'payments', pg.Pool>();
+
 /** Rows of one service's own database (the test reads what the services stored). */
 async function rows<T extends pg.QueryResultRow>(service: 'orders' | 'payments', sql: string, values: unknown[]): Promise<T[]> {
-  const client = new pg.Client({ connectionString: stack.running.get(service)!.databaseUrl });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql, values)).rows;
-  } finally {
-    await client.end();
-  }
+  return (await databases.get(service)!.query<T>(sql, values)).rows;
 }
 
 before(async () => {
@@ -62,6 +59,11 @@ before(async () => {
   url = stack.url;
   nc = await connect({ servers: stack.nats.url, noAsyncTraces: true });
   patient = new RpcClient(nc, { timeoutMs: 30_000 });
+  for (const service of ['orders', 'payments'] as const) {
+    const pool = new pg.Pool({ connectionString: stack.running.get(service)!.databaseUrl, max: 1, idleTimeoutMillis: 0 });
+    await pool.query('SELECT 1');
+    databases.set(service, pool);
+  }
   admin = (await register('Admin', ADMIN_EMAIL)).token;
   const create = (sku: string, amount: number) =>
     ok(url, CREATE, { input: { sku, name: sku, price: { amount, currency: 'EUR' }, initialStock: 1000 } }, admin);
@@ -70,6 +72,7 @@ before(async () => {
 });
 
 after(async () => {
+  for (const pool of databases.values()) await pool.end();
   patient?.close();
   await nc?.drain();
   await stack?.close();

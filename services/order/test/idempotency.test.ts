@@ -20,7 +20,9 @@ let ink: Product;
 before(async () => {
   // Two instances on one database: concurrent repeats land on both.
   world = await startWorld({ orderInstances: 2 });
-  db = new pg.Pool({ connectionString: world.order.databaseUrl, max: 2 });
+  // One connection, taken now and kept: a shared PostgreSQL near its connection limit cannot refuse it mid-test.
+  db = new pg.Pool({ connectionString: world.order.databaseUrl, max: 1, idleTimeoutMillis: 0 });
+  await db.query('SELECT 1');
   [ada, bob] = await Promise.all([registerCustomer(world.client, 'Ada'), registerCustomer(world.client, 'Bob')]);
   [pen, ink] = await Promise.all([
     createProduct(world.client, { amount: 1250, currency: 'EUR' }),
