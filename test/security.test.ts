@@ -353,8 +353,14 @@ test("nats.conf: no process may publish another domain's events, nor another's d
     const jsm = await adminNc.jetstreamManager();
     for (const stream of Object.values(streams) as StreamDefinition[]) await jsm.streams.add(toStreamConfig(stream, 1));
 
-    // Who emits what (the first token of an event subject names its domain; inventory is the product service's).
-    const owner: Record<string, NatsUser> = { customers: 'customers', inventory: 'products', orders: 'orders', payments: 'payments' };
+    // Who emits what (the first token of an event subject names its domain; inventory is the product service's too).
+    const owner: Record<string, NatsUser> = {
+      customers: 'customers',
+      inventory: 'products',
+      products: 'products',
+      orders: 'orders',
+      payments: 'payments',
+    };
     const asyncapi = JSON.parse(await readFile(join(ROOT, 'docs', 'asyncapi.json'), 'utf8')) as {
       operations: Record<string, { 'x-service': string; 'x-durable'?: string; channel: { $ref: string } }>;
     };
