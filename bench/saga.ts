@@ -26,6 +26,7 @@
 //
 // BENCH_CPU_PROF=<dir>: every process of the shop writes a V8 CPU profile
 // there when it stops (the whole run; the saturation phase dominates it).
+import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from 'nats';
@@ -318,7 +319,9 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
 
     const place: PlaceOrder =
       settings.via === 'rpc'
-        ? async (shopper, lines) => (await client.call(orders.place, { customerId: shopper.id, lines, paymentToken: 'tok_bench_ok' })).id
+        ? async (shopper, lines) =>
+            (await client.call(orders.place, { idempotencyKey: randomUUID(), customerId: shopper.id, lines, paymentToken: 'tok_bench_ok' }))
+              .id
         : async (shopper, lines) =>
             (await gql.ok<{ placeOrder: { id: string } }>(PLACE_ORDER, { lines, token: 'tok_bench_ok' }, shopper.token)).placeOrder.id;
     const outcomes = new Outcomes(nc);

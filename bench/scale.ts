@@ -20,7 +20,7 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { encodeCursor as orderCursor } from '../services/order/handlers.ts';
-import { encodeCursor as catalogCursor } from '../services/product/handlers.ts';
+import { encodeCatalogCursor as catalogCursor } from '../subjects/index.ts';
 import { BROAD_WORD, seedOrders, seedProducts, seededModel, seededSku } from '../test/catalog-seed.ts';
 import {
   GraphQLHttp,

@@ -11,7 +11,7 @@
 // your writes, `apply`) may come before its state does.
 //
 // Items a listing shows (`listed`, by default all but those with
-// `archived: true`) are also kept sorted by `compare`, for keyset pages.
+// `archivedAt` set) are also kept sorted by `compare`, for keyset pages.
 import { DeliverPolicy, type ConsumerMessages, type JsMsg, type NatsConnection } from 'nats';
 import { EventEnvelope, checker, type Checker, type StateContract } from '../subjects/index.ts';
 import { openStateBucket, stateStream, type Logger } from '../services/kit/index.ts';
@@ -30,7 +30,7 @@ export interface ReplicaOptions<T, P> {
   log: Logger;
   /** The order of listings (keyset pages); no listing without it. */
   compare?: (a: P, b: P) => number;
-  /** Whether a listing shows the item; all but `archived: true` ones by default. */
+  /** Whether a listing shows the item; all but archived ones (`archivedAt` set) by default. */
   listed?: (item: T) => boolean;
   /** Told of each state applied once caught up, with the seconds since it was written (`shop_read_model_lag_seconds`). */
   onLag?: (seconds: number) => void;
@@ -38,7 +38,7 @@ export interface ReplicaOptions<T, P> {
   retryMs?: number;
 }
 
-const notArchived = (item: unknown) => (item as { archived?: unknown }).archived !== true;
+const notArchived = (item: unknown) => (item as { archivedAt?: unknown }).archivedAt === undefined;
 
 export class Replica<T extends Versioned & P, P extends object = T> {
   readonly contract: StateContract;

@@ -5,6 +5,7 @@
 // (read your writes). Nested fields that need another service are
 // loaders (loaders.ts), so they batch and fail on their own: a service that is
 // down nulls its fields with an error beside the rest of the data.
+import { randomUUID } from 'node:crypto';
 import { GraphQLError, Kind, type ValueNode } from 'graphql';
 import type { FastifyInstance } from 'fastify';
 import type { MercuriusContext } from 'mercurius';
@@ -14,17 +15,22 @@ import {
   encodeCatalogCursor,
   orders,
   products,
+  type AddressInput,
   type Customer,
   type Order,
   type Product,
 } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
 import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth.ts';
-import { ApiError, asPublicGraphQLError } from './errors.ts';
+import { ApiError, asPublicGraphQLError, forbidden } from './errors.ts';
 import type { OrderFeed } from './feed.ts';
 import type { ReadModels } from './read-models.ts';
 
-export type Context = MercuriusContext & { auth: Auth };
+export type Context = MercuriusContext & {
+  auth: Auth;
+  /** The request's Idempotency-Key header, over HTTP (Node joins repeated ones with ", ", which no key may hold). */
+  idempotencyKeyHeader?: string | undefined;
+};
 
 export interface Connection<T> {
   edges: { node: T }[];
@@ -130,16 +136,45 @@ export function makeResolvers({ app, client, feed, readModels: { catalog, profil
 
       placeOrder: (
         _: unknown,
-        { lines, paymentToken }: { lines: { productId: string; quantity: number }[]; paymentToken: string },
-        { auth }: Context,
+        args: {
+          lines: { productId: string; quantity: number }[];
+          paymentToken: string;
+          idempotencyKey?: string | null;
+          shippingAddressId?: string | null;
+        },
+        { auth, idempotencyKeyHeader }: Context,
       ) => {
         const user = requireUser(auth);
         return client.call(orders.place, {
           customerId: user.id,
-          lines: lines.map(({ productId, quantity }) => ({ productId, quantity })),
-          paymentToken,
+          idempotencyKey: placementKey(args.idempotencyKey, idempotencyKeyHeader),
+          lines: args.lines.map(({ productId, quantity }) => ({ productId, quantity })),
+          paymentToken: args.paymentToken,
+          ...(args.shippingAddressId ? { shippingAddressId: args.shippingAddressId } : {}),
         });
       },
+
+      updateProfile: async (_: unknown, { name }: { name: string }, { auth }: Context) => {
+        const customer = await client.call(customers.rename, { id: requireUser(auth).id, name });
+        profiles.apply(customer);
+        return customer;
+      },
+
+      addAddress: (_: unknown, args: { input: AddressFields; makeDefault?: boolean | null }, { auth }: Context) =>
+        client.call(customers.addAddress, {
+          customerId: requireUser(auth).id,
+          address: addressInput(args.input),
+          makeDefault: args.makeDefault ?? false,
+        }),
+
+      updateAddress: (_: unknown, args: { id: string; input: AddressFields }, { auth }: Context) =>
+        client.call(customers.updateAddress, { customerId: requireUser(auth).id, addressId: args.id, address: addressInput(args.input) }),
+
+      setDefaultAddress: (_: unknown, { id }: { id: string }, { auth }: Context) =>
+        client.call(customers.setDefaultAddress, { customerId: requireUser(auth).id, addressId: id }),
+
+      removeAddress: async (_: unknown, { id }: { id: string }, { auth }: Context) =>
+        (await client.call(customers.removeAddress, { customerId: requireUser(auth).id, addressId: id })).items,
 
       cancelOrder: async (_: unknown, { id, reason }: { id: string; reason?: string | null }, { auth }: Context) => {
         const user = requireUser(auth);
@@ -179,6 +214,33 @@ export function makeResolvers({ app, client, feed, readModels: { catalog, profil
         requireAdmin(auth);
         return client.call(products.restock, args).then(kept);
       },
+
+      updateProduct: (
+        _: unknown,
+        {
+          id,
+          input,
+        }: {
+          id: string;
+          input: { name?: string | null; description?: string | null; price?: { amount: number; currency: string } | null };
+        },
+        { auth }: Context,
+      ) => {
+        requireAdmin(auth);
+        return client
+          .call(products.update, {
+            id,
+            ...(input.name != null ? { name: input.name } : {}),
+            ...(input.description != null ? { description: input.description } : {}),
+            ...(input.price != null ? { price: { amount: input.price.amount, currency: input.price.currency } } : {}),
+          })
+          .then(kept);
+      },
+
+      archiveProduct: (_: unknown, { id }: { id: string }, { auth }: Context) => {
+        requireAdmin(auth);
+        return client.call(products.archive, { id }).then(kept);
+      },
     },
 
     Subscription: {
@@ -212,12 +274,36 @@ export function makeResolvers({ app, client, feed, readModels: { catalog, profil
 
     Customer: {
       role: (customer: Customer) => customer.role.toUpperCase(),
+      addresses: async (customer: Customer, _args: unknown, { auth }: Context) => {
+        const user = requireUser(auth);
+        if (user.role !== 'admin' && user.id !== customer.id) throw forbidden();
+        return (await client.call(customers.listAddresses, { customerId: customer.id })).items;
+      },
     },
 
     Order: {
       currency: (order: Order) => order.total.currency,
     },
   };
+}
+
+/** AddressInput as GraphQL hands it over (line2 may be null). */
+type AddressFields = Omit<AddressInput, 'line2'> & { line2?: string | null };
+
+function addressInput({ name, line1, line2, city, postalCode, country }: AddressFields): AddressInput {
+  return { name, line1, city, postalCode, country, ...(line2 != null ? { line2 } : {}) };
+}
+
+/**
+ * The idempotency key of a placement: the argument or the Idempotency-Key
+ * header (the same value when both are sent). Without either, a key of the
+ * BFF's own still makes its retries of this one call safe.
+ */
+function placementKey(argument: string | null | undefined, header: string | undefined): string {
+  if (argument != null && header !== undefined && argument !== header) {
+    throw new ApiError('BAD_USER_INPUT', 'the idempotencyKey argument and the Idempotency-Key header differ; send one of them');
+  }
+  return argument ?? header ?? randomUUID();
 }
 
 /**

@@ -1,6 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { rpc, event } from './contract.ts';
 import { Id, Money, Page, PageRequest, Timestamp } from './common.ts';
+import { PostalAddressFields } from './customers.ts';
 
 export const OrderStatus = Type.Union([Type.Literal('PENDING'), Type.Literal('CONFIRMED'), Type.Literal('CANCELLED')]);
 export type OrderStatus = Static<typeof OrderStatus>;
@@ -31,6 +32,10 @@ export const StatusChange = Type.Object(
   { additionalProperties: false },
 );
 
+/** The saved address (addressId) as it was when the order was placed: a copy, so later edits do not rewrite the order. */
+export const ShippingAddress = Type.Object({ addressId: Id, ...PostalAddressFields }, { additionalProperties: false });
+export type ShippingAddress = Static<typeof ShippingAddress>;
+
 export const Order = Type.Object(
   {
     id: Id,
@@ -39,6 +44,9 @@ export const Order = Type.Object(
     lines: Type.Array(OrderLine),
     total: Money,
     cancelReason: Type.Union([CancelReason, Type.Null()]),
+    shippingAddress: Type.Union([ShippingAddress, Type.Null()], {
+      description: 'Null when the customer had no saved address when ordering (such orders are accepted).',
+    }),
     history: Type.Array(StatusChange),
     deadlineAt: Timestamp,
     createdAt: Timestamp,
@@ -58,18 +66,33 @@ export const PaymentRequest = Type.Object(
 
 export const ReservationLine = Type.Object({ productId: Id, quantity: Type.Integer({ minimum: 1 }) }, { additionalProperties: false });
 
+/** Chosen by the client, one per checkout (a UUID does): the same key from the same customer is the same order. */
+export const IdempotencyKey = Type.String({
+  minLength: 1,
+  maxLength: 255,
+  pattern: '^[\\x21-\\x7E]+$',
+  description: 'Printable ASCII without spaces, up to 255 characters.',
+});
+
 const OrderRef = { orderId: Id, customerId: Id };
 
 export const orders = {
   place: rpc({
     subject: 'orders.place',
-    description: 'Place an order at current prices; replies at once with the PENDING order.',
-    idempotent: false,
+    description:
+      'Place an order at current prices; replies at once with the PENDING order. It ships to shippingAddressId, one of the ' +
+      "customer's saved addresses (ADDRESS_NOT_FOUND otherwise), or to their default; the address is copied into the order. " +
+      'Idempotent by customer and idempotencyKey: ' +
+      'a repeat answers the order that key made (as it is now), after waiting for an attempt still in flight; ' +
+      'the key with another request is IDEMPOTENCY_KEY_REUSED. Keys are kept ORDER_IDEMPOTENCY_KEY_HOURS (24 h at least).',
+    idempotent: true,
     request: Type.Object(
       {
         customerId: Id,
+        idempotencyKey: IdempotencyKey,
         lines: Type.Array(LineRequest, { minItems: 1, maxItems: 50 }),
         paymentToken: Type.String({ minLength: 1, maxLength: 200, description: 'Card token for the payment provider.' }),
+        shippingAddressId: Type.Optional(Id),
       },
       { additionalProperties: false },
     ),

@@ -1,5 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox';
-import { rpc, state } from './contract.ts';
+import { event, rpc, state } from './contract.ts';
 import { ById, ByIds, Id, Money, Page, PageRequest, StateVersion, Timestamp } from './common.ts';
 
 export const Product = Type.Object(
@@ -13,10 +13,19 @@ export const Product = Type.Object(
     createdAt: Timestamp,
     updatedAt: Timestamp,
     version: Type.Optional(StateVersion),
+    archivedAt: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        description: 'When it was archived (no longer listed nor orderable); absent while it is for sale.',
+      }),
+    ),
   },
   { additionalProperties: false },
 );
 export type Product = Static<typeof Product>;
+
+const ProductName = Type.String({ minLength: 1, maxLength: 200, pattern: '\\S', description: 'Not blank.' });
+const Description = Type.String({ maxLength: 5000 });
 
 export const products = {
   create: rpc({
@@ -27,7 +36,7 @@ export const products = {
       {
         sku: Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' }),
         name: Type.String({ minLength: 1, maxLength: 200 }),
-        description: Type.Optional(Type.String({ maxLength: 5000 })),
+        description: Type.Optional(Description),
         price: Money,
         initialStock: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000_000 })),
       },
@@ -71,6 +80,43 @@ export const products = {
     owner: 'products',
     description: "Every product's public view, the newest version per product, for the BFF's replica.",
     value: Product,
+  }),
+  update: rpc({
+    subject: 'products.update',
+    description:
+      'Admin: change the name, description or price of a product; placed orders keep the price they were placed at. ' +
+      'Emits products.events.updated when something changed (the same values again change nothing). ' +
+      'PRODUCT_NOT_FOUND, PRODUCT_ARCHIVED; VALIDATION_FAILED when nothing is given.',
+    idempotent: true,
+    request: Type.Object(
+      { id: Id, name: Type.Optional(ProductName), description: Type.Optional(Description), price: Type.Optional(Money) },
+      { additionalProperties: false },
+    ),
+    reply: Product,
+  }),
+  archive: rpc({
+    subject: 'products.archive',
+    description:
+      'Admin: take a product off sale: no longer listed nor orderable (PRODUCT_ARCHIVED at orders.place); placed orders are untouched ' +
+      'and products.get still answers it. Emits products.events.archived once; archiving it again answers it unchanged.',
+    idempotent: true,
+    request: ById,
+    reply: Product,
+  }),
+  updated: event({
+    subject: 'products.events.updated',
+    stream: 'PRODUCTS',
+    description: "A product's name, description or price changed; carries the new values and the price before.",
+    data: Type.Object(
+      { productId: Id, sku: Type.String(), name: Type.String(), description: Type.String(), price: Money, previousPrice: Money },
+      { additionalProperties: false },
+    ),
+  }),
+  archived: event({
+    subject: 'products.events.archived',
+    stream: 'PRODUCTS',
+    description: 'A product was taken off sale.',
+    data: Type.Object({ productId: Id, sku: Type.String(), archivedAt: Timestamp }, { additionalProperties: false }),
   }),
 } as const;
 

@@ -30,6 +30,7 @@ export const streams = {
   CUSTOMERS: domainStream('CUSTOMERS', 'customers', 'Customer account events'),
   ORDERS: domainStream('ORDERS', 'orders', 'Order lifecycle events'),
   INVENTORY: domainStream('INVENTORY', 'inventory', 'Stock reservation events'),
+  PRODUCTS: domainStream('PRODUCTS', 'products', 'Catalog events: products updated and archived'),
   PAYMENTS: domainStream('PAYMENTS', 'payments', 'Payment events'),
   DLQ: {
     name: 'DLQ',

@@ -38,13 +38,13 @@ test('every process declares its calls, each a contract of another service', asy
       assert.notEqual(contract.service, name, `${name} does not call itself (${contract.subject})`);
     }
   }
-  // The order service prices its lines and checks its customer: the declaration says so.
+  // The order service prices its lines and checks its customer and where it ships: the declaration says so.
   const orders = await serviceDefinition(registry.orders);
-  assert.deepEqual(orders.calls?.map((contract) => contract.subject).sort(), ['customers.get', 'products.getMany']);
+  assert.deepEqual(orders.calls?.map((contract) => contract.subject).sort(), ['customers.shippingAddress', 'products.getMany']);
 });
 
 test("a service's client refuses a call it did not declare, and sends nothing", async () => {
-  // The customer service answers customers.get; the order service declares that call, not payments.getByOrder.
+  // The customer service answers customers.shippingAddress; the order service declares that call, not payments.getByOrder.
   running.push(await startTestService(await serviceDefinition(registry.customers), nats));
   const order = await startTestService(await serviceDefinition(registry.orders), nats);
   running.push(order);
@@ -61,7 +61,7 @@ test("a service's client refuses a call it did not declare, and sends nothing", 
   assert.match(refused.message, /add it to the calls of orders/);
 
   // A declared call goes out and comes back (a typed answer of the customer service).
-  await assert.rejects(order.context.client.call(customers.get, { id: randomUUID() }), { code: 'CUSTOMER_NOT_FOUND' });
+  await assert.rejects(order.context.client.call(customers.shippingAddress, { customerId: randomUUID() }), { code: 'CUSTOMER_NOT_FOUND' });
   await nc.flush();
   assert.equal(watcher.getProcessed(), 0, 'the refused request never reached the bus');
   watcher.unsubscribe();

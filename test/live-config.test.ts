@@ -113,7 +113,12 @@ function applied(service: RunningService, contract: SettingContract, revision: n
 
 /** Places an order of `quantity` units and follows the saga to its end: the order and its payment. */
 async function placeOrder(token: string, quantity = 1): Promise<{ order: Order; payment: Payment }> {
-  const placed = await client.call(orders.place, { customerId, lines: [{ productId, quantity }], paymentToken: token });
+  const placed = await client.call(orders.place, {
+    idempotencyKey: randomUUID(),
+    customerId,
+    lines: [{ productId, quantity }],
+    paymentToken: token,
+  });
   const settled = await waitFor(
     async () => {
       const current = await client.call(orders.get, { id: placed.id });
@@ -207,7 +212,8 @@ test('the amount limit: set through the CLI, applied at once, and unset back to 
 test('the order deadline applies to orders placed after the change; an invalid one is refused', async () => {
   const deadline = settings.orders.deadlineMs;
   const span = (placed: Order) => Date.parse(placed.deadlineAt) - Date.parse(placed.createdAt);
-  const place = () => client.call(orders.place, { customerId, lines: [{ productId, quantity: 1 }], paymentToken: 'tok_visa' });
+  const place = () =>
+    client.call(orders.place, { idempotencyKey: randomUUID(), customerId, lines: [{ productId, quantity: 1 }], paymentToken: 'tok_visa' });
   assert.equal(span(await place()), 30_000, 'the default');
 
   const revision = await kv.put(deadline.key, '45000');
@@ -230,7 +236,7 @@ test('a feature flag: features.orders_accepting=false pauses ordering, and only 
   assert.equal(off.code, 0, off.stderr);
   await applied(order, flag, revisionIn(off.stdout));
   await assert.rejects(
-    client.call(orders.place, { customerId, lines: [{ productId, quantity: 1 }], paymentToken: 'tok_visa' }),
+    client.call(orders.place, { idempotencyKey: randomUUID(), customerId, lines: [{ productId, quantity: 1 }], paymentToken: 'tok_visa' }),
     withCode('SERVICE_UNAVAILABLE'),
   );
   assert.equal((await client.call(orders.listByCustomer, { customerId, first: 100 })).items.length, before, 'nothing was stored');

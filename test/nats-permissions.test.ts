@@ -282,7 +282,12 @@ test('the whole order flow works with every process signed in as its own user', 
     initialStock: 5,
   });
   const place = (paymentToken: string): Promise<Order> =>
-    client.call(orders.place, { customerId: customer.id, lines: [{ productId: product.id, quantity: 1 }], paymentToken });
+    client.call(orders.place, {
+      idempotencyKey: randomUUID(),
+      customerId: customer.id,
+      lines: [{ productId: product.id, quantity: 1 }],
+      paymentToken,
+    });
   const settled = (id: string) =>
     waitFor(
       async () => {

@@ -38,7 +38,12 @@ before(async () => {
   });
   initialStock.set(plenty.id, 100).set(scarce.id, 1);
   const place = (productId: string, quantity: number, paymentToken = 'tok_visa') =>
-    shop.client.call(orders.place, { customerId: customer.id, lines: [{ productId, quantity }], paymentToken });
+    shop.client.call(orders.place, {
+      idempotencyKey: randomUUID(),
+      customerId: customer.id,
+      lines: [{ productId, quantity }],
+      paymentToken,
+    });
   const final = (id: string) =>
     waitFor(
       async () => {

@@ -169,7 +169,12 @@ async function newProduct(stock: number, amount = 1000): Promise<Product> {
 }
 
 async function place(customer: Customer, product: Product, quantity = 1, paymentToken = 'tok_visa'): Promise<Order> {
-  return client.call(orders.place, { customerId: customer.id, lines: [{ productId: product.id, quantity }], paymentToken });
+  return client.call(orders.place, {
+    idempotencyKey: randomUUID(),
+    customerId: customer.id,
+    lines: [{ productId: product.id, quantity }],
+    paymentToken,
+  });
 }
 
 async function available(product: Product): Promise<number> {

@@ -269,6 +269,8 @@ test('admin mutations need the admin role', async () => {
   const create = 'mutation($i: CreateProductInput!) { createProduct(input: $i) { id } }';
   const input = { sku: `ROLE-${randomUUID().slice(0, 8)}`, name: 'Not yours', price: { amount: 100, currency: 'EUR' }, initialStock: 5 };
   const restock = 'mutation($p: ID!) { restock(productId: $p, quantity: 1000) { available } }';
+  const update = 'mutation($p: ID!) { updateProduct(id: $p, input: { name: "Mine", price: { amount: 1, currency: "EUR" } }) { id } }';
+  const archive = 'mutation($p: ID!) { archiveProduct(id: $p) { id } }';
   for (const [who, token, expected] of [
     ['a customer', alice.token, 'FORBIDDEN'],
     ['nobody', undefined, 'UNAUTHENTICATED'],
@@ -280,6 +282,8 @@ test('admin mutations need the admin role', async () => {
   ] as const) {
     assert.equal(code(await gql(create, { i: input }, token)), expected, `createProduct by ${who}`);
     assert.equal(code(await gql(restock, { p: product.id }, token)), expected, `restock by ${who}`);
+    assert.equal(code(await gql(update, { p: product.id }, token)), expected, `updateProduct by ${who}`);
+    assert.equal(code(await gql(archive, { p: product.id }, token)), expected, `archiveProduct by ${who}`);
   }
   // No way to ask for the role at sign-up.
   const sneaky = await gql(
@@ -349,8 +353,14 @@ test("nats.conf: no process may publish another domain's events, nor another's d
     const jsm = await adminNc.jetstreamManager();
     for (const stream of Object.values(streams) as StreamDefinition[]) await jsm.streams.add(toStreamConfig(stream, 1));
 
-    // Who emits what (the first token of an event subject names its domain; inventory is the product service's).
-    const owner: Record<string, NatsUser> = { customers: 'customers', inventory: 'products', orders: 'orders', payments: 'payments' };
+    // Who emits what (the first token of an event subject names its domain; inventory is the product service's too).
+    const owner: Record<string, NatsUser> = {
+      customers: 'customers',
+      inventory: 'products',
+      products: 'products',
+      orders: 'orders',
+      payments: 'payments',
+    };
     const asyncapi = JSON.parse(await readFile(join(ROOT, 'docs', 'asyncapi.json'), 'utf8')) as {
       operations: Record<string, { 'x-service': string; 'x-durable'?: string; channel: { $ref: string } }>;
     };

@@ -29,7 +29,8 @@ export default fp<GraphQLSettings>(
       queryDepth: settings.GRAPHQL_DEPTH_LIMIT,
       graphiql: settings.GRAPHQL_DEV,
       validationRules: [maxFieldsRule(settings.GRAPHQL_MAX_FIELDS), ...(settings.GRAPHQL_DEV ? [] : [NoSchemaIntrospectionCustomRule])],
-      context: (request) => ({ auth: request.auth }),
+      // The Idempotency-Key header rides beside the caller for placeOrder (resolvers.ts).
+      context: (request) => ({ auth: request.auth, idempotencyKeyHeader: request.headers['idempotency-key'] as string | undefined }),
       subscription: {
         // Browsers cannot set headers on a WebSocket: the token rides in connection_init.
         onConnect: ({ payload }: { payload?: Record<string, unknown> }) => {

@@ -12,6 +12,8 @@ const state = {
   search: '',
   // productId -> { product, quantity }: each line keeps its product, whatever page the catalog shows.
   cart: new Map(),
+  // The checkout under way: its request and idempotency key (placeOrder).
+  checkout: null, // { request, key }
   ordersCursor: null,
   live: null, // { id, order, socket, retries, timer, finished }
 };
@@ -28,8 +30,8 @@ class GraphQLFailure extends Error {
   }
 }
 
-async function graphql(query, variables = {}) {
-  const headers = { 'content-type': 'application/json' };
+async function graphql(query, variables = {}, extraHeaders = {}) {
+  const headers = { 'content-type': 'application/json', ...extraHeaders };
   if (state.token) headers.authorization = `Bearer ${state.token}`;
   let response;
   try {
@@ -167,6 +169,11 @@ function refreshCartLine(product) {
   return Boolean(line);
 }
 
+/** 128 random bits as hex (crypto.randomUUID needs a secure context; getRandomValues does not). */
+function newIdempotencyKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (byte) => byte.toString(16).padStart(2, '0')).join('');
+}
+
 function renderCart() {
   const list = $('cart-lines');
   list.replaceChildren();
@@ -211,10 +218,17 @@ async function placeOrder(event) {
   button.disabled = true;
   try {
     const lines = [...state.cart].map(([productId, { quantity }]) => ({ productId, quantity }));
+    const variables = { lines, token: $('payment-token').value.trim() };
+    // One key per checkout: pressing again after a lost answer gets the same order, never a
+    // second one; another cart or token is another checkout, with a key of its own.
+    const request = JSON.stringify(variables);
+    if (state.checkout?.request !== request) state.checkout = { request, key: newIdempotencyKey() };
     const data = await graphql(
       `mutation Place($lines: [OrderLineInput!]!, $token: String!) { placeOrder(lines: $lines, paymentToken: $token) { ${ORDER_FIELDS} } }`,
-      { lines, token: $('payment-token').value.trim() },
+      variables,
+      { 'idempotency-key': state.checkout.key },
     );
+    state.checkout = null;
     state.cart.clear();
     renderCart();
     flash('Order placed. Watching its status…');

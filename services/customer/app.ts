@@ -16,7 +16,7 @@ export const customerService: ServiceDefinition<{ ADMIN_EMAILS: string }> = {
   version: '1.0.0',
   description: 'Customer accounts and authentication',
   migrations: join(import.meta.dirname, 'migrations'),
-  emits: [customers.registered],
+  emits: [customers.registered, customers.renamed],
   states: [customers.profiles],
   calls: [],
   settings: CustomerSettings,

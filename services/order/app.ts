@@ -6,6 +6,7 @@ import { ServiceError, ServiceSettings, type Endpoint, type LiveSettings, type S
 import { orderEndpoints } from './handlers.ts';
 import { orderConsumers, sagaObserver } from './events.ts';
 import { deadlineSweeper } from './deadline.ts';
+import { idempotencyKeyPruner } from './idempotency-keys.ts';
 
 export const OrderSettings = {
   ...ServiceSettings,
@@ -15,16 +16,22 @@ export const OrderSettings = {
     default: 1000,
     description: 'How often each instance looks for PENDING orders past their deadline.',
   }),
+  ORDER_IDEMPOTENCY_KEY_HOURS: Type.Integer({
+    minimum: 24,
+    maximum: 24 * 365,
+    default: 24,
+    description: "How long orders.place keeps an idempotency key (a repeat within it answers the key's order); 24 at least.",
+  }),
 };
 
-export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number }> = {
+export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number; ORDER_IDEMPOTENCY_KEY_HOURS: number }> = {
   name: 'orders',
   version: '1.0.0',
   description: 'Orders and the saga that confirms or cancels them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [orders.placed, orders.confirmed, orders.cancelled],
-  // Placing an order checks its customer and prices its lines.
-  calls: [customers.get, products.getMany],
+  // Placing an order checks its customer and the address it ships to, and prices its lines.
+  calls: [customers.shippingAddress, products.getMany],
   settings: OrderSettings,
   build({ pool, client, log, settings: current, metrics }, settings) {
     // Read at each order, so a change of orders.deadline_ms applies to the next one.
@@ -37,7 +44,10 @@ export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number }
     return {
       endpoints: whileAccepting(orderEndpoints(pool, client, options), current),
       consumers: orderConsumers(saga),
-      background: [deadlineSweeper(pool, log, { intervalMs: settings.ORDER_DEADLINE_SWEEP_MS, saga })],
+      background: [
+        deadlineSweeper(pool, log, { intervalMs: settings.ORDER_DEADLINE_SWEEP_MS, saga }),
+        idempotencyKeyPruner(pool, log, { hours: settings.ORDER_IDEMPOTENCY_KEY_HOURS }),
+      ],
     };
   },
 };

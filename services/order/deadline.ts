@@ -4,18 +4,15 @@
 // LOCKED hands each overdue order to exactly one of them.
 import { withTransaction, type BackgroundTask, type Logger, type Pool } from '../kit/index.ts';
 import { cancelPending, type SagaObserver } from './events.ts';
+import { periodicTask } from './periodic.ts';
 import { lockOverdueOrders } from './store.ts';
 
 const BATCH = 100;
 
 export function deadlineSweeper(pool: Pool, log: Logger, options: { intervalMs: number; saga: SagaObserver }): BackgroundTask {
   const sweepLog = log.child({ component: 'deadline-sweeper' });
-  let timer: NodeJS.Timeout | undefined;
-  let round: Promise<void> | undefined;
-  let stopped = false;
-
-  /** Cancels overdue orders a batch per transaction until none is left; returns how many. */
-  const sweep = async (): Promise<number> => {
+  return periodicTask('deadline-sweeper', sweepLog, options.intervalMs, async (stopping) => {
+    // Cancels overdue orders a batch per transaction until none is left.
     let cancelled = 0;
     for (;;) {
       const count = await withTransaction(pool, async (tx) => {
@@ -28,35 +25,8 @@ export function deadlineSweeper(pool: Pool, log: Logger, options: { intervalMs: 
         }
         return ids.length;
       });
-      if (count < BATCH || stopped) return cancelled;
+      if (count < BATCH || stopping()) break;
     }
-  };
-
-  const schedule = () => {
-    if (stopped) return;
-    timer = setTimeout(() => {
-      round = sweep()
-        .then((cancelled) => {
-          if (cancelled > 0) sweepLog.info({ cancelled }, 'overdue orders cancelled');
-        })
-        // The database may be away for a moment; the next round tries again.
-        .catch((error) => sweepLog.warn({ err: error }, 'deadline sweep failed; will retry'))
-        .finally(() => {
-          round = undefined;
-          schedule();
-        });
-    }, options.intervalMs);
-  };
-
-  return {
-    name: 'deadline-sweeper',
-    start() {
-      schedule();
-    },
-    async stop() {
-      stopped = true;
-      clearTimeout(timer);
-      await round;
-    },
-  };
+    if (cancelled > 0) sweepLog.info({ cancelled }, 'overdue orders cancelled');
+  });
 }

@@ -1,8 +1,18 @@
 // Request-reply endpoints of the order service.
-import { randomUUID } from 'node:crypto';
-import { customers, orders, products, type Money, type Product } from '../../subjects/index.ts';
+import { createHash, randomUUID } from 'node:crypto';
+import {
+  customers,
+  orders,
+  products,
+  type Address,
+  type Money,
+  type Order,
+  type Product,
+  type RequestOf,
+  type ShippingAddress,
+} from '../../subjects/index.ts';
 import { ServiceError, endpoint, preparedQueries, withTransaction, writeEvent, type Pool, type RpcClient } from '../kit/index.ts';
-import { findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
+import { findKeyedOrder, findOrder, insertOrder, listOrders, transition, type Cursor, type NewLine } from './store.ts';
 
 /** The largest amount a Money may carry (subjects/common.ts). */
 const MAX_AMOUNT = 1_000_000_000_00;
@@ -16,14 +26,20 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
   // Queries outside a transaction, each statement prepared once per connection.
   const db = preparedQueries(pool);
   return [
-    endpoint(orders.place, async ({ customerId, lines, paymentToken }) => {
+    endpoint(orders.place, async (request) => {
+      const { customerId, idempotencyKey, lines, paymentToken, shippingAddressId } = request;
+      const fingerprint = fingerprintOf(request);
       const wanted = mergeLines(lines);
-      // Both lookups at once; each failure keeps its own typed code, the customer's first.
-      const [customer, found] = await Promise.allSettled([
-        lookUpCustomer(client, customerId),
+      // The key's earlier order and both lookups at once; each failure keeps its own typed code, the customer's first.
+      const [earlier, destination, found] = await Promise.allSettled([
+        findKeyedOrder(db, customerId, idempotencyKey),
+        client.call(customers.shippingAddress, { customerId, ...(shippingAddressId ? { addressId: shippingAddressId } : {}) }),
         client.call(products.getMany, { ids: [...wanted.keys()] }),
       ]);
-      if (customer.status === 'rejected') throw customer.reason;
+      if (earlier.status === 'rejected') throw earlier.reason;
+      // A repeat answers what the first attempt made, whatever the catalog says now.
+      if (earlier.value) return sameRequest(earlier.value, fingerprint, idempotencyKey);
+      if (destination.status === 'rejected') throw destination.reason;
       if (found.status === 'rejected') throw found.reason;
       const priced = priceLines(wanted, found.value.products);
       const id = randomUUID();
@@ -31,11 +47,18 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
         const order = await insertOrder(tx, {
           id,
           customerId,
+          idempotencyKey,
+          fingerprint,
+          shippingAddress: shippingCopy(destination.value.address),
           currency: priced.total.currency,
           totalAmount: priced.total.amount,
           lines: priced.lines,
           deadlineMs: options.deadlineMs,
         });
+        if (!order) {
+          // A concurrent attempt with this key committed first (the claim waited for it): its order is the answer.
+          return sameRequest((await findKeyedOrder(tx, customerId, idempotencyKey))!, fingerprint, idempotencyKey);
+        }
         await writeEvent(tx, orders.placed, {
           orderId: id,
           customerId,
@@ -91,6 +114,37 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
   ];
 }
 
+/**
+ * What identifies a placement's request besides its customer and key: sha256
+ * of the rest as JSON with sorted keys, so the order of fields does not count
+ * (the order of lines does).
+ */
+export function fingerprintOf(request: RequestOf<typeof orders.place>): string {
+  const { customerId: _customer, idempotencyKey: _key, ...rest } = request;
+  return createHash('sha256').update(canonicalJson(rest)).digest('base64url');
+}
+
+function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([key, item]) => `${JSON.stringify(key)}:${canonicalJson(item)}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** The order a key made, for a repeat of the same request; IDEMPOTENCY_KEY_REUSED for another request. */
+function sameRequest(earlier: { fingerprint: string; order: Order }, fingerprint: string, key: string): Order {
+  if (earlier.fingerprint !== fingerprint) {
+    throw new ServiceError(
+      'IDEMPOTENCY_KEY_REUSED',
+      `the idempotency key ${JSON.stringify(key)} was used for another request (order ${earlier.order.id}); use a new key for a new order`,
+      { orderId: earlier.order.id },
+    );
+  }
+  return earlier.order;
+}
+
 /** Sums the quantities of lines naming the same product, keeping first-seen order. */
 function mergeLines(lines: readonly { productId: string; quantity: number }[]): Map<string, number> {
   const merged = new Map<string, number>();
@@ -98,18 +152,14 @@ function mergeLines(lines: readonly { productId: string; quantity: number }[]): 
   return merged;
 }
 
-async function lookUpCustomer(client: RpcClient, customerId: string): Promise<void> {
-  try {
-    await client.call(customers.get, { id: customerId });
-  } catch (error) {
-    if (error instanceof ServiceError && error.code === 'CUSTOMER_NOT_FOUND') {
-      throw new ServiceError('CUSTOMER_NOT_FOUND', `no customer ${customerId}`);
-    }
-    throw error;
-  }
+/** What the order keeps of the address it ships to: a copy, so later edits of the saved one change nothing. */
+function shippingCopy(address: Address | null): ShippingAddress | null {
+  if (!address) return null;
+  const { id, name, line1, line2, city, postalCode, country } = address;
+  return { addressId: id, name, line1, line2, city, postalCode, country };
 }
 
-/** Lines at current prices, in integer minor units; every product must exist and share one currency. */
+/** Lines at current prices, in integer minor units; every product must exist, be for sale and share one currency. */
 function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Product | null)[]): { lines: NewLine[]; total: Money } {
   const ids = [...wanted.keys()];
   const missing = ids.filter((_, index) => !found[index]);
@@ -117,6 +167,12 @@ function priceLines(wanted: ReadonlyMap<string, number>, found: readonly (Produc
     throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${missing.join(', ')}`, { productIds: missing });
   }
   const known = found as Product[];
+  const archived = known.filter((product) => product.archivedAt);
+  if (archived.length > 0) {
+    throw new ServiceError('PRODUCT_ARCHIVED', `no longer for sale: ${archived.map((product) => product.sku).join(', ')}`, {
+      productIds: archived.map((product) => product.id),
+    });
+  }
   const currencies = [...new Set(known.map((product) => product.price.currency))];
   if (currencies.length > 1) {
     throw new ServiceError('CURRENCY_MISMATCH', `products are priced in ${currencies.join(' and ')}; an order has one currency`, {

@@ -1,5 +1,5 @@
 // All SQL of the order service.
-import type { CancelReason, Money, Order, OrderStatus } from '../../subjects/index.ts';
+import type { CancelReason, Money, Order, OrderStatus, ShippingAddress } from '../../subjects/index.ts';
 import type { Queryable, Transaction } from '../kit/index.ts';
 
 interface OrderRow {
@@ -9,6 +9,7 @@ interface OrderRow {
   currency: string;
   total_amount: number;
   cancel_reason: CancelReason | null;
+  shipping_address: ShippingAddress | null;
   deadline_at: Date;
   created_at: Date;
   updated_at: Date;
@@ -33,7 +34,7 @@ interface HistoryRow {
   at: Date;
 }
 
-const COLUMNS = `id, customer_id, status, currency, total_amount, cancel_reason, deadline_at, created_at, updated_at,
+const COLUMNS = `id, customer_id, status, currency, total_amount, cancel_reason, shipping_address, deadline_at, created_at, updated_at,
   (extract(epoch FROM created_at) * 1000000)::bigint AS created_us`;
 
 /**
@@ -73,6 +74,10 @@ export interface NewLine {
 export interface NewOrder {
   id: string;
   customerId: string;
+  /** The client's key and the fingerprint of its request (orders.place is idempotent by customer and key). */
+  idempotencyKey: string;
+  fingerprint: string;
+  shippingAddress: ShippingAddress | null;
   currency: string;
   totalAmount: number;
   lines: readonly NewLine[];
@@ -80,24 +85,32 @@ export interface NewOrder {
 }
 
 /**
- * Stores a PENDING order with its lines and first history entry; the deadline
- * is counted on the database clock. One statement, and the order is answered
- * from what was written: every round trip to the database costs more than
- * the SQL it carries (bench/saga.ts).
+ * Claims the order's idempotency key and stores a PENDING order with its
+ * lines and first history entry; the deadline is counted on the database
+ * clock. One statement, and the order is answered from what was written:
+ * every round trip to the database costs more than the SQL it carries
+ * (bench/saga.ts). Undefined, with nothing stored, when the customer's key is
+ * taken: the claim waits for a transaction holding the same key to end, so a
+ * concurrent attempt then finds the key and its order (findKeyedOrder).
  */
-export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Order> {
+export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Order | undefined> {
   const { rows } = await tx.query<OrderRow & { history_at: Date }>(
-    `WITH created AS (
-       INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at)
-       VALUES ($1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond')
+    `WITH claimed AS (
+       INSERT INTO order_requests (customer_id, idempotency_key, fingerprint, order_id)
+       VALUES ($2, $12, $13, $1)
+       ON CONFLICT (customer_id, idempotency_key) DO NOTHING
+       RETURNING order_id
+     ), created AS (
+       INSERT INTO orders (id, customer_id, status, currency, total_amount, deadline_at, shipping_address)
+       SELECT $1, $2, 'PENDING', $3, $4, now() + $5::bigint * interval '1 millisecond', $14::jsonb FROM claimed
        RETURNING ${COLUMNS}
      ), lines AS (
        INSERT INTO order_lines (order_id, position, product_id, sku, name, quantity, unit_amount, line_amount)
-       SELECT $1, line.position, line.product_id, line.sku, line.name, line.quantity, line.unit_amount, line.line_amount
-       FROM unnest($6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::bigint[])
+       SELECT claimed.order_id, line.position, line.product_id, line.sku, line.name, line.quantity, line.unit_amount, line.line_amount
+       FROM claimed, unnest($6::uuid[], $7::text[], $8::text[], $9::int[], $10::bigint[], $11::bigint[])
          WITH ORDINALITY AS line (product_id, sku, name, quantity, unit_amount, line_amount, position)
      ), history AS (
-       INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, 'PENDING', NULL) RETURNING at
+       INSERT INTO order_status_history (order_id, status, reason) SELECT order_id, 'PENDING', NULL FROM claimed RETURNING at
      )
      SELECT created.*, history.at AS history_at FROM created, history`,
     [
@@ -112,9 +125,13 @@ export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Ord
       order.lines.map((line) => line.quantity),
       order.lines.map((line) => line.unitAmount),
       order.lines.map((line) => line.lineAmount),
+      order.idempotencyKey,
+      order.fingerprint,
+      order.shippingAddress && JSON.stringify(order.shippingAddress),
     ],
   );
-  const row = rows[0]!;
+  const row = rows[0];
+  if (!row) return undefined;
   const lines: LineRow[] = order.lines.map((line) => ({
     order_id: order.id,
     product_id: line.productId,
@@ -125,6 +142,38 @@ export async function insertOrder(tx: Transaction, order: NewOrder): Promise<Ord
     line_amount: line.lineAmount,
   }));
   return toOrder(row, lines, [{ order_id: order.id, status: 'PENDING', reason: null, at: row.history_at }]);
+}
+
+/** The order a customer's idempotency key made, with the fingerprint of the request that made it. */
+export async function findKeyedOrder(
+  db: Queryable,
+  customerId: string,
+  idempotencyKey: string,
+): Promise<{ fingerprint: string; order: Order } | undefined> {
+  const { rows } = await db.query<DetailedRow & { fingerprint: string }>(
+    `SELECT r.fingerprint, o.*
+       FROM order_requests r, LATERAL (SELECT ${COLUMNS}${DETAILS} FROM orders WHERE orders.id = r.order_id) o
+      WHERE r.customer_id = $1 AND r.idempotency_key = $2`,
+    [customerId, idempotencyKey],
+  );
+  const row = rows[0];
+  return row && { fingerprint: row.fingerprint, order: fromDetailed(row) };
+}
+
+/**
+ * Forgets idempotency keys older than `hours`, at most `limit` per call;
+ * returns how many went. Their orders stay: only a repeat of the key would
+ * now place a new order.
+ */
+export async function pruneIdempotencyKeys(db: Queryable, hours: number, limit: number): Promise<number> {
+  const { rowCount } = await db.query(
+    `DELETE FROM order_requests WHERE (customer_id, idempotency_key) IN (
+       SELECT customer_id, idempotency_key FROM order_requests
+        WHERE created_at < now() - $1::int * interval '1 hour'
+        ORDER BY created_at LIMIT $2)`,
+    [hours, limit],
+  );
+  return rowCount ?? 0;
 }
 
 /** One order; with `customerId`, only if it is theirs. */
@@ -304,6 +353,7 @@ function toOrder(row: OrderRow, lines: readonly LineRow[], history: readonly His
     })),
     total: { amount: row.total_amount, currency: row.currency },
     cancelReason: row.cancel_reason,
+    shippingAddress: row.shipping_address,
     history: history.map((entry) => ({ status: entry.status, at: entry.at.toISOString(), reason: entry.reason })),
     deadlineAt: row.deadline_at.toISOString(),
     createdAt: row.created_at.toISOString(),

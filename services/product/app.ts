@@ -12,7 +12,7 @@ export const productService: ServiceDefinition = {
   version: '1.0.0',
   description: 'Product catalog and inventory',
   migrations: join(import.meta.dirname, 'migrations'),
-  emits: [inventory.reserved, inventory.rejected, inventory.released],
+  emits: [inventory.reserved, inventory.rejected, inventory.released, products.updated, products.archived],
   states: [products.catalog],
   calls: [],
   settings: ProductSettings,

@@ -7,11 +7,22 @@ import {
   preparedQueries,
   isUniqueViolation,
   withTransaction,
+  writeEvent,
   writeStates,
   type Pool,
   type Transaction,
 } from '../kit/index.ts';
-import { SKU_CONSTRAINT, addStock, findProduct, findProducts, insertProduct, listProducts } from './store.ts';
+import {
+  SKU_CONSTRAINT,
+  addStock,
+  archiveProduct,
+  findProduct,
+  findProducts,
+  insertProduct,
+  listProducts,
+  lockProduct,
+  updateCatalogData,
+} from './store.ts';
 
 const DEFAULT_PAGE_SIZE = 20;
 
@@ -78,6 +89,52 @@ export function productEndpoints(pool: Pool) {
       const last = items.at(-1);
       return { items, nextCursor: rows.length > limit && last ? encodeCatalogCursor(last) : null };
     }),
+
+    endpoint(products.update, async ({ id, name, description, price }) => {
+      if (name === undefined && description === undefined && price === undefined) {
+        throw new ServiceError('VALIDATION_FAILED', 'give a name, a description or a price to change', [
+          { path: '', message: 'nothing to change' },
+        ]);
+      }
+      return withTransaction(pool, async (tx) => {
+        const current = await lockProduct(tx, id);
+        if (!current) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${id}`);
+        if (current.archivedAt) throw new ServiceError('PRODUCT_ARCHIVED', `product ${current.sku} is archived; it cannot change`);
+        const wanted = {
+          name: name?.trim() ?? current.name,
+          description: description?.trim() ?? current.description,
+          price: price ?? current.price,
+        };
+        const unchanged =
+          wanted.name === current.name &&
+          wanted.description === current.description &&
+          wanted.price.amount === current.price.amount &&
+          wanted.price.currency === current.price.currency;
+        // The same values again are no change, and no event: a retry repeats nothing.
+        if (unchanged) return current;
+        const updated = await updateCatalogData(tx, id, wanted);
+        await writeEvent(tx, products.updated, {
+          productId: id,
+          sku: updated.sku,
+          name: updated.name,
+          description: updated.description,
+          price: updated.price,
+          previousPrice: current.price,
+        });
+        return (await published(tx, updated))!;
+      });
+    }),
+
+    endpoint(products.archive, async ({ id }) =>
+      withTransaction(pool, async (tx) => {
+        const current = await lockProduct(tx, id);
+        if (!current) throw new ServiceError('PRODUCT_NOT_FOUND', `no product ${id}`);
+        if (current.archivedAt) return current;
+        const archived = await archiveProduct(tx, id);
+        await writeEvent(tx, products.archived, { productId: id, sku: archived.sku, archivedAt: archived.archivedAt! });
+        return (await published(tx, archived))!;
+      }),
+    ),
 
     endpoint(products.restock, async ({ productId, quantity }) => {
       const product = await withTransaction(pool, async (tx) => published(tx, await addStock(tx, productId, quantity)));

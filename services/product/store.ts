@@ -22,12 +22,14 @@ interface ProductRow {
   created_at: Date;
   updated_at: Date;
   version: number;
+  archived_at: Date | null;
 }
 
 /** COLUMNS of `products p` in an UPDATE ... RETURNING (the new values). */
 const COLUMNS_OF_P =
-  'p.id, p.sku, p.name, p.description, p.price_amount, p.currency, p.on_hand - p.reserved AS available, p.created_at, p.updated_at, p.version';
-const COLUMNS = 'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at, version';
+  'p.id, p.sku, p.name, p.description, p.price_amount, p.currency, p.on_hand - p.reserved AS available, p.created_at, p.updated_at, p.version, p.archived_at';
+const COLUMNS =
+  'id, sku, name, description, price_amount, currency, on_hand - reserved AS available, created_at, updated_at, version, archived_at';
 
 function toProduct(row: ProductRow): Product {
   return {
@@ -40,6 +42,7 @@ function toProduct(row: ProductRow): Product {
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
     version: row.version,
+    ...(row.archived_at ? { archivedAt: row.archived_at.toISOString() } : {}),
   };
 }
 
@@ -106,7 +109,8 @@ export interface CatalogQuery {
  * a million rows (docs/decisions.md, "Catalog search").
  */
 export function catalogQuery(options: CatalogQuery): { text: string; values: unknown[] } {
-  const conditions: string[] = [];
+  // Archived products are off sale: never listed.
+  const conditions: string[] = ['archived_at IS NULL'];
   const values: unknown[] = [];
   if (options.search) {
     // Backslash is ILIKE's default escape character.
@@ -134,6 +138,35 @@ export async function listProducts(db: Queryable, options: CatalogQuery): Promis
   const { text, values } = catalogQuery(options);
   const { rows } = await db.query<ProductRow>(text, values);
   return rows.map(toProduct);
+}
+
+/** Locks a product's row for a change of its catalog data and reads it; undefined when unknown. */
+export async function lockProduct(tx: Transaction, id: string): Promise<Product | undefined> {
+  const { rows } = await tx.query<ProductRow>(`SELECT ${COLUMNS} FROM products WHERE id = $1 FOR UPDATE`, [id]);
+  return rows[0] && toProduct(rows[0]);
+}
+
+/** New name, description and price of a product (locked by lockProduct). */
+export async function updateCatalogData(
+  tx: Transaction,
+  id: string,
+  data: { name: string; description: string; price: { amount: number; currency: string } },
+): Promise<Product> {
+  const { rows } = await tx.query<ProductRow>(
+    `UPDATE products SET name = $2, description = $3, price_amount = $4, currency = $5, updated_at = now(), version = version + 1
+      WHERE id = $1 RETURNING ${COLUMNS}`,
+    [id, data.name, data.description, data.price.amount, data.price.currency],
+  );
+  return toProduct(rows[0]!);
+}
+
+/** Takes a product off sale (locked by lockProduct). */
+export async function archiveProduct(tx: Transaction, id: string): Promise<Product> {
+  const { rows } = await tx.query<ProductRow>(
+    `UPDATE products SET archived_at = now(), updated_at = now(), version = version + 1 WHERE id = $1 RETURNING ${COLUMNS}`,
+    [id],
+  );
+  return toProduct(rows[0]!);
 }
 
 /** Adds units to a product's stock; undefined when the product is unknown. */

@@ -36,6 +36,7 @@ test('an email accepted just before the database connection is lost is sent once
     if (cut++ === 0) await shop.dropConnections();
   };
   const order = await shop.client.call(orders.place, {
+    idempotencyKey: randomUUID(),
     customerId: customer.id,
     lines: [{ productId: product.id, quantity: 1 }],
     paymentToken: 'tok_visa',

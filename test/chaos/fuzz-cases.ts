@@ -24,6 +24,7 @@ export const HUGE_BYTES = 900 * 1024;
 
 const PATTERN_SAMPLES: Record<string, string> = {
   '^[A-Z]{3}$': 'EUR',
+  '^[A-Z]{2}$': 'DE',
   '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$': 'FUZZ-1',
   '\\S': 'Fuzz',
 };

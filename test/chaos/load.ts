@@ -6,6 +6,7 @@
 // which calls ended without an answer (the order may or may not exist).
 // Orders go through orders.place over NATS (rpcOrderDoor), or through another
 // door (the BFF's GraphQL, test/cluster/bff-door.ts).
+import { randomUUID } from 'node:crypto';
 import { orders, type Order, type RequestOf } from '../../subjects/index.ts';
 import { ServiceError, type RpcClient } from '../../services/kit/index.ts';
 
@@ -101,6 +102,7 @@ export class OrderLoad {
     let order: Pick<Order, 'id'>;
     try {
       order = await door.place({
+        idempotencyKey: randomUUID(),
         customerId,
         lines: [...lines].map(([productId, quantity]) => ({ productId, quantity })),
         paymentToken,

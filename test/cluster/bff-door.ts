@@ -63,10 +63,10 @@ export function bffOrderDoor(shop: Shop, buyers: readonly Buyer[]): OrderDoor {
   }
 
   return {
-    async place({ customerId, lines, paymentToken }) {
+    async place({ customerId, lines, paymentToken, idempotencyKey }) {
       const data = await post<{ placeOrder: { id: string } }>(
-        'mutation ($lines: [OrderLineInput!]!, $paymentToken: String!) { placeOrder(lines: $lines, paymentToken: $paymentToken) { id } }',
-        { lines, paymentToken },
+        'mutation ($lines: [OrderLineInput!]!, $paymentToken: String!, $key: String) { placeOrder(lines: $lines, paymentToken: $paymentToken, idempotencyKey: $key) { id } }',
+        { lines, paymentToken, key: idempotencyKey },
         await tokenOf(customerId),
       );
       return data.placeOrder;

@@ -43,6 +43,7 @@ async function ordersOf(customerId: string): Promise<Order[]> {
 
 test('place merges duplicate lines, prices them in minor units and stores a PENDING order with its event', async () => {
   const order = await world.client.call(orders.place, {
+    idempotencyKey: randomUUID(),
     customerId: ada.id,
     lines: [
       { productId: pen.id, quantity: 2 },
@@ -180,10 +181,20 @@ test('a request outside the contract is VALIDATION_FAILED and stores nothing', a
   const before = await streamEvents(world, orders.placed);
   const bad = [
     '{not json',
-    JSON.stringify({ customerId: erin.id, lines: [], paymentToken: 'tok' }),
-    JSON.stringify({ customerId: erin.id, lines: [{ productId: pen.id, quantity: 0 }], paymentToken: 'tok' }),
-    JSON.stringify({ customerId: erin.id, lines: [{ productId: pen.id, quantity: 1 }] }),
-    JSON.stringify({ customerId: erin.id, lines: [{ productId: pen.id, quantity: 1 }], paymentToken: 'tok', extra: 1 }),
+    JSON.stringify({ customerId: erin.id, idempotencyKey: 'k1', lines: [], paymentToken: 'tok' }),
+    JSON.stringify({ customerId: erin.id, idempotencyKey: 'k2', lines: [{ productId: pen.id, quantity: 0 }], paymentToken: 'tok' }),
+    JSON.stringify({ customerId: erin.id, idempotencyKey: 'k3', lines: [{ productId: pen.id, quantity: 1 }] }),
+    JSON.stringify({
+      customerId: erin.id,
+      idempotencyKey: 'k4',
+      lines: [{ productId: pen.id, quantity: 1 }],
+      paymentToken: 'tok',
+      extra: 1,
+    }),
+    // The idempotency key is required, printable and without spaces.
+    JSON.stringify({ customerId: erin.id, lines: [{ productId: pen.id, quantity: 1 }], paymentToken: 'tok' }),
+    JSON.stringify({ customerId: erin.id, idempotencyKey: 'a key', lines: [{ productId: pen.id, quantity: 1 }], paymentToken: 'tok' }),
+    JSON.stringify({ customerId: erin.id, idempotencyKey: '', lines: [{ productId: pen.id, quantity: 1 }], paymentToken: 'tok' }),
   ];
   for (const payload of bad) {
     // Raw NATS: the typed client would refuse to send these at all.

@@ -91,6 +91,7 @@ export async function createProduct(client: RpcClient, price: Money, stock = 100
 
 export async function placeOrder(world: World, customerId: string, productIds: string[]) {
   return world.client.call(orders.place, {
+    idempotencyKey: randomUUID(),
     customerId,
     lines: productIds.map((productId) => ({ productId, quantity: 1 })),
     paymentToken: 'tok_visa',
