@@ -10,7 +10,7 @@
 //   - a request's receiver: the service of its contract; its senders: the
 //     `calls` of each service's definition and of the BFF's registry entry
 //     (each process's client refuses a call it did not declare);
-//   - the BFF's order feed (bff/feed.ts) reads every ORDERS event.
+//   - the BFF's order feed (bff/feed.ts) reads every ORDERS and SHIPMENTS event.
 // test/asyncapi.test.ts checks that the committed document is current and valid.
 import { readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
@@ -36,13 +36,14 @@ import { DeadLetterHeaders } from '../services/kit/consumer.ts';
 import { LiveSettings } from '../services/kit/live-config.ts';
 import { createLogger } from '../services/kit/log.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
+import { FEED_STREAMS } from '../bff/feed.ts';
 import type { ServiceContext } from '../services/kit/service.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const DOCUMENT_PATH = join(ROOT, 'docs', 'asyncapi.json');
 
-/** The BFF's feed reads orders.events.> (bff/feed.ts); it is not a ServiceDefinition, so it is named here. */
-const BFF_FEED_STREAM = streams.ORDERS.name;
+/** The streams the BFF's feed reads (bff/feed.ts); it is not a ServiceDefinition, so they are named there. */
+const BFF_FEED_STREAMS = new Set(FEED_STREAMS.map((stream) => stream.name));
 
 interface ServiceInfo {
   name: string;
@@ -296,7 +297,7 @@ export async function asyncApiDocument(): Promise<Json> {
         };
       }
     }
-    if (contract.stream === BFF_FEED_STREAM) {
+    if (BFF_FEED_STREAMS.has(contract.stream)) {
       operations[`bff.receive.${contract.subject}`] = {
         action: 'receive',
         title: `bff follows ${contract.subject}`,

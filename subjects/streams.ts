@@ -31,6 +31,7 @@ export const streams = {
   ORDERS: domainStream('ORDERS', 'orders', 'Order lifecycle events'),
   INVENTORY: domainStream('INVENTORY', 'inventory', 'Stock reservation events'),
   PAYMENTS: domainStream('PAYMENTS', 'payments', 'Payment events'),
+  SHIPMENTS: domainStream('SHIPMENTS', 'shipments', 'Shipment events'),
   DLQ: {
     name: 'DLQ',
     subjects: ['dlq.>'],
