@@ -54,6 +54,7 @@ before(async () => {
   const toRefund = await final((await place(plenty.id, 2)).id);
   await shop.client.call(orders.cancel, { id: toRefund.id, customerId: customer.id });
   placed.refunded = await final(toRefund.id);
+  // Every shipment at rest too: the confirmed order's delivered, the cancelled one's cancelled.
   await shop.quiescent();
   // The books are read with nothing running, so the changes below meet no one.
   for (const dir of SERVICE_DIRS) await shop.stopService(dir);
@@ -77,6 +78,12 @@ const violated = (report: ReconcileReport) => report.checks.filter((check) => ch
 
 test('the books of a real run reconcile: every check looks at something and finds nothing', async () => {
   assert.deepEqual(
+    (await shop.query<{ status: string }>('shipping', 'SELECT status FROM shipments WHERE order_id = $1', [placed.confirmed.id])).map(
+      (row) => row.status,
+    ),
+    ['DELIVERED'],
+  );
+  assert.deepEqual(
     [placed.confirmed.status, placed.declined.cancelReason, placed.outOfStock.cancelReason, placed.refunded.cancelReason],
     ['CONFIRMED', 'PAYMENT_DECLINED', 'OUT_OF_STOCK', 'CUSTOMER_CANCELLED'],
   );
@@ -84,7 +91,7 @@ test('the books of a real run reconcile: every check looks at something and find
   assert.deepEqual(violated(report), []);
   assert.ok(report.ok);
   for (const check of report.checks) assert.ok(check.checked > 0, `${check.name} looked at something`);
-  assert.equal(report.checks.length, 10);
+  assert.equal(report.checks.length, 11);
   assert.deepEqual(
     {
       orders: report.totals.orders,
@@ -171,6 +178,18 @@ test('each invariant broken on purpose is found, and named', async () => {
     "UPDATE notifications SET event_type = 'orders.events.cancelled' WHERE order_id = $1",
     [declined.id],
     ['one notification per outcome of every settled order'],
+  );
+  await broken(
+    'shipping',
+    // The confirmed order's shipment now belongs to an order nobody placed.
+    "UPDATE shipments SET order_id = '00000000-0000-4000-8000-000000000000' WHERE order_id = $1",
+    "UPDATE shipments SET order_id = $1 WHERE order_id = '00000000-0000-4000-8000-000000000000'",
+    [confirmed.id],
+    [
+      'shipments: one per confirmed order, none shipped for a cancelled one',
+      // Its shipped and delivered emails are now about a shipment it does not have.
+      'one notification per outcome of every settled order',
+    ],
   );
   const report = await broken(
     'order',

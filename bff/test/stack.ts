@@ -56,11 +56,11 @@ export async function startStack(options: { bffEnv?: Record<string, string> } = 
       settings: NotificationSettings,
       env: { SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' },
     },
-    // Quick steps, so a test sees an order shipped and delivered.
+    // Quick steps, so a test sees an order shipped and delivered; not so quick that a cancel right after the confirmation is too late.
     shipments: {
       definition: shippingService as never,
       settings: ShippingSettings,
-      env: { SHIPPING_SHIP_AFTER_MS: '300', SHIPPING_DELIVER_AFTER_MS: '300', SHIPPING_POLL_MS: '100' },
+      env: { SHIPPING_SHIP_AFTER_MS: '5000', SHIPPING_DELIVER_AFTER_MS: '1000', SHIPPING_POLL_MS: '100' },
     },
   };
   const running = new Map<ServiceName, RunningService & { databaseUrl: string }>();
