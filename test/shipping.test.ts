@@ -31,7 +31,7 @@ import { NotificationSettings, notificationService } from '../services/notificat
 import { ShippingSettings, shippingService } from '../services/shipping/app.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
 import { trackingNumberOf } from '../services/shipping/carrier.ts';
-import { readEvents, withCode } from './messaging.ts';
+import { publishEvent, readEvents, withCode } from './messaging.ts';
 import {
   dropTestDatabases,
   spawnService,
@@ -254,6 +254,56 @@ test('a hold whose cancellation never came is released: the order ships after al
   // The hold's wait runs out: the order service says CONFIRMED, so the hold is released.
   await shippingDb.query('UPDATE shipments SET next_step_at = now() WHERE order_id = $1', [order.id]);
   await untilShipment(order.id, 'SHIPPED');
+});
+
+test('a cancellation that comes before the shipment leaves none: a late confirmation creates nothing', async () => {
+  const orderId = randomUUID();
+  const customerId = randomUUID();
+  const total = { amount: 1500, currency: 'EUR' };
+  // The cancel held it before the confirmation reached shipping (a tombstone, held)...
+  assert.deepEqual(await client.call(shipments.hold, { orderId, customerId }), { status: 'HELD' });
+  // ...then the cancellation ends the hold, and the confirmation, late, finds the tombstone.
+  await publishEvent(nc.jetstream(), orders.cancelled, {
+    orderId,
+    customerId,
+    reasonCode: 'CUSTOMER_CANCELLED',
+    reason: 'test',
+    previousStatus: 'CONFIRMED',
+    total,
+  });
+  await waitFor(
+    async () => {
+      const { rows } = await shippingDb.query('SELECT 1 FROM shipments WHERE order_id = $1 AND held_at IS NULL', [orderId]);
+      return rows.length === 1;
+    },
+    { what: 'the hold to end' },
+  );
+  await publishEvent(nc.jetstream(), orders.confirmed, { orderId, customerId, total });
+  // A saga cancellation (no hold) before the confirmation leaves a tombstone too.
+  const other = randomUUID();
+  await publishEvent(nc.jetstream(), orders.cancelled, {
+    orderId: other,
+    customerId,
+    reasonCode: 'OUT_OF_STOCK',
+    reason: 'test',
+    previousStatus: 'PENDING',
+    total,
+  });
+  await waitFor(async () => (await shippingDb.query('SELECT 1 FROM shipments WHERE order_id = $1', [other])).rows.length === 1, {
+    what: 'the tombstone of the saga cancellation',
+  });
+  await publishEvent(nc.jetstream(), orders.confirmed, { orderId: other, customerId, total });
+  await waitFor(
+    async () => {
+      const info = await jsm.consumers.info('ORDERS', 'shipments-create-shipment');
+      return info.num_pending === 0 && info.num_ack_pending === 0;
+    },
+    { what: 'the confirmations to be handled' },
+  );
+  assert.deepEqual((await client.call(shipments.getByOrders, { orderIds: [orderId, other] })).shipments, [null, null]);
+  assert.deepEqual(await shipmentEvents(orderId), []);
+  // A later hold answers CANCELLED: nothing is left to stop.
+  assert.deepEqual(await client.call(shipments.hold, { orderId, customerId }), { status: 'CANCELLED' });
 });
 
 test('carrier failures are retried from the database until the step goes through', async () => {

@@ -110,10 +110,10 @@ export async function hold(tx: Queryable, id: string, holdMs: number): Promise<v
 
 /** CANCELLED for good: not held, nothing left for the carrier (a step in the history unless a tombstone). */
 export async function cancel(tx: Queryable, row: ShipmentRow, note: string): Promise<ShipmentRow> {
-  const history = isTombstone(row) ? 'history' : APPEND_STEP;
   const { rows } = await tx.query<ShipmentRow>(
-    `UPDATE shipments SET status = 'CANCELLED', history = ${history}, held_at = NULL, next_step_at = NULL,
-       updated_at = clock_timestamp() WHERE id = $1 RETURNING ${COLUMNS}`,
+    `UPDATE shipments SET status = 'CANCELLED', held_at = NULL, next_step_at = NULL, updated_at = clock_timestamp(),
+       history = CASE WHEN jsonb_array_length(history) = 0 THEN history ELSE ${APPEND_STEP} END
+     WHERE id = $1 RETURNING ${COLUMNS}`,
     [row.id, 'CANCELLED', note],
   );
   return rows[0]!;
@@ -128,9 +128,9 @@ export async function release(tx: Queryable, row: ShipmentRow, shipAfterMs: numb
   const revive = isTombstone(row);
   const { rows } = await tx.query<ShipmentRow>(
     `UPDATE shipments SET held_at = NULL, step_attempts = 0, updated_at = clock_timestamp(),
-       status = CASE WHEN $4 THEN 'LABEL_CREATED' ELSE status END,
-       history = CASE WHEN $4 THEN ${APPEND_STEP} ELSE history END,
-       next_step_at = clock_timestamp() + (CASE WHEN $4 THEN $5 ELSE 0 END) * interval '1 millisecond'
+       status = CASE WHEN $4::boolean THEN 'LABEL_CREATED' ELSE status END,
+       history = CASE WHEN $4::boolean THEN ${APPEND_STEP} ELSE history END,
+       next_step_at = clock_timestamp() + (CASE WHEN $4::boolean THEN $5::int ELSE 0 END) * interval '1 millisecond'
      WHERE id = $1 RETURNING ${COLUMNS}`,
     [row.id, 'LABEL_CREATED', 'label created', revive, shipAfterMs],
   );
