@@ -64,12 +64,12 @@ after(async () => {
   await shop?.close();
 });
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string }> {
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const dir of SERVICE_DIRS) env[databaseVariable(registry[SERVICE_NAMES[dir]])] = shop.databases[dir];
   return new Promise((resolve) => {
-    execFile(process.execPath, [join(ROOT, 'scripts', 'reconcile.ts'), ...args], { env, timeout: 30_000 }, (error, stdout) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout });
+    execFile(process.execPath, [join(ROOT, 'scripts', 'reconcile.ts'), ...args], { env, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });
 }
@@ -204,7 +204,7 @@ test('each invariant broken on purpose is found, and named', async () => {
   await shop.query('product', 'UPDATE products SET reserved = reserved + 1, on_hand = on_hand + 1 WHERE id = $1', [productId]);
   try {
     const run = await cli('--grace-ms', '0');
-    assert.equal(run.code, 1);
+    assert.equal(run.code, 1, run.stderr);
     assert.match(run.stdout, /reserved stock = sum of open reservations\s+\d+\s+1\s+VIOLATED/);
     assert.match(run.stdout, /reserved 1, open reservations 0/);
     assert.match(run.stdout, /NOT reconciled/);
