@@ -10,7 +10,7 @@
 // out without the cancellation arriving, the dispatcher asks the order
 // service what became of the order and cancels or releases it.
 import { orders, shipments, type Order } from '../../subjects/index.ts';
-import { withTransaction, writeEvent, type BackgroundTask, type Logger, type Pool, type RpcClient } from '../kit/index.ts';
+import { ServiceError, withTransaction, writeEvent, type BackgroundTask, type Logger, type Pool, type RpcClient } from '../kit/index.ts';
 import type { CarrierSimulator } from './carrier.ts';
 import { settleCancellation, shipmentRef } from './events.ts';
 import { advance, claimDue, dequeue, hold, lockById, markRetry, release, type DueShipment } from './store.ts';
@@ -145,7 +145,11 @@ export class ShipmentDispatcher implements BackgroundTask {
 
   /** A hold outlived its wait: the order service says whether the order was cancelled after all. */
   async #checkHold(row: DueShipment, log: Logger): Promise<void> {
-    const order: Order = await this.#client.call(orders.get, { id: row.order_id });
+    // No such order (only the order service may hold, so never in practice): nothing to ship either.
+    const order: Pick<Order, 'status'> = await this.#client.call(orders.get, { id: row.order_id }).catch((error: unknown) => {
+      if (error instanceof ServiceError && error.code === 'ORDER_NOT_FOUND') return { status: 'CANCELLED' as const };
+      throw error;
+    });
     await withTransaction(this.#pool, async (tx) => {
       const current = await lockById(tx, row.id);
       if (!current?.held_at) return; // the cancellation came meanwhile
