@@ -101,7 +101,7 @@ export class ShipmentDispatcher implements BackgroundTask {
     } catch (error) {
       const delay = Math.min(this.#options.retryBaseMs * 2 ** row.step_attempts, this.#options.maxRetryDelayMs ?? 60_000);
       log.warn({ err: error, attempt: row.step_attempts + 1, retryInMs: delay }, 'shipment step failed; will retry');
-      await markRetry(this.#pool, row.id, error instanceof Error ? error.message : String(error), delay).catch(() => {
+      await markRetry(this.#pool, row.id, row.held_at !== null, error instanceof Error ? error.message : String(error), delay).catch(() => {
         // The lease brings it back anyway.
       });
     }

@@ -178,13 +178,18 @@ export async function claimDue(db: Queryable, leaseMs: number, limit: number): P
   return rows;
 }
 
-/** Records a failed step and when to try again (measured from now). */
-export async function markRetry(db: Queryable, id: string, error: string, delayMs: number): Promise<void> {
+/**
+ * Records a failed step and when to try again (measured from now). `held`:
+ * whether the row was held when the step was claimed. A row held since then
+ * keeps the hold's schedule: a carrier's retry must not bring the hold's
+ * check forward.
+ */
+export async function markRetry(db: Queryable, id: string, held: boolean, error: string, delayMs: number): Promise<void> {
   await db.query(
     `UPDATE shipments SET step_attempts = step_attempts + 1, last_error = $2,
        next_step_at = clock_timestamp() + $3 * interval '1 millisecond', updated_at = clock_timestamp()
-     WHERE id = $1 AND next_step_at IS NOT NULL`,
-    [id, error.slice(0, 1000), delayMs],
+     WHERE id = $1 AND next_step_at IS NOT NULL AND (held_at IS NOT NULL) = $4::boolean`,
+    [id, error.slice(0, 1000), delayMs, held],
   );
 }
 
