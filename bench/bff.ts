@@ -103,7 +103,7 @@ export const CATALOG_QUERY = `{
 }`;
 
 export async function runBffBench(settings: BffSettings = bffSettings()): Promise<BffResult> {
-  progress('bff: starting the shop (5 services and the BFF as child processes, nats-server, SMTP sink)');
+  progress('bff: starting the shop (every service and the BFF as child processes, nats-server, SMTP sink)');
   // BENCH_CPU_PROF=<dir>: every process of the shop writes a CPU profile there when it stops.
   const cpuProfileDir = process.env.BENCH_CPU_PROF || undefined;
   if (cpuProfileDir) await mkdir(cpuProfileDir, { recursive: true });

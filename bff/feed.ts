@@ -1,14 +1,19 @@
 // Order updates for GraphQL subscribers. Each BFF instance reads
-// `orders.events.>` from the ORDERS stream through an ordered consumer of its
-// own (ephemeral: nothing to clean up when the instance goes, and it resumes
-// in sequence after a reconnect), from the newest event on. For an event about
-// an order someone here is watching, it fetches the order (orders.get) and
-// publishes it on that order's pubsub topic; events nobody watches cost nothing.
+// `orders.events.>` from the ORDERS stream and `shipments.events.>` from
+// SHIPMENTS (a shipment is part of its order), each through an ordered
+// consumer of its own (ephemeral: nothing to clean up when the instance goes,
+// and it resumes in sequence after a reconnect), from the newest event on.
+// For an event about an order someone here is watching, it fetches the order
+// (orders.get) and publishes it on that order's pubsub topic; events nobody
+// watches cost nothing.
 import { DeliverPolicy, type ConsumerMessages, type JsMsg, type NatsConnection } from 'nats';
-import { EventEnvelope, checker, orders, streams, type Checker, type Order } from '../subjects/index.ts';
+import { EventEnvelope, checker, orders, streams, type Checker, type Order, type StreamDefinition } from '../subjects/index.ts';
 import { ensureStreams, type Logger, type RpcClient } from '../services/kit/index.ts';
 
 const envelope: Checker<typeof EventEnvelope> = checker(EventEnvelope);
+
+/** The streams whose events change what an order shows (the AsyncAPI document names them as the BFF's). */
+export const FEED_STREAMS: readonly StreamDefinition[] = [streams.ORDERS, streams.SHIPMENTS];
 
 export interface OrderFeedOptions {
   replicas: number;
@@ -23,11 +28,12 @@ export class OrderFeed {
   readonly #publish: (topic: string, order: Order) => void;
   readonly #options: Required<OrderFeedOptions>;
   readonly #watchers = new Map<string, number>();
-  #messages: ConsumerMessages | undefined;
+  readonly #messages = new Set<ConsumerMessages>();
   #running: Promise<void> | undefined;
   #stopped = false;
-  #ready = false;
-  #wake: (() => void) | undefined;
+  /** The streams being read right now. */
+  readonly #reading = new Set<string>();
+  readonly #wakes = new Set<() => void>();
 
   constructor(
     nc: NatsConnection,
@@ -66,56 +72,63 @@ export class OrderFeed {
     return this.#watchers.size;
   }
 
-  /** True while the consumer is reading. */
+  /** True while every stream is being read. */
   get ready(): boolean {
-    return this.#ready;
+    return this.#reading.size === FEED_STREAMS.length;
   }
 
   /** Starts reading in the background; failures are logged and retried, never thrown. */
   start(): void {
-    this.#running ??= this.#run();
+    this.#running ??= Promise.all(FEED_STREAMS.map((source) => this.#run(source))).then(() => {});
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
-    this.#messages?.stop();
-    this.#wake?.();
+    for (const messages of this.#messages) messages.stop();
+    for (const wake of this.#wakes) wake();
     await this.#running;
   }
 
-  async #run(): Promise<void> {
+  async #run(source: StreamDefinition): Promise<void> {
     while (!this.#stopped) {
       try {
-        await this.#consume();
+        await this.#consume(source);
       } catch (error) {
         if (this.#stopped) break;
-        this.#log.warn({ err: error }, 'order feed failed; starting again');
+        this.#log.warn({ err: error, stream: source.name }, 'order feed failed; starting again');
       }
-      this.#ready = false;
+      this.#reading.delete(source.name);
       if (this.#stopped) break;
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#options.retryMs);
-        this.#wake = () => {
+        const wake = () => {
           clearTimeout(timer);
+          this.#wakes.delete(wake);
           resolve();
         };
+        const timer = setTimeout(wake, this.#options.retryMs);
+        this.#wakes.add(wake);
       });
     }
   }
 
-  async #consume(): Promise<void> {
-    // The ORDERS stream may not exist yet when the BFF starts before the order service.
-    await ensureStreams(await this.#nc.jetstreamManager(), [streams.ORDERS], this.#options.replicas, this.#log);
-    const consumer = await this.#nc.jetstream().consumers.get(streams.ORDERS.name, {
-      filterSubjects: 'orders.events.>',
+  async #consume(source: StreamDefinition): Promise<void> {
+    // The stream may not exist yet when the BFF starts before the service that writes it.
+    await ensureStreams(await this.#nc.jetstreamManager(), [source], this.#options.replicas, this.#log);
+    const subjects = source.subjects[0]!;
+    const consumer = await this.#nc.jetstream().consumers.get(source.name, {
+      filterSubjects: subjects,
       deliver_policy: DeliverPolicy.New,
     });
     const messages = await consumer.consume({ max_messages: 256 });
-    this.#messages = messages;
-    if (this.#stopped) messages.stop();
-    this.#ready = true;
-    this.#log.info('order feed reading orders.events.>');
-    for await (const msg of messages) this.#handle(msg);
+    this.#messages.add(messages);
+    try {
+      if (this.#stopped) messages.stop();
+      this.#reading.add(source.name);
+      this.#log.info(`order feed reading ${subjects}`);
+      for await (const msg of messages) this.#handle(msg);
+    } finally {
+      this.#messages.delete(messages);
+    }
   }
 
   #handle(msg: JsMsg): void {

@@ -11,11 +11,13 @@ import {
   orders,
   payments,
   products,
+  shipments,
   type Customer,
   type Notification,
   type Order,
   type Payment,
   type Product,
+  type Shipment,
 } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
 import type { Auth } from './plugins/auth.ts';
@@ -122,6 +124,16 @@ export function makeLoaders(client: RpcClient, { catalog, profiles }: ReadModels
           }),
         );
         return queries.map((q) => byOrder.get(q.obj.id)!);
+      },
+
+      // One shipments.getByOrders for the orders of the tick (a page of 20 orders: one call).
+      async shipment(queries: Query<Order>[]): Promise<(Shipment | null)[]> {
+        const ids = unique(queries.map((q) => q.obj.id));
+        const pages = await Promise.all(
+          chunks(ids, MAX_IDS).map(async (orderIds) => (await client.call(shipments.getByOrders, { orderIds })).shipments),
+        );
+        const byOrder = new Map(pages.flat().flatMap((shipment) => (shipment ? [[shipment.orderId, shipment] as const] : [])));
+        return queries.map((q) => byOrder.get(q.obj.id) ?? null);
       },
     },
 

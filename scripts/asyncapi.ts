@@ -11,7 +11,7 @@
 //   - a request's receiver: the service of its contract; its senders: the
 //     `calls` of each service's definition and of the BFF's registry entry
 //     (each process's client refuses a call it did not declare);
-//   - the BFF's order feed (bff/feed.ts) reads every ORDERS event;
+//   - the BFF's order feed (bff/feed.ts) reads every ORDERS and SHIPMENTS event;
 //   - a state bucket's writer: the `states` of each service's definition;
 //     its reader: the BFF's replicas (bff/read-models.ts).
 // test/asyncapi.test.ts checks that the committed document is current and valid.
@@ -42,13 +42,14 @@ import { LiveSettings } from '../services/kit/live-config.ts';
 import { createLogger } from '../services/kit/log.ts';
 import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
+import { FEED_STREAMS } from '../bff/feed.ts';
 import type { ServiceContext } from '../services/kit/service.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const DOCUMENT_PATH = join(ROOT, 'docs', 'asyncapi.json');
 
-/** The BFF's feed reads orders.events.> (bff/feed.ts); it is not a ServiceDefinition, so it is named here. */
-const BFF_FEED_STREAM = streams.ORDERS.name;
+/** The streams the BFF's feed reads (bff/feed.ts); it is not a ServiceDefinition, so they are named there. */
+const BFF_FEED_STREAMS = new Set(FEED_STREAMS.map((stream) => stream.name));
 
 export interface ServiceInfo {
   name: string;
@@ -305,7 +306,7 @@ export async function asyncApiDocument(): Promise<Json> {
         };
       }
     }
-    if (contract.stream === BFF_FEED_STREAM) {
+    if (BFF_FEED_STREAMS.has(contract.stream)) {
       operations[`bff.receive.${contract.subject}`] = {
         action: 'receive',
         title: `bff follows ${contract.subject}`,

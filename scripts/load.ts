@@ -308,7 +308,7 @@ progress(`machine: ${describeMachine(m)}`);
 let shop: Shop | undefined;
 let baseUrl = settings.url;
 if (!baseUrl) {
-  progress('load: no --url; starting a shop of its own (5 services and the BFF as child processes, nats-server, SMTP sink)');
+  progress('load: no --url; starting a shop of its own (every service and the BFF as child processes, nats-server, SMTP sink)');
   shop = await startShop({ bff: true });
   baseUrl = shop.bffUrl!;
 }

@@ -1,5 +1,5 @@
-// `npm run reconcile`: checks that the five services' databases agree with
-// each other, the invariants behind "nothing acknowledged is lost":
+// `npm run reconcile`: checks that the services' databases agree with each
+// other, the invariants behind "nothing acknowledged is lost":
 //
 //   orders       every order past its deadline is CONFIRMED or CANCELLED; its
 //                history starts PENDING and ends at its status; its customer exists
@@ -11,8 +11,10 @@
 //                no payment belongs to an unknown order
 //   provider     the payment simulator's books (when it is the provider): the
 //                money held per order is the total of a confirmed order, 0 otherwise
+//   shipments    a confirmed order has exactly one shipment (not cancelled); a
+//                cancelled one has none that shipped; none for an unknown order
 //   emails       at most one notification per event, and per settled order
-//                exactly one per outcome event it had
+//                exactly one per outcome event it had (shipped and delivered too)
 //
 // Orders still moving (updated within --grace-ms) are left out of the checks
 // that depend on the saga having finished. Read-only: nothing is written.
@@ -22,7 +24,7 @@
 //   npm run reconcile -- --json           the report as JSON
 //
 // Databases: <FOLDER>_DATABASE_URL (CUSTOMER_, PRODUCT_, ORDER_, PAYMENT_,
-// NOTIFICATION_, as `npm start` reads them; the registry names them), else
+// NOTIFICATION_, SHIPPING_, as `npm start` reads them; the registry names them), else
 // shop_<service> on the PG* settings (the kit's default).
 import pg from 'pg';
 import { SERVICES, databaseVariable, registry, type ServiceName } from '../subjects/services.ts';
@@ -62,6 +64,8 @@ export interface ReconcileReport {
     captured: number;
     refunded: number;
     declined: number;
+    /** Shipments by status (tombstones of orders cancelled before one was made are not shipments). */
+    shipments: Record<string, number>;
     notifications: Record<string, number>;
     outboxBacklog: Record<string, number>;
   };
@@ -228,6 +232,19 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
     return { rows, outbox };
   });
 
+  const shippingData = await withClient(databases.shipments, async (db) => {
+    const rows = (
+      await db.query<{ id: string; order_id: string; status: string; tombstone: boolean; settled: boolean }>(
+        `SELECT id, order_id, status, jsonb_array_length(history) = 0 AS tombstone,
+                updated_at < now() - $1::bigint * interval '1 millisecond' AS settled
+           FROM shipments`,
+        [graceMs],
+      )
+    ).rows;
+    const outbox = (await db.query<{ count: number }>('SELECT count(*)::int AS count FROM outbox')).rows[0]!.count;
+    return { rows, outbox };
+  });
+
   // --- Orders -------------------------------------------------------------------------------
   const orders = orderData.orders;
   const orderById = new Map(orders.map((order) => [order.id, order]));
@@ -346,6 +363,28 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
     checks.push(ledger);
   }
 
+  // --- Shipments ----------------------------------------------------------------------------
+  const shipmentsByOrder = groupBy(shippingData.rows, (row) => row.order_id);
+  const shipping = new Check('shipments: one per confirmed order, none shipped for a cancelled one');
+  const SHIPPED = ['SHIPPED', 'DELIVERED'];
+  for (const order of settled) {
+    const found = shipmentsByOrder.get(order.id) ?? [];
+    const shipment = found[0];
+    let problem: string | undefined;
+    if (found.length > 1) problem = `order ${order.id}: ${found.length} shipments`;
+    else if (order.status === 'CONFIRMED') {
+      if (!shipment || shipment.tombstone) problem = `confirmed order ${order.id}: no shipment`;
+      else if (shipment.status === 'CANCELLED') problem = `confirmed order ${order.id}: its shipment is CANCELLED`;
+    } else if (shipment && SHIPPED.includes(shipment.status)) {
+      problem = `cancelled order ${order.id}: its shipment ${shipment.id} is ${shipment.status}`;
+    }
+    shipping.look(problem);
+  }
+  for (const row of shippingData.rows) {
+    shipping.look(!orderById.has(row.order_id) && `shipment ${row.id} for unknown order ${row.order_id}`);
+  }
+  checks.push(shipping);
+
   // --- Notifications ------------------------------------------------------------------------
   const perEvent = new Check('at most one notification per event');
   for (const [eventId, rows] of groupBy(notificationData.rows, (row) => row.event_id)) {
@@ -359,7 +398,12 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
   );
   const emails = new Check('one notification per outcome of every settled order');
   for (const order of settled) {
+    const shipment = shipmentsByOrder.get(order.id)?.[0];
+    // A shipment still moving may have its email on the way.
+    if (shipment && !shipment.settled) continue;
     const expected = new Set<string>();
+    if (shipment && SHIPPED.includes(shipment.status)) expected.add('shipments.events.shipped');
+    if (shipment?.status === 'DELIVERED') expected.add('shipments.events.delivered');
     if (order.status === 'CONFIRMED' || wasConfirmed(order)) expected.add('orders.events.confirmed');
     if (order.status === 'CANCELLED') expected.add('orders.events.cancelled');
     if ((paymentsByOrder.get(order.id) ?? []).some((p) => p.status === 'REFUNDED')) expected.add('payments.events.refunded');
@@ -378,6 +422,8 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
   const count = <T>(rows: readonly T[], test: (row: T) => boolean) => rows.filter(test).length;
   const notificationStatus: Record<string, number> = {};
   for (const row of notificationData.rows) notificationStatus[row.status] = (notificationStatus[row.status] ?? 0) + 1;
+  const shipmentStatus: Record<string, number> = {};
+  for (const row of shippingData.rows) if (!row.tombstone) shipmentStatus[row.status] = (shipmentStatus[row.status] ?? 0) + 1;
   return {
     ok: checks.every((check) => check.violations === 0),
     checks,
@@ -390,6 +436,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
       captured: count(paymentData.payments, (p) => p.status === 'CAPTURED'),
       refunded: count(paymentData.payments, (p) => p.status === 'REFUNDED'),
       declined: count(paymentData.payments, (p) => p.status === 'DECLINED'),
+      shipments: shipmentStatus,
       notifications: notificationStatus,
       outboxBacklog: {
         customers: customerIds.outbox,
@@ -397,6 +444,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRep
         orders: orderData.outbox,
         payments: paymentData.outbox,
         notifications: notificationData.outbox,
+        shipments: shippingData.outbox,
       },
     },
   };
@@ -421,6 +469,11 @@ export function formatReport(report: ReconcileReport): string {
     '',
     `orders ${t.orders}: ${t.confirmed} confirmed, ${t.cancelled} cancelled, ${t.pending} pending (${t.settling} settling, left out)`,
     `payments: ${t.captured} captured, ${t.refunded} refunded, ${t.declined} declined`,
+    `shipments: ${
+      Object.entries(t.shipments)
+        .map(([status, n]) => `${n} ${status}`)
+        .join(', ') || 'none'
+    }`,
     `notifications: ${
       Object.entries(t.notifications)
         .map(([status, n]) => `${n} ${status}`)

@@ -12,6 +12,7 @@ export { orders, Order, OrderStatus, CancelReason, OrderLine, StatusChange, Ship
 export { inventory } from './inventory.ts';
 export { payments, Payment, PaymentStatus } from './payments.ts';
 export { notifications, Notification } from './notifications.ts';
+export { shipments, Shipment, ShipmentStatus, ShipmentStep } from './shipments.ts';
 
 import { customers } from './customers.ts';
 import { products } from './products.ts';
@@ -19,9 +20,10 @@ import { orders } from './orders.ts';
 import { inventory } from './inventory.ts';
 import { payments } from './payments.ts';
 import { notifications } from './notifications.ts';
+import { shipments } from './shipments.ts';
 import type { EventContract, RpcContract, StateContract } from './contract.ts';
 
-const all = [customers, products, orders, inventory, payments, notifications].flatMap((group) => Object.values(group)) as (
+const all = [customers, products, orders, inventory, payments, notifications, shipments].flatMap((group) => Object.values(group)) as (
   | RpcContract
   | EventContract
   | StateContract

@@ -38,7 +38,11 @@ export const notifications = {
     idempotent: true,
     request: Type.Object({ orderId: Id, customerId: Id }, { additionalProperties: false }),
     reply: Type.Object(
-      { items: Type.Array(Notification, { description: 'One per event about the order (confirmed, cancelled, refunded).' }) },
+      {
+        items: Type.Array(Notification, {
+          description: 'One per event about the order (confirmed, cancelled, refunded, shipped, delivered).',
+        }),
+      },
       { additionalProperties: false },
     ),
   }),

@@ -18,6 +18,7 @@ import { notifications } from './notifications.ts';
 import { orders } from './orders.ts';
 import { payments } from './payments.ts';
 import { products } from './products.ts';
+import { shipments } from './shipments.ts';
 
 export interface ProcessEntry {
   /** Micro service name, subject domain, log and metrics `service` label. */
@@ -49,6 +50,7 @@ export const registry = {
   orders: service('orders', 'order', ['ORDERS'], 9467),
   payments: service('payments', 'payment', ['PAYMENTS'], 9468),
   notifications: service('notifications', 'notification', [], 9469),
+  shipments: service('shipments', 'shipping', ['SHIPMENTS'], 9470),
   bff: {
     name: 'bff',
     folder: 'bff',
@@ -80,6 +82,7 @@ export const registry = {
       orders.cancel,
       payments.getByOrders,
       notifications.listByOrders,
+      shipments.getByOrders,
     ],
   },
 } as const satisfies Record<string, ProcessEntry>;

@@ -137,6 +137,48 @@ export const settings = {
       readers: ['payments'],
     }),
   },
+  shipments: {
+    shipAfterMs: setting({
+      key: 'shipments.ship_after_ms',
+      description: 'Carrier simulator: time from the label to the pickup (SHIPPED), in milliseconds (shipments created from now on).',
+      schema: Type.Integer({ minimum: 0, maximum: 7 * 24 * 60 * 60 * 1000 }),
+      default: 5000,
+      env: 'SHIPPING_SHIP_AFTER_MS',
+      readers: ['shipments'],
+    }),
+    deliverAfterMs: setting({
+      key: 'shipments.deliver_after_ms',
+      description: 'Carrier simulator: time from the pickup to the delivery (DELIVERED), in milliseconds (shipments shipped from now on).',
+      schema: Type.Integer({ minimum: 0, maximum: 7 * 24 * 60 * 60 * 1000 }),
+      default: 10_000,
+      env: 'SHIPPING_DELIVER_AFTER_MS',
+      readers: ['shipments'],
+    }),
+    failureRate: setting({
+      key: 'shipments.failure_rate',
+      description: 'Carrier simulator: probability (0..1) that a carrier call fails with a transient error (retried).',
+      schema: Type.Number({ minimum: 0, maximum: 1 }),
+      default: 0,
+      env: 'SHIPPING_FAILURE_RATE',
+      readers: ['shipments'],
+    }),
+    failFirstAttempts: setting({
+      key: 'shipments.fail_first_attempts',
+      description: 'Carrier simulator: the first N calls of each step of each shipment fail with a transient error.',
+      schema: Type.Integer({ minimum: 0, maximum: 1000 }),
+      default: 0,
+      env: 'SHIPPING_FAIL_FIRST_ATTEMPTS',
+      readers: ['shipments'],
+    }),
+    carrierDelayMs: setting({
+      key: 'shipments.carrier_delay_ms',
+      description: 'Carrier simulator: latency added to every carrier call, in milliseconds.',
+      schema: Type.Integer({ minimum: 0, maximum: 30_000 }),
+      default: 0,
+      env: 'SHIPPING_CARRIER_DELAY_MS',
+      readers: ['shipments'],
+    }),
+  },
   orders: {
     deadlineMs: setting({
       key: 'orders.deadline_ms',

@@ -32,6 +32,7 @@ export const streams = {
   INVENTORY: domainStream('INVENTORY', 'inventory', 'Stock reservation events'),
   PRODUCTS: domainStream('PRODUCTS', 'products', 'Catalog events: products updated and archived'),
   PAYMENTS: domainStream('PAYMENTS', 'payments', 'Payment events'),
+  SHIPMENTS: domainStream('SHIPMENTS', 'shipments', 'Shipment events'),
   DLQ: {
     name: 'DLQ',
     subjects: ['dlq.>'],

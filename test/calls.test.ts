@@ -38,9 +38,13 @@ test('every process declares its calls, each a contract of another service', asy
       assert.notEqual(contract.service, name, `${name} does not call itself (${contract.subject})`);
     }
   }
-  // The order service prices its lines and checks its customer and where it ships: the declaration says so.
+  // The order service prices its lines, checks its customer and where it ships, and holds a shipment before it cancels: the declaration says so.
   const orders = await serviceDefinition(registry.orders);
-  assert.deepEqual(orders.calls?.map((contract) => contract.subject).sort(), ['customers.shippingAddress', 'products.getMany']);
+  assert.deepEqual(orders.calls?.map((contract) => contract.subject).sort(), [
+    'customers.shippingAddress',
+    'products.getMany',
+    'shipments.hold',
+  ]);
 });
 
 test("a service's client refuses a call it did not declare, and sends nothing", async () => {

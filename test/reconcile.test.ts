@@ -59,6 +59,7 @@ before(async () => {
   const toRefund = await final((await place(plenty.id, 2)).id);
   await shop.client.call(orders.cancel, { id: toRefund.id, customerId: customer.id });
   placed.refunded = await final(toRefund.id);
+  // Every shipment at rest too: the confirmed order's delivered, the cancelled one's cancelled.
   await shop.quiescent();
   // The books are read with nothing running, so the changes below meet no one.
   for (const dir of SERVICE_DIRS) await shop.stopService(dir);
@@ -68,12 +69,12 @@ after(async () => {
   await shop?.close();
 });
 
-function cli(...args: string[]): Promise<{ code: number; stdout: string }> {
+function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const env: NodeJS.ProcessEnv = { ...process.env };
   for (const dir of SERVICE_DIRS) env[databaseVariable(registry[SERVICE_NAMES[dir]])] = shop.databases[dir];
   return new Promise((resolve) => {
-    execFile(process.execPath, [join(ROOT, 'scripts', 'reconcile.ts'), ...args], { env, timeout: 30_000 }, (error, stdout) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout });
+    execFile(process.execPath, [join(ROOT, 'scripts', 'reconcile.ts'), ...args], { env, timeout: 30_000 }, (error, stdout, stderr) => {
+      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
     });
   });
 }
@@ -82,6 +83,12 @@ const violated = (report: ReconcileReport) => report.checks.filter((check) => ch
 
 test('the books of a real run reconcile: every check looks at something and finds nothing', async () => {
   assert.deepEqual(
+    (await shop.query<{ status: string }>('shipping', 'SELECT status FROM shipments WHERE order_id = $1', [placed.confirmed.id])).map(
+      (row) => row.status,
+    ),
+    ['DELIVERED'],
+  );
+  assert.deepEqual(
     [placed.confirmed.status, placed.declined.cancelReason, placed.outOfStock.cancelReason, placed.refunded.cancelReason],
     ['CONFIRMED', 'PAYMENT_DECLINED', 'OUT_OF_STOCK', 'CUSTOMER_CANCELLED'],
   );
@@ -89,7 +96,7 @@ test('the books of a real run reconcile: every check looks at something and find
   assert.deepEqual(violated(report), []);
   assert.ok(report.ok);
   for (const check of report.checks) assert.ok(check.checked > 0, `${check.name} looked at something`);
-  assert.equal(report.checks.length, 10);
+  assert.equal(report.checks.length, 11);
   assert.deepEqual(
     {
       orders: report.totals.orders,
@@ -177,6 +184,18 @@ test('each invariant broken on purpose is found, and named', async () => {
     [declined.id],
     ['one notification per outcome of every settled order'],
   );
+  await broken(
+    'shipping',
+    // The confirmed order's shipment now belongs to an order nobody placed.
+    "UPDATE shipments SET order_id = '00000000-0000-4000-8000-000000000000' WHERE order_id = $1",
+    "UPDATE shipments SET order_id = $1 WHERE order_id = '00000000-0000-4000-8000-000000000000'",
+    [confirmed.id],
+    [
+      'shipments: one per confirmed order, none shipped for a cancelled one',
+      // Its shipped and delivered emails are now about a shipment it does not have.
+      'one notification per outcome of every settled order',
+    ],
+  );
   const report = await broken(
     'order',
     "UPDATE orders SET status = 'PENDING', cancel_reason = NULL, deadline_at = now() - interval '1 hour' WHERE id = $1",
@@ -190,7 +209,7 @@ test('each invariant broken on purpose is found, and named', async () => {
   await shop.query('product', 'UPDATE products SET reserved = reserved + 1, on_hand = on_hand + 1 WHERE id = $1', [productId]);
   try {
     const run = await cli('--grace-ms', '0');
-    assert.equal(run.code, 1);
+    assert.equal(run.code, 1, run.stderr);
     assert.match(run.stdout, /reserved stock = sum of open reservations\s+\d+\s+1\s+VIOLATED/);
     assert.match(run.stdout, /reserved 1, open reservations 0/);
     assert.match(run.stdout, /NOT reconciled/);

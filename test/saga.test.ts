@@ -28,6 +28,7 @@ import { ProductSettings, productService } from '../services/product/app.ts';
 import { OrderSettings, orderService } from '../services/order/app.ts';
 import { PaymentSettings, paymentService } from '../services/payment/app.ts';
 import { NotificationSettings, notificationService } from '../services/notification/app.ts';
+import { ShippingSettings, shippingService } from '../services/shipping/app.ts';
 import {
   dropTestDatabases,
   spawnService,
@@ -142,6 +143,8 @@ before(async () => {
     SMTP_FROM: 'The Shop <shop@example.com>',
     NOTIFY_RETRY_BASE_MS: '50',
   });
+  // Cancelling a confirmed order asks it to hold the shipment; nothing ships during these tests (test/shipping.test.ts ships).
+  await start('shipping', shippingService, ShippingSettings, { SHIPPING_SHIP_AFTER_MS: '600000' });
   nc = await connect({ servers: nats.url, noAsyncTraces: true });
   jsm = await nc.jetstreamManager();
   client = new RpcClient(nc, { timeoutMs: 10_000 });

@@ -1,5 +1,5 @@
 // Nobody gets in where they don't belong, against the shop running as real
-// processes (five services and the BFF): tokens that are tampered with,
+// processes (every service and the BFF): tokens that are tampered with,
 // forged, expired or signed with another algorithm are refused; a customer
 // cannot read or cancel another's order by any path the API offers; admin
 // mutations need the admin role; the rate limit holds under a concurrent

@@ -209,7 +209,8 @@ function renderCart() {
 const ORDER_FIELDS = `id status createdAt cancelReason
   total { amount currency }
   lines { quantity name lineTotal { amount currency } }
-  history { status at reason }`;
+  history { status at reason }
+  shipment { status carrier trackingNumber history { status at note } }`;
 
 async function placeOrder(event) {
   event.preventDefault();
@@ -356,7 +357,34 @@ function renderLive(order) {
       ),
     ),
   );
-  $('cancel-order').hidden = order.status === 'CANCELLED';
+  renderShipment(order.shipment);
+  // Once shipped, the shop refuses a cancel (ORDER_NOT_CANCELLABLE): the button goes.
+  $('cancel-order').hidden = order.status === 'CANCELLED' || isShipped(order.shipment);
+}
+
+function isShipped(shipment) {
+  return shipment?.status === 'SHIPPED' || shipment?.status === 'DELIVERED';
+}
+
+function renderShipment(shipment) {
+  $('live-shipment').hidden = !shipment;
+  if (!shipment) return;
+  const status = $('shipment-status');
+  status.textContent = shipment.status;
+  status.className = `status ${shipment.status.toLowerCase()}`;
+  $('shipment-carrier').textContent = `with ${shipment.carrier}`;
+  $('shipment-tracking').textContent = shipment.trackingNumber ? `· tracking ${shipment.trackingNumber}` : '';
+  $('shipment-history').replaceChildren(
+    ...shipment.history.map((step) =>
+      el(
+        'li',
+        {},
+        el('span', { class: `status ${step.status.toLowerCase()}` }, step.status),
+        ` ${new Date(step.at).toLocaleTimeString()}`,
+        step.note ? el('span', { class: 'muted' }, ` — ${step.note}`) : null,
+      ),
+    ),
+  );
 }
 
 async function cancelLiveOrder() {
@@ -395,7 +423,8 @@ async function loadOrders({ more = false } = {}) {
 
 /** The later state of one order of two (a page may be read before a status event lands). */
 function newerOf(order, other) {
-  return other?.id === order.id && other.history.length > order.history.length ? other : order;
+  const steps = (o) => o.history.length + (o.shipment?.history.length ?? 0);
+  return other?.id === order.id && steps(other) > steps(order) ? other : order;
 }
 
 function orderRow(order) {
@@ -403,6 +432,9 @@ function orderRow(order) {
     'li',
     { class: 'order', dataset: { orderId: order.id } },
     el('span', { class: `status ${order.status.toLowerCase()}` }, order.status),
+    order.shipment && order.shipment.status !== 'CANCELLED'
+      ? el('span', { class: `status shipment ${order.shipment.status.toLowerCase()}` }, order.shipment.status)
+      : null,
     el('span', {}, ` #${order.id.slice(0, 8).toUpperCase()} · ${new Date(order.createdAt).toLocaleString()}`),
     el('span', { class: 'muted' }, ` · ${order.lines.map((l) => `${l.quantity} × ${l.name}`).join(', ')}`),
     el('strong', {}, ` ${money(order.total)}`),

@@ -1,4 +1,4 @@
-// The whole shop for BFF tests: a nats-server of its own, the five services
+// The whole shop for BFF tests: a nats-server of its own, the services
 // in this process on fresh databases, an SMTP sink for the notification
 // service, and the BFF listening on a random port. Plus small clients:
 // GraphQL over HTTP (fetch) and over WebSocket (ws, graphql-transport-ws).
@@ -13,6 +13,7 @@ import { ProductSettings, productService } from '../../services/product/app.ts';
 import { OrderSettings, orderService } from '../../services/order/app.ts';
 import { PaymentSettings, paymentService } from '../../services/payment/app.ts';
 import { NotificationSettings, notificationService } from '../../services/notification/app.ts';
+import { ShippingSettings, shippingService } from '../../services/shipping/app.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../test/harness.ts';
 import type { ServiceName } from '../../subjects/index.ts';
 import { BffSettings, build, type Bff } from '../app.ts';
@@ -55,6 +56,12 @@ export async function startStack(options: { bffEnv?: Record<string, string>; rpc
       definition: notificationService as never,
       settings: NotificationSettings,
       env: { SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' },
+    },
+    // Quick steps, so a test sees an order shipped and delivered; not so quick that a cancel right after the confirmation is too late.
+    shipments: {
+      definition: shippingService as never,
+      settings: ShippingSettings,
+      env: { SHIPPING_SHIP_AFTER_MS: '5000', SHIPPING_DELIVER_AFTER_MS: '1000', SHIPPING_POLL_MS: '100' },
     },
   };
   const running = new Map<ServiceName, RunningService & { databaseUrl: string }>();

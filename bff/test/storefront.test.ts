@@ -1,6 +1,6 @@
 // The storefront in a real headless Chromium (Debian's /usr/bin/chromium,
 // driven by playwright-core): register, order, and watch the order become
-// CONFIRMED live; the cart keeps lines the catalog no longer shows; a status
+// CONFIRMED live, then shipped and delivered; the cart keeps lines the catalog no longer shows; a status
 // event leaves the pages loaded with "More" in place; the live status comes
 // back after its connection drops. The browser reaches the BFF through a TCP
 // proxy of the test's, which can cut every connection as a network or a BFF
@@ -245,4 +245,23 @@ test('the live status reconnects after its connection drops, and updates still a
   await page.click('#cancel-order');
   await page.locator('#live-status', { hasText: 'CANCELLED' }).waitFor({ timeout: 15_000 });
   assert.match((await page.locator('#live-history').textContent()) ?? '', /cancelled in the storefront/);
+});
+
+test('a confirmed order ships: the live panel shows its tracking number, then DELIVERED, and no cancel', { skip }, async () => {
+  await page.locator('.product', { hasText: 'Sencha' }).locator('button.add').click();
+  await placeOrderConfirmed();
+  await page.locator('#shipment-status', { hasText: 'LABEL_CREATED' }).waitFor({ timeout: 15_000 });
+  assert.equal(await page.locator('#cancel-order').isVisible(), true, 'not shipped yet: it can be cancelled');
+
+  // The carrier picks it up, then delivers it; each step reaches the page live (orderUpdated).
+  await page.locator('#shipment-status', { hasText: 'SHIPPED' }).waitFor({ timeout: 20_000 });
+  assert.match((await page.locator('#shipment-tracking').textContent()) ?? '', /tracking SP[0-9A-F]{16}/);
+  assert.equal(await page.locator('#cancel-order').isVisible(), false, 'a shipped order offers no cancel');
+  await page.locator('#shipment-status', { hasText: 'DELIVERED' }).waitFor({ timeout: 20_000 });
+  assert.deepEqual(
+    (await page.locator('#shipment-history li .status').allTextContents()).map((text) => text.trim()),
+    ['LABEL_CREATED', 'SHIPPED', 'DELIVERED'],
+  );
+  assert.match((await page.locator('#shipment-carrier').textContent()) ?? '', /SimPost/);
+  await page.locator('#order-list li .status.shipment', { hasText: 'DELIVERED' }).waitFor({ timeout: 10_000 });
 });

@@ -8,7 +8,7 @@
 // recipients of the whole batch, and the rows go in with the COMMIT.
 import { randomUUID } from 'node:crypto';
 import { context } from '@opentelemetry/api';
-import { customers, orders, payments, type Customer, type Money } from '../../subjects/index.ts';
+import { customers, orders, payments, shipments, type Customer, type Money } from '../../subjects/index.ts';
 import {
   currentTraceCarrier,
   onBatch,
@@ -57,6 +57,18 @@ export function notificationConsumers(client: RpcClient, wakeSender?: () => void
         batch: BATCH,
       },
     ),
+    onBatch(
+      shipments.shipped,
+      'shipment-shipped',
+      recorder((event, name) => shipmentShippedEmail(event.data, name)),
+      { batch: BATCH },
+    ),
+    onBatch(
+      shipments.delivered,
+      'shipment-delivered',
+      recorder((event, name) => shipmentDeliveredEmail(event.data, name)),
+      { batch: BATCH },
+    ),
   ];
 }
 
@@ -66,7 +78,12 @@ export interface Email {
 }
 
 /** The events that become emails: each names its customer and order. */
-type EmailEvent = typeof orders.confirmed | typeof orders.cancelled | typeof payments.refunded;
+type EmailEvent =
+  | typeof orders.confirmed
+  | typeof orders.cancelled
+  | typeof payments.refunded
+  | typeof shipments.shipped
+  | typeof shipments.delivered;
 
 async function record<C extends EmailEvent>(
   tx: Transaction,
@@ -200,6 +217,40 @@ export function paymentRefundedEmail(data: { orderId: string; amount: Money }, n
       '',
       `Order: ${data.orderId}`,
       `Refunded: ${formatMoney(data.amount)}`,
+      '',
+      SIGNATURE,
+      '',
+    ].join('\n'),
+  };
+}
+
+export function shipmentShippedEmail(data: { orderId: string; carrier: string; trackingNumber: string }, name: string | null): Email {
+  return {
+    subject: `Your order ${orderRef(data.orderId)} has shipped`,
+    body: [
+      greeting(name),
+      '',
+      `your order is on its way with ${data.carrier}.`,
+      '',
+      `Order: ${data.orderId}`,
+      `Tracking number: ${data.trackingNumber}`,
+      '',
+      SIGNATURE,
+      '',
+    ].join('\n'),
+  };
+}
+
+export function shipmentDeliveredEmail(data: { orderId: string; carrier: string; trackingNumber: string }, name: string | null): Email {
+  return {
+    subject: `Your order ${orderRef(data.orderId)} was delivered`,
+    body: [
+      greeting(name),
+      '',
+      `${data.carrier} has delivered your order. We hope you enjoy it.`,
+      '',
+      `Order: ${data.orderId}`,
+      `Tracking number: ${data.trackingNumber}`,
       '',
       SIGNATURE,
       '',

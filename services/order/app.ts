@@ -1,7 +1,7 @@
 // The order service: places orders and drives the saga to CONFIRMED or CANCELLED.
 import { Type } from '@sinclair/typebox';
 import { join } from 'node:path';
-import { customers, orders, products, settings as live } from '../../subjects/index.ts';
+import { customers, orders, products, shipments, settings as live } from '../../subjects/index.ts';
 import { ServiceError, ServiceSettings, type Endpoint, type LiveSettings, type ServiceDefinition } from '../kit/index.ts';
 import { orderEndpoints } from './handlers.ts';
 import { orderConsumers, sagaObserver } from './events.ts';
@@ -30,8 +30,9 @@ export const orderService: ServiceDefinition<{ ORDER_DEADLINE_SWEEP_MS: number; 
   description: 'Orders and the saga that confirms or cancels them',
   migrations: join(import.meta.dirname, 'migrations'),
   emits: [orders.placed, orders.confirmed, orders.cancelled],
-  // Placing an order checks its customer and the address it ships to, and prices its lines.
-  calls: [customers.shippingAddress, products.getMany],
+  // Placing an order checks its customer and the address it ships to, and prices its lines;
+  // cancelling a confirmed one holds its shipment.
+  calls: [customers.shippingAddress, products.getMany, shipments.hold],
   settings: OrderSettings,
   build({ pool, client, log, settings: current, metrics }, settings) {
     // Read at each order, so a change of orders.deadline_ms applies to the next one.

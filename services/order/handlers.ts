@@ -4,6 +4,7 @@ import {
   customers,
   orders,
   products,
+  shipments,
   type Address,
   type Money,
   type Order,
@@ -82,34 +83,44 @@ export function orderEndpoints(pool: Pool, client: RpcClient, options: OrderOpti
     }),
 
     endpoint(orders.cancel, async ({ id, customerId, reason }) => {
-      await withTransaction(pool, async (tx) => {
-        const text = reason?.trim() || 'cancelled by the customer';
-        const moved = await transition(tx, {
-          id,
-          customerId,
-          from: ['PENDING', 'CONFIRMED'],
-          to: 'CANCELLED',
-          cancelReason: 'CUSTOMER_CANCELLED',
-          reason: text,
-        });
-        if (!moved) {
-          const existing = await findOrder(tx, id, customerId);
-          if (!existing) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
+      const text = reason?.trim() || 'cancelled by the customer';
+      // The shipping service decides for a confirmed order: it holds the shipment (it will not ship)
+      // or refuses, once shipped. The order moves only from the status the decision was made on, so
+      // an order confirmed meanwhile goes round again and is asked about; at most three rounds
+      // (PENDING, CONFIRMED, CANCELLED).
+      for (;;) {
+        const existing = await findOrder(db, id, customerId);
+        if (!existing) throw new ServiceError('ORDER_NOT_FOUND', `no order ${id}`);
+        if (existing.status === 'CANCELLED') {
           // A repeat of a cancel that succeeded (its reply lost, the client retried) answers
           // like the first one did; an order the saga cancelled for another reason is not ours to cancel.
-          if (existing.cancelReason === 'CUSTOMER_CANCELLED') return;
+          if (existing.cancelReason === 'CUSTOMER_CANCELLED') return existing;
           throw new ServiceError('ORDER_NOT_CANCELLABLE', `order ${id} is ${existing.status} (${existing.cancelReason})`);
         }
-        await writeEvent(tx, orders.cancelled, {
-          orderId: id,
-          customerId: moved.customerId,
-          reasonCode: 'CUSTOMER_CANCELLED',
-          reason: text,
-          previousStatus: moved.previousStatus,
-          total: moved.total,
+        if (existing.status === 'CONFIRMED') await client.call(shipments.hold, { orderId: id, customerId });
+        const moved = await withTransaction(pool, async (tx) => {
+          const moved = await transition(tx, {
+            id,
+            customerId,
+            from: [existing.status],
+            to: 'CANCELLED',
+            cancelReason: 'CUSTOMER_CANCELLED',
+            reason: text,
+          });
+          if (moved) {
+            await writeEvent(tx, orders.cancelled, {
+              orderId: id,
+              customerId: moved.customerId,
+              reasonCode: 'CUSTOMER_CANCELLED',
+              reason: text,
+              previousStatus: moved.previousStatus,
+              total: moved.total,
+            });
+          }
+          return moved;
         });
-      });
-      return (await findOrder(db, id, customerId))!;
+        if (moved) return (await findOrder(db, id, customerId))!;
+      }
     }),
   ];
 }

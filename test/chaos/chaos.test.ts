@@ -52,7 +52,8 @@ before(async () => {
       // Shorter than the consumers' ack wait (30 s): orders caught by a kill are also cancelled by their deadline and compensated.
       env: { ORDER_DEADLINE_MS: '20000' },
       // Half the attempts fail: enough attempts that none runs out.
-      serviceEnv: { notification: { NOTIFY_MAX_ATTEMPTS: '60' } },
+      // And a carrier that fails a third of its calls: each step is retried until it goes through.
+      serviceEnv: { notification: { NOTIFY_MAX_ATTEMPTS: '60' }, shipping: { SHIPPING_FAILURE_RATE: '0.3' } },
     },
     load: { ratePerSecond: 10, maxInFlight: 12, cancelShare: 0.06, declineShare: 0.08 },
   });

@@ -303,6 +303,19 @@ export class Shop {
         NOTIFY_LEASE_MS: '30000',
       });
     }
+    if (dir === 'shipping') {
+      Object.assign(base, {
+        // Quick enough that the shop comes to rest soon, slow enough that a cancel right after the confirmation finds it unshipped.
+        SHIPPING_SHIP_AFTER_MS: '2000',
+        SHIPPING_DELIVER_AFTER_MS: '500',
+        SHIPPING_POLL_MS: '100',
+        SHIPPING_RETRY_BASE_MS: '100',
+        // A shipping service killed mid-step: its shipments go on once the lease ends, well within the wait for rest.
+        SHIPPING_LEASE_MS: '10000',
+        // Far longer than a cancel takes, even with a service killed under it.
+        SHIPPING_HOLD_MS: '15000',
+      });
+    }
     return { ...base, ...this.#options.env, ...this.#options.serviceEnv?.[dir] };
   }
 
@@ -506,7 +519,13 @@ export class Shop {
   async quiescent(timeoutMs = 120_000): Promise<void> {
     let previous = '';
     let busy: string[] = [];
-    const domainStreams = [streams.CUSTOMERS.name, streams.ORDERS.name, streams.INVENTORY.name, streams.PAYMENTS.name];
+    const domainStreams = [
+      streams.CUSTOMERS.name,
+      streams.ORDERS.name,
+      streams.INVENTORY.name,
+      streams.PAYMENTS.name,
+      streams.SHIPMENTS.name,
+    ];
     try {
       await waitFor(
         async () => {
@@ -536,6 +555,11 @@ export class Shop {
             `SELECT count(*)::int AS pending FROM notifications WHERE status = 'PENDING'`,
           )) as [{ pending: number }];
           if (pending > 0) busy.push(`${pending} email(s) waiting`);
+          const [{ moving }] = (await this.query<{ moving: number }>(
+            'shipping',
+            'SELECT count(*)::int AS moving FROM shipments WHERE next_step_at IS NOT NULL',
+          )) as [{ moving: number }];
+          if (moving > 0) busy.push(`${moving} shipment(s) on their way`);
           if (busy.length > 0) return undefined;
           const now = positions.join(',');
           const stable = now === previous;
