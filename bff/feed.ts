@@ -15,6 +15,15 @@ const envelope: Checker<typeof EventEnvelope> = checker(EventEnvelope);
 /** The streams whose events change what an order shows (the AsyncAPI document names them as the BFF's). */
 export const FEED_STREAMS: readonly StreamDefinition[] = [streams.ORDERS, streams.SHIPMENTS];
 
+/**
+ * An order as it is after an event. A shipment's step leaves the order's own
+ * history as it was, so it says so: a subscriber still passes it on.
+ */
+export interface OrderUpdate {
+  order: Order;
+  shipmentChanged: boolean;
+}
+
 export interface OrderFeedOptions {
   replicas: number;
   /** Delay before starting the consumer again after it failed. */
@@ -25,7 +34,7 @@ export class OrderFeed {
   readonly #nc: NatsConnection;
   readonly #client: RpcClient;
   readonly #log: Logger;
-  readonly #publish: (topic: string, order: Order) => void;
+  readonly #publish: (topic: string, update: OrderUpdate) => void;
   readonly #options: Required<OrderFeedOptions>;
   readonly #watchers = new Map<string, number>();
   readonly #messages = new Set<ConsumerMessages>();
@@ -39,7 +48,7 @@ export class OrderFeed {
     nc: NatsConnection,
     client: RpcClient,
     log: Logger,
-    publish: (topic: string, order: Order) => void,
+    publish: (topic: string, update: OrderUpdate) => void,
     options: OrderFeedOptions,
   ) {
     this.#nc = nc;
@@ -145,7 +154,7 @@ export class OrderFeed {
     if (!this.#watchers.has(orderId)) return;
     // The event says that something changed; the order service says what it is now.
     this.#client.call(orders.get, { id: orderId }).then(
-      (order) => this.#publish(this.topic(orderId), order),
+      (order) => this.#publish(this.topic(orderId), { order, shipmentChanged: msg.subject.startsWith('shipments.') }),
       (error: unknown) => this.#log.warn({ err: error, orderId }, 'could not fetch an updated order'),
     );
   }

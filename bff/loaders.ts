@@ -127,13 +127,18 @@ export function makeLoaders(client: RpcClient, { catalog, profiles }: ReadModels
       },
 
       // One shipments.getByOrders for the orders of the tick (a page of 20 orders: one call).
-      async shipment(queries: Query<Order>[]): Promise<(Shipment | null)[]> {
-        const ids = unique(queries.map((q) => q.obj.id));
-        const pages = await Promise.all(
-          chunks(ids, MAX_IDS).map(async (orderIds) => (await client.call(shipments.getByOrders, { orderIds })).shipments),
-        );
-        const byOrder = new Map(pages.flat().flatMap((shipment) => (shipment ? [[shipment.orderId, shipment] as const] : [])));
-        return queries.map((q) => byOrder.get(q.obj.id) ?? null);
+      // Not cached: a subscription keeps its context across pushes, and a shipment
+      // moves on while its order (the cache key) stays the same.
+      shipment: {
+        opts: { cache: false },
+        async loader(queries: Query<Order>[]): Promise<(Shipment | null)[]> {
+          const ids = unique(queries.map((q) => q.obj.id));
+          const pages = await Promise.all(
+            chunks(ids, MAX_IDS).map(async (orderIds) => (await client.call(shipments.getByOrders, { orderIds })).shipments),
+          );
+          const byOrder = new Map(pages.flat().flatMap((shipment) => (shipment ? [[shipment.orderId, shipment] as const] : [])));
+          return queries.map((q) => byOrder.get(q.obj.id) ?? null);
+        },
       },
     },
 

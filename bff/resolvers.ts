@@ -20,10 +20,10 @@ import {
   type Order,
   type Product,
 } from '../subjects/index.ts';
-import type { RpcClient } from '../services/kit/index.ts';
+import { ServiceError, type RpcClient } from '../services/kit/index.ts';
 import { issueToken, requireAdmin, requireUser, type Auth } from './plugins/auth.ts';
 import { ApiError, asPublicGraphQLError, forbidden } from './errors.ts';
-import type { OrderFeed } from './feed.ts';
+import type { OrderFeed, OrderUpdate } from './feed.ts';
 import type { ReadModels } from './read-models.ts';
 
 export type Context = MercuriusContext & {
@@ -84,7 +84,12 @@ export function makeResolvers({ app, client, feed, readModels: { catalog, profil
   const catalogPage = (args: PageArgs) => {
     const { first, after } = paging(args);
     const position = after === undefined ? undefined : decodeCatalogCursor(after);
-    if (after !== undefined && !position) throw new ApiError('BAD_USER_INPUT', '`after` is not a cursor this API gave out');
+    // The same refusal as products.list's, whichever of the two answers the page.
+    if (after !== undefined && !position) {
+      throw new ServiceError('VALIDATION_FAILED', 'after is not a cursor this service gave out', [
+        { path: '/after', message: 'unknown cursor' },
+      ]);
+    }
     const { items, hasMore } = catalog.page(first, position);
     const last = items.at(-1);
     return toConnection({ items, nextCursor: hasMore && last ? encodeCatalogCursor(last) : null });
@@ -310,20 +315,22 @@ function placementKey(argument: string | null | undefined, header: string | unde
  * The pubsub queue (a Readable) as an iterable that leaves the stream alone
  * when we stop early; mercurius ends it when the subscription closes.
  */
-function untilClosed(queue: unknown): AsyncIterable<Order> {
-  const readable = queue as AsyncIterable<Order> & { iterator?(options: { destroyOnReturn: boolean }): AsyncIterable<Order> };
+function untilClosed(queue: unknown): AsyncIterable<OrderUpdate> {
+  const readable = queue as AsyncIterable<OrderUpdate> & {
+    iterator?(options: { destroyOnReturn: boolean }): AsyncIterable<OrderUpdate>;
+  };
   return typeof readable.iterator === 'function' ? readable.iterator({ destroyOnReturn: false }) : readable;
 }
 
-/** The current order, then each later state with a longer history; ends after CANCELLED. */
-async function* follow(current: Order, updates: AsyncIterable<Order>, release: () => void) {
+/** The current order, then each later state with a longer history or a shipment's step; ends after CANCELLED. */
+async function* follow(current: Order, updates: AsyncIterable<OrderUpdate>, release: () => void) {
   try {
     let seen = current.history.length;
     yield { orderUpdated: current };
     if (current.status === 'CANCELLED') return;
-    for await (const order of updates) {
+    for await (const { order, shipmentChanged } of updates) {
       // Fetches may land out of order; the history only grows, so it orders them.
-      if (order.history.length <= seen) continue;
+      if (order.history.length < seen || (order.history.length === seen && !shipmentChanged)) continue;
       seen = order.history.length;
       yield { orderUpdated: order };
       if (order.status === 'CANCELLED') return;

@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders, type NatsError } from 'nats';
-import { ERROR_CODE_HEADER, ErrorCodes, isErrorCode, streams } from '../subjects/index.ts';
+import { ERROR_CODE_HEADER, ErrorCodes, PROCESSES, isErrorCode, streams } from '../subjects/index.ts';
 import { listDeadLetters } from '../scripts/dlq.ts';
 import { badEvents, badGraphql, badRequests, type BadGraphql } from './chaos/fuzz-cases.ts';
 import { Shop, email } from './chaos/shop.ts';
@@ -61,7 +61,7 @@ async function pool<T>(items: readonly T[], limit: number, work: (item: T) => Pr
 
 async function unchanged(): Promise<void> {
   assert.deepEqual(shop.crashes, [], 'no process exited');
-  assert.equal(shop.alive().length, 6, 'every service and the BFF still run');
+  assert.equal(shop.alive().length, PROCESSES.length, 'every service and the BFF still run');
   await shop.quiescent();
   assert.deepEqual(await shop.fingerprint(), baseline, 'no table of any service changed');
 }
@@ -96,7 +96,7 @@ test('every event subject: each poison event is dead-lettered by every consumer 
   const cases = badEvents();
   // Who consumes what, as the server knows it.
   const consumersOf = new Map<string, string[]>();
-  for (const stream of [streams.CUSTOMERS, streams.ORDERS, streams.INVENTORY, streams.PAYMENTS]) {
+  for (const stream of Object.values(streams).filter((stream) => stream !== streams.DLQ)) {
     for await (const consumer of shop.jsm.consumers.list(stream.name)) {
       const subject = consumer.config.filter_subject ?? '';
       consumersOf.set(subject, [...(consumersOf.get(subject) ?? []), consumer.name]);

@@ -18,7 +18,7 @@ import {
 } from '../../services/kit/index.ts';
 import { registry, type Order } from '../../subjects/index.ts';
 import type { BffConfig } from '../settings.ts';
-import { OrderFeed } from '../feed.ts';
+import { OrderFeed, type OrderUpdate } from '../feed.ts';
 import { allReplicas, createReadModels, type ReadModels } from '../read-models.ts';
 
 declare module 'fastify' {
@@ -52,9 +52,15 @@ export default fp<ShopOptions>(
     // Only the requests the registry declares for the BFF may leave it.
     const rpc = new LiveRpcClient(nc, liveSettings, clientOptions, registry.bff.calls);
     // Updates reach subscribers through mercurius's pubsub (plugins/graphql.ts), there by the time one arrives.
-    const feed = new OrderFeed(nc, rpc, log, (topic: string, order: Order) => void app.graphql.pubsub.publish({ topic, payload: order }), {
-      replicas,
-    });
+    const feed = new OrderFeed(
+      nc,
+      rpc,
+      log,
+      (topic: string, update: OrderUpdate) => void app.graphql.pubsub.publish({ topic, payload: update }),
+      {
+        replicas,
+      },
+    );
 
     app.decorate('nats', nc);
     app.decorate('liveSettings', liveSettings);

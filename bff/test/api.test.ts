@@ -479,7 +479,7 @@ test('health: live, and ready once NATS and every service answer', async () => {
   const ready = await fetch(`${url}/health/ready`);
   const body = (await ready.json()) as { status: string; checks: { services: Record<string, boolean> } };
   assert.equal(ready.status, 200, JSON.stringify(body));
-  assert.deepEqual(Object.keys(body.checks.services).sort(), ['customers', 'notifications', 'orders', 'payments', 'products']);
+  assert.deepEqual(Object.keys(body.checks.services).sort(), ['customers', 'notifications', 'orders', 'payments', 'products', 'shipments']);
   assert.ok(Object.values(body.checks.services).every(Boolean));
 });
 

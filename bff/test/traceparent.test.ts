@@ -40,11 +40,11 @@ after(async () => {
 test("a GraphQL request with a traceparent is one server span under the caller's, with everything else beneath it", async () => {
   const traceId = randomBytes(16).toString('hex');
   const callerSpanId = randomBytes(8).toString('hex');
-  // A field that asks a service (none runs here: the call fails at once), so a NATS call is traced too.
+  // A search asks the product service (none runs here: the call fails at once), so a NATS call is traced too.
   const response = await fetch(`${url}/graphql`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', traceparent: `00-${traceId}-${callerSpanId}-01` },
-    body: JSON.stringify({ query: '{ products(first: 1) { edges { node { id } } } }' }),
+    body: JSON.stringify({ query: '{ products(search: "lamp", first: 1) { edges { node { id } } } }' }),
   });
   assert.equal(response.status, 200);
 

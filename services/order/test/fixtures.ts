@@ -18,6 +18,7 @@ import { RpcClient, type RunningService } from '../../kit/index.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../../test/harness.ts';
 import { CustomerSettings, customerService } from '../../customer/app.ts';
 import { ProductSettings, productService } from '../../product/app.ts';
+import { ShippingSettings, shippingService } from '../../shipping/app.ts';
 import { OrderSettings, orderService } from '../app.ts';
 
 export interface World {
@@ -40,6 +41,8 @@ export async function startWorld(options: { orderEnv?: Record<string, string>; o
   try {
     services.push(await startTestService(customerService, nats, { settings: CustomerSettings }));
     services.push(await startTestService(productService, nats, { settings: ProductSettings }));
+    // Cancelling a confirmed order holds its shipment first: the shipping service answers that.
+    services.push(await startTestService(shippingService, nats, { settings: ShippingSettings }));
     const order = await startTestService(orderService, nats, { settings: OrderSettings, env: options.orderEnv ?? {} });
     services.push(order);
     const orderInstances: RunningService[] = [order];
