@@ -34,6 +34,7 @@ import {
 } from '../services/kit/index.ts';
 import { applyOnce } from '../services/kit/consumer/inbox.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
+import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
 import { claimDue, markSent } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
@@ -180,7 +181,17 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
       await migrate(pool, definition.name, definition.migrations, log);
       const live = LiveSettings.fixed(definition.name, { log, environment: config });
       const built = definition.build(
-        { name: definition.name, log, pool, databaseUrl, nc: undefined as never, js: undefined as never, client, settings: live },
+        {
+          name: definition.name,
+          log,
+          pool,
+          databaseUrl,
+          nc: undefined as never,
+          js: undefined as never,
+          client,
+          settings: live,
+          metrics: new ProcessMetrics(definition.name),
+        },
         config,
       );
       const service: Service = {

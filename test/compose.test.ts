@@ -23,7 +23,6 @@ interface ComposeService {
   environment?: Record<string, string | number | boolean | null> | string[];
   ports?: (string | number)[];
   healthcheck?: { test?: string[] | string };
-  volumes?: string[];
 }
 
 const compose = parse(await readFile(join(ROOT, 'compose.yaml'), 'utf8'), { merge: true }) as {
