@@ -16,7 +16,7 @@ import {
   type RpcClient,
   type RpcClientOptions,
 } from '../../services/kit/index.ts';
-import { registry, type Order } from '../../subjects/index.ts';
+import { registry } from '../../subjects/index.ts';
 import type { BffConfig } from '../settings.ts';
 import { OrderFeed, type OrderUpdate } from '../feed.ts';
 import { allReplicas, createReadModels, type ReadModels } from '../read-models.ts';
