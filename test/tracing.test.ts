@@ -57,6 +57,7 @@ before(async () => {
     order: { ORDER_DEADLINE_MS: '60000' },
     payment: {},
     notification: { SMTP_HOST: '127.0.0.1', SMTP_PORT: String(smtp.port), NOTIFY_RETRY_BASE_MS: '50' },
+    shipping: {},
   };
   await Promise.all(
     Object.entries(services).map(async ([dir, env]) => {
@@ -129,6 +130,7 @@ function treeProblems(spans: ZipkinSpan[]): string[] {
     ['products', 'orders.events.confirmed process'],
     ['notifications', 'orders.events.confirmed process'],
     ['notifications', 'smtp send'],
+    ['shipments', 'orders.events.confirmed process'],
   ];
   for (const [service, name] of expected) if (!has(service, name)) problems.push(`no span "${name}" from ${service}`);
   return problems;
@@ -175,7 +177,15 @@ test('one trace follows an order from the GraphQL request to the email, and its 
   });
 
   // Every process of the order is in it.
-  assert.deepEqual([...new Set(spans.map(serviceOf))].sort(), ['bff', 'customers', 'notifications', 'orders', 'payments', 'products']);
+  assert.deepEqual([...new Set(spans.map(serviceOf))].sort(), [
+    'bff',
+    'customers',
+    'notifications',
+    'orders',
+    'payments',
+    'products',
+    'shipments',
+  ]);
   // The root is the BFF's HTTP request (instrumentation-http), above fastify's and GraphQL's spans.
   const root = spans.find((span) => !span.parentId)!;
   assert.equal(serviceOf(root), 'bff');
@@ -319,6 +329,7 @@ test('every process serves /metrics in the Prometheus text format and its health
     ],
     payment: [['shop_events_handled_total', { consumer: 'payments-charge-reserved', outcome: 'processed' }]],
     notification: [['shop_events_handled_total', { consumer: 'notifications-order-confirmed', outcome: 'processed' }]],
+    shipping: [['shop_events_handled_total', { consumer: 'shipments-create-shipment', outcome: 'processed' }]],
     bff: [['shop_http_requests_total', { method: 'POST', route: '/graphql', status: '200' }]],
   };
   for (const [name, child] of processes) {

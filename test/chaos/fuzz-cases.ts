@@ -212,6 +212,13 @@ export function oddHeaders(): [string, Record<string, string>][] {
 }
 
 /** Every bad request for every operation (or those of `subjects`). */
+/**
+ * Idempotent operations that store something even for an id nobody knows, so
+ * a valid body is no "nothing changes" case: a hold for an order shipping has
+ * not seen yet leaves a tombstone, so its confirmation, when it comes, ships nothing.
+ */
+const WRITES_ON_A_VALID_BODY = new Set(['shipments.hold']);
+
 export function badRequests(operations: readonly RpcContract[] = allOperations): BadRequest[] {
   const cases: BadRequest[] = [];
   for (const contract of operations) {
@@ -247,7 +254,7 @@ export function badRequests(operations: readonly RpcContract[] = allOperations):
         headers,
         expect: 'VALIDATION_FAILED',
       });
-      if (contract.idempotent) {
+      if (contract.idempotent && !WRITES_ON_A_VALID_BODY.has(contract.subject)) {
         cases.push({ subject: contract.subject, what: `${what}, valid body`, payload: JSON.stringify(valid), headers, expect: 'answered' });
       }
     }
