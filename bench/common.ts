@@ -362,6 +362,22 @@ export interface ShopOptions {
   startTimeoutMs?: number;
 }
 
+/**
+ * Starts a process on a port freePort found free. Another process (an
+ * outgoing connection's local port, a neighbouring test) may take it before
+ * ours binds; then it is started again on another one.
+ */
+async function onFreePort<T>(start: (port: number) => Promise<T>, attempts = 3): Promise<{ child: T; port: number }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      return { child: await start(port), port };
+    } catch (error) {
+      if (attempt >= attempts || !String((error as Error).message).includes('is taken')) throw error;
+    }
+  }
+}
+
 export interface Shop {
   nats: TestNats;
   natsUrl: string;
@@ -460,22 +476,24 @@ export async function startShop(options: ShopOptions = {}): Promise<Shop> {
     );
     let bffUrl: string | undefined;
     if (options.bff) {
-      const port = await freePort();
-      const bff = await spawnNode('bff', registry.bff, {
-        env: {
-          ...common,
-          BFF_PORT: String(port),
-          BFF_HOST: '127.0.0.1',
-          JWT_SECRET: jwtSecret,
-          RATE_LIMIT_MAX: '1000000',
-          ...(await opsEnv('bff')),
-          ...options.envOf?.bff,
-        },
-        // Ready: the order feed reads and every service answers its ping.
-        probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
-        cpuProfileDir: options.cpuProfileDir,
-        timeoutMs: options.startTimeoutMs ?? START_TIMEOUT_MS,
-      });
+      const bffOpsEnv = await opsEnv('bff');
+      const { child: bff, port } = await onFreePort((port) =>
+        spawnNode('bff', registry.bff, {
+          env: {
+            ...common,
+            BFF_PORT: String(port),
+            BFF_HOST: '127.0.0.1',
+            JWT_SECRET: jwtSecret,
+            RATE_LIMIT_MAX: '1000000',
+            ...bffOpsEnv,
+            ...options.envOf?.bff,
+          },
+          // Ready: the order feed reads and every service answers its ping.
+          probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
+          cpuProfileDir: options.cpuProfileDir,
+          timeoutMs: options.startTimeoutMs ?? START_TIMEOUT_MS,
+        }),
+      );
       children.push(bff);
       bffUrl = `http://127.0.0.1:${port}`;
     }
