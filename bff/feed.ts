@@ -9,6 +9,7 @@
 import { DeliverPolicy, type ConsumerMessages, type JsMsg, type NatsConnection } from 'nats';
 import { EventEnvelope, checker, orders, streams, type Checker, type Order, type StreamDefinition } from '../subjects/index.ts';
 import { ensureStreams, type Logger, type RpcClient } from '../services/kit/index.ts';
+import { readUntilStopped } from './reading.ts';
 
 const envelope: Checker<typeof EventEnvelope> = checker(EventEnvelope);
 
@@ -39,10 +40,9 @@ export class OrderFeed {
   readonly #watchers = new Map<string, number>();
   readonly #messages = new Set<ConsumerMessages>();
   #running: Promise<void> | undefined;
-  #stopped = false;
+  readonly #stopping = new AbortController();
   /** The streams being read right now. */
   readonly #reading = new Set<string>();
-  readonly #wakes = new Set<() => void>();
 
   constructor(
     nc: NatsConnection,
@@ -88,36 +88,22 @@ export class OrderFeed {
 
   /** Starts reading in the background; failures are logged and retried, never thrown. */
   start(): void {
-    this.#running ??= Promise.all(FEED_STREAMS.map((source) => this.#run(source))).then(() => {});
+    this.#running ??= Promise.all(
+      FEED_STREAMS.map((source) =>
+        readUntilStopped(() => this.#consume(source), {
+          signal: this.#stopping.signal,
+          retryMs: this.#options.retryMs,
+          onFailure: (error) => this.#log.warn({ err: error, stream: source.name }, 'order feed failed; starting again'),
+          afterRead: () => this.#reading.delete(source.name),
+        }),
+      ),
+    ).then(() => {});
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopping.abort();
     for (const messages of this.#messages) messages.stop();
-    for (const wake of this.#wakes) wake();
     await this.#running;
-  }
-
-  async #run(source: StreamDefinition): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        await this.#consume(source);
-      } catch (error) {
-        if (this.#stopped) break;
-        this.#log.warn({ err: error, stream: source.name }, 'order feed failed; starting again');
-      }
-      this.#reading.delete(source.name);
-      if (this.#stopped) break;
-      await new Promise<void>((resolve) => {
-        const wake = () => {
-          clearTimeout(timer);
-          this.#wakes.delete(wake);
-          resolve();
-        };
-        const timer = setTimeout(wake, this.#options.retryMs);
-        this.#wakes.add(wake);
-      });
-    }
   }
 
   async #consume(source: StreamDefinition): Promise<void> {
@@ -131,7 +117,7 @@ export class OrderFeed {
     const messages = await consumer.consume({ max_messages: 256 });
     this.#messages.add(messages);
     try {
-      if (this.#stopped) messages.stop();
+      if (this.#stopping.signal.aborted) messages.stop();
       this.#reading.add(source.name);
       this.#log.info(`order feed reading ${subjects}`);
       for await (const msg of messages) this.#handle(msg);

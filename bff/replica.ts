@@ -15,6 +15,7 @@
 import { DeliverPolicy, type ConsumerMessages, type JsMsg, type NatsConnection } from 'nats';
 import { EventEnvelope, checker, type Checker, type StateContract } from '../subjects/index.ts';
 import { openStateBucket, stateStream, type Logger } from '../services/kit/index.ts';
+import { readUntilStopped } from './reading.ts';
 
 const envelope: Checker<typeof EventEnvelope> = checker(EventEnvelope);
 
@@ -51,10 +52,9 @@ export class Replica<T extends Versioned & P, P extends object = T> {
   #sorted: T[] | undefined;
   #messages: ConsumerMessages | undefined;
   #running: Promise<void> | undefined;
-  #stopped = false;
+  readonly #stopping = new AbortController();
   #ready = false;
   #readyWaiters: (() => void)[] = [];
-  #wake: (() => void) | undefined;
 
   constructor(nc: NatsConnection, contract: StateContract, options: ReplicaOptions<T, P>) {
     this.#nc = nc;
@@ -81,13 +81,16 @@ export class Replica<T extends Versioned & P, P extends object = T> {
 
   /** Starts reading in the background; failures are logged and retried, never thrown. */
   start(): void {
-    this.#running ??= this.#run();
+    this.#running ??= readUntilStopped(() => this.#consume(), {
+      signal: this.#stopping.signal,
+      retryMs: this.#options.retryMs ?? 1000,
+      onFailure: (error) => this.#log.warn({ err: error }, 'replica stopped reading; starting again'),
+    });
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true;
+    this.#stopping.abort();
     this.#messages?.stop();
-    this.#wake?.();
     await this.#running;
   }
 
@@ -159,25 +162,6 @@ export class Replica<T extends Versioned & P, P extends object = T> {
     if (this.#listed(item)) sorted.splice(this.#firstAbove(sorted, item), 0, item);
   }
 
-  async #run(): Promise<void> {
-    while (!this.#stopped) {
-      try {
-        await this.#consume();
-      } catch (error) {
-        if (this.#stopped) break;
-        this.#log.warn({ err: error }, 'replica stopped reading; starting again');
-      }
-      if (this.#stopped) break;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, this.#options.retryMs ?? 1000);
-        this.#wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-  }
-
   async #consume(): Promise<void> {
     // The bucket may not exist yet when the BFF starts before the owning service.
     await openStateBucket(this.#nc, this.contract, this.#options.replicas);
@@ -188,7 +172,7 @@ export class Replica<T extends Versioned & P, P extends object = T> {
     const consumer = await this.#nc.jetstream().consumers.get(stream, { deliver_policy: DeliverPolicy.LastPerSubject });
     const messages = await consumer.consume({ max_messages: 4096 });
     this.#messages = messages;
-    if (this.#stopped) messages.stop();
+    if (this.#stopping.signal.aborted) messages.stop();
     if (state.messages === 0) this.#caughtUp(started);
     // One message per key was there at start: only past that many is the delivery's pending count worth reading.
     let delivered = 0;

@@ -34,7 +34,6 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import {
   GraphQLHttp,
   Latencies,
@@ -61,49 +60,31 @@ import {
   type Kind,
   type OrderState,
 } from '../bench/order-follow.ts';
+import { scriptOptions } from './options.ts';
 
 // --- Options -----------------------------------------------------------------------------------------
 
-const { values: args } = parseArgs({
-  options: {
-    url: { type: 'string' },
-    'admin-email': { type: 'string' },
-    'admin-password': { type: 'string' },
-    rate: { type: 'string' },
-    duration: { type: 'string' },
-    'max-active': { type: 'string' },
-    orders: { type: 'string' },
-    browse: { type: 'string' },
-    mix: { type: 'string' },
-    follow: { type: 'string' },
-    think: { type: 'string' },
-    settle: { type: 'string' },
-    products: { type: 'string' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-  strict: true,
+const { option, numberOption } = scriptOptions({
+  url: import.meta.url,
+  command: 'load',
+  envPrefix: 'LOAD',
+  names: [
+    'url',
+    'admin-email',
+    'admin-password',
+    'rate',
+    'duration',
+    'max-active',
+    'orders',
+    'browse',
+    'mix',
+    'follow',
+    'think',
+    'settle',
+    'products',
+    'json',
+  ],
 });
-
-if (args.help) {
-  const header = (await import('node:fs')).readFileSync(new URL(import.meta.url), 'utf8').split('\nimport ')[0]!;
-  process.stdout.write(`${header.replace(/^\/\/ ?/gm, '')}\n`);
-  process.exit(0);
-}
-
-function option(name: keyof typeof args): string | undefined {
-  const value = args[name];
-  if (typeof value === 'string') return value;
-  return process.env[`LOAD_${name.toUpperCase().replace(/-/g, '_')}`] || undefined;
-}
-
-function numberOption(name: keyof typeof args, fallback: number, min = 0): number {
-  const text = option(name);
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < min) throw new Error(`--${name} must be a number >= ${min}, not ${text}`);
-  return value;
-}
 
 const settings = {
   url: option('url'),

@@ -29,7 +29,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import { parseArgs } from 'node:util';
 import { connect, type NatsConnection } from 'nats';
 import pRetry from 'p-retry';
 import pg from 'pg';
@@ -50,45 +49,16 @@ import {
   type Shop,
 } from '../bench/common.ts';
 import { PLACE_ORDER, Subscriptions, expectedOutcome, parseMix, pickKind, type Kind } from '../bench/order-follow.ts';
+import { scriptOptions } from './options.ts';
 
 // --- Options --------------------------------------------------------------------------------------------
 
-const { values: args } = parseArgs({
-  options: {
-    minutes: { type: 'string' },
-    rate: { type: 'string' },
-    every: { type: 'string' },
-    customers: { type: 'string' },
-    mix: { type: 'string' },
-    settle: { type: 'string' },
-    json: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
-  strict: true,
+const { option, numberOption } = scriptOptions({
+  url: import.meta.url,
+  command: 'soak',
+  envPrefix: 'SOAK',
+  names: ['minutes', 'rate', 'every', 'customers', 'mix', 'settle', 'json'],
 });
-
-if (args.help) {
-  const header = (await readFile(new URL(import.meta.url), 'utf8')).split('\nimport ')[0]!;
-  process.stdout.write(`${header.replace(/^\/\/ ?/gm, '')}\n`);
-  process.exit(0);
-}
-
-function option(name: keyof typeof args): string | undefined {
-  const value = args[name];
-  if (typeof value === 'string') return value;
-  return process.env[`SOAK_${name.toUpperCase()}`] || undefined;
-}
-
-function numberOption(name: keyof typeof args, fallback: number, min: number): number {
-  const text = option(name);
-  if (text === undefined) return fallback;
-  const value = Number(text);
-  if (!Number.isFinite(value) || value < min) {
-    process.stderr.write(`soak: --${name} must be a number of at least ${min}, not "${text}" (npm run soak -- --help)\n`);
-    process.exit(2);
-  }
-  return value;
-}
 
 const settings = {
   minutes: numberOption('minutes', 5, 0.1),

@@ -224,6 +224,26 @@ export interface Transitioned {
   ageSeconds: number;
 }
 
+/** What transition and transitionMany return of each order they moved. */
+interface TransitionedRow {
+  id: string;
+  customer_id: string;
+  currency: string;
+  total_amount: number;
+  previous_status: OrderStatus;
+  age_seconds: number;
+}
+
+function toTransitioned(row: TransitionedRow): Transitioned {
+  return {
+    id: row.id,
+    customerId: row.customer_id,
+    previousStatus: row.previous_status,
+    total: { amount: row.total_amount, currency: row.currency },
+    ageSeconds: row.age_seconds,
+  };
+}
+
 /**
  * Moves an order from one of `from` to `to` and records it in the history.
  * The UPDATE is guarded by the status, so a late or repeated event, or a
@@ -243,20 +263,14 @@ export async function transition(
 ): Promise<Transitioned | undefined> {
   // One statement: lock the order (learning the status it moves from, for
   // previousStatus), move it if that status is one of `from`, record it.
-  const { rows } = await tx.query<{
-    customer_id: string;
-    currency: string;
-    total_amount: number;
-    previous_status: OrderStatus;
-    age_seconds: number;
-  }>(
+  const { rows } = await tx.query<TransitionedRow>(
     `WITH current AS (
        SELECT id, status FROM orders WHERE id = $1 AND ($2::uuid IS NULL OR customer_id = $2::uuid) FOR UPDATE
      ), moved AS (
        UPDATE orders SET status = $3, cancel_reason = $4, updated_at = now()
        FROM current
        WHERE orders.id = current.id AND orders.status = current.status AND current.status = ANY($5::text[])
-       RETURNING orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status,
+       RETURNING orders.id, orders.customer_id, orders.currency, orders.total_amount, current.status AS previous_status,
          extract(epoch FROM now() - orders.created_at)::float8 AS age_seconds
      ), history AS (
        INSERT INTO order_status_history (order_id, status, reason) SELECT $1, $3, $6 FROM moved
@@ -264,15 +278,7 @@ export async function transition(
      SELECT * FROM moved`,
     [change.id, change.customerId ?? null, change.to, change.cancelReason ?? null, change.from, change.reason],
   );
-  const row = rows[0];
-  if (!row) return undefined;
-  return {
-    id: change.id,
-    customerId: row.customer_id,
-    previousStatus: row.previous_status,
-    total: { amount: row.total_amount, currency: row.currency },
-    ageSeconds: row.age_seconds,
-  };
+  return rows[0] && toTransitioned(rows[0]);
 }
 
 /**
@@ -284,14 +290,7 @@ export async function transitionMany(
   tx: Transaction,
   change: { ids: readonly string[]; from: readonly OrderStatus[]; to: OrderStatus; reason: string | null },
 ): Promise<Map<string, Transitioned>> {
-  const { rows } = await tx.query<{
-    id: string;
-    customer_id: string;
-    currency: string;
-    total_amount: number;
-    previous_status: OrderStatus;
-    age_seconds: number;
-  }>(
+  const { rows } = await tx.query<TransitionedRow>(
     `WITH current AS (
        SELECT id, status FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
      ), moved AS (
@@ -306,18 +305,7 @@ export async function transitionMany(
      SELECT * FROM moved`,
     [[...new Set(change.ids)], change.to, change.from, change.reason],
   );
-  return new Map(
-    rows.map((row) => [
-      row.id,
-      {
-        id: row.id,
-        customerId: row.customer_id,
-        previousStatus: row.previous_status,
-        total: { amount: row.total_amount, currency: row.currency },
-        ageSeconds: row.age_seconds,
-      },
-    ]),
-  );
+  return new Map(rows.map((row) => [row.id, toTransitioned(row)]));
 }
 
 /**
