@@ -6,6 +6,14 @@
 //   relay      BENCH_OUTBOX_EVENTS (20,000) events waiting in the outbox table
 //              (written beforehand, not timed); the kit's OutboxRelay is
 //              started and timed until it has published them all.
+//   states     as relay, but the rows are states (writeStates) of
+//              BENCH_OUTBOX_EVENTS customers, the variant's own keys every
+//              round with a higher version: each is put over the key's
+//              previous one in the customers bucket with a compare-and-set.
+//              Two variants: a new relay each round (it reads each key's last
+//              message before its put; the first round finds none), and one
+//              relay kept across rounds (it put every key the round before,
+//              so it puts without reading).
 //   plain      the same number of the same events published with js.publish,
 //              BENCH_OUTBOX_WINDOW (500, the relay's batch) awaiting at once,
 //              each with its msgID, as the relay does.
@@ -37,6 +45,8 @@ import {
   stopTracing,
   withTransaction,
   writeEvent,
+  writeStates,
+  openStateBucket,
   type Pool,
 } from '../services/kit/index.ts';
 import { dropTestDatabases, startNats, testDatabaseUrl } from '../test/harness.ts';
@@ -111,6 +121,7 @@ export async function runOutboxBench(settings: OutboxSettings = outboxSettings()
     const js: JetStreamClient = nc.jetstream();
     const jsm: JetStreamManager = await nc.jetstreamManager();
     await ensureStreams(jsm, [streams.CUSTOMERS], 1, log);
+    await openStateBucket(nc, customers.profiles);
     const snapshot = () => cpuSnapshot(new Map([['nats-server', nats.process.pid]]), { url, databases: [database] });
     const perEvent = (before: CpuSnapshot, after: CpuSnapshot, events: number) =>
       Object.fromEntries(Object.entries(cpuUsed(before, after)).map(([name, seconds]) => [name, round((seconds * 1e6) / events, 1)]));
@@ -147,6 +158,69 @@ export async function runOutboxBench(settings: OutboxSettings = outboxSettings()
       await relay.stop();
       return { rate: settings.events / seconds, cpu: perEvent(before, after, settings.events) };
     };
+
+    // The kept relay reads through a pool of its own: a commit wakes the relays of its pool only, so no other round wakes it.
+    const keptPool: Pool = createPool(url);
+    const createdAt = new Date().toISOString();
+    /** One relay kept across rounds (started on first use): it put every key of its variant the round before. */
+    let kept: { relay: OutboxRelay; onPublished: () => void } | undefined;
+    /**
+     * A round of states of the variant's own keys, one version up; timed from
+     * the relay's start (a new relay) or wake-up (the kept one).
+     */
+    const statesRounds = (keptRelay: boolean) => {
+      const stateKeys = Array.from({ length: settings.events }, () => randomUUID());
+      let stateVersion = 0;
+      return async (): Promise<{ rate: number; cpu: Record<string, number> }> => {
+        stateVersion++;
+        for (let written = 0; written < settings.events; written += 200) {
+          const keys = stateKeys.slice(written, written + 200);
+          const states = keys.map((id) => ({
+            id,
+            email: `state-${id.slice(0, 8)}@bench.test`,
+            name: 'State Bench',
+            role: 'customer' as const,
+            createdAt,
+            version: stateVersion,
+          }));
+          await withTransaction(pool, (tx) => writeStates(tx, customers.profiles, states));
+        }
+        let published = 0;
+        let finish: () => void = () => {};
+        const done = new Promise<void>((resolve) => (finish = resolve));
+        const count = () => {
+          if (++published === settings.events) finish();
+        };
+        const before = await snapshot();
+        const started = performance.now();
+        if (keptRelay) {
+          if (!kept) {
+            const holder = { onPublished: () => {} };
+            const relay = new OutboxRelay(keptPool, url, js, log, {
+              sweepMs: 3_600_000,
+              metrics: { eventPublished: () => holder.onPublished() },
+            });
+            kept = Object.assign(holder, { relay });
+            kept.onPublished = count;
+            await relay.start();
+          } else {
+            kept.onPublished = count;
+            kept.relay.wake();
+          }
+          await done;
+        } else {
+          const relay = new OutboxRelay(pool, url, js, log, { metrics: { eventPublished: count } });
+          await relay.start();
+          await done;
+          await relay.stop();
+        }
+        const seconds = (performance.now() - started) / 1000;
+        const after = await snapshot();
+        return { rate: settings.events / seconds, cpu: perEvent(before, after, settings.events) };
+      };
+    };
+    const statesRound = statesRounds(false);
+    const keptStatesRound = statesRounds(true);
 
     const plainRound = async (): Promise<{ rate: number; cpu: Record<string, number> }> => {
       const payloads = Array.from({ length: settings.events }, () => {
@@ -197,10 +271,13 @@ export async function runOutboxBench(settings: OutboxSettings = outboxSettings()
       { name: 'outbox relay (backlog -> JetStream)', run: relayRound },
       { name: `plain js.publish, ${settings.window} in flight`, run: plainRound },
       { name: `outbox end-to-end, ${settings.writers} writers`, run: endToEndRound },
+      { name: 'outbox relay, states, a new relay (backlog -> KV bucket)', run: statesRound },
+      { name: 'outbox relay, states, put by it before', run: keptStatesRound },
     ];
     progress(`outbox: warm-up`);
     await relayRound();
     await plainRound();
+    await keptStatesRound(); // the kept relay puts its keys once
     const samples = new Map(variants.map((variant) => [variant.name, [] as { rate: number; cpu: Record<string, number> }[]]));
     for (let round = 1; round <= settings.rounds; round++) {
       const line: string[] = [];
@@ -213,6 +290,8 @@ export async function runOutboxBench(settings: OutboxSettings = outboxSettings()
       }
       progress(`  round ${round}/${settings.rounds}: ${line.join(', ')}`);
     }
+    await kept?.relay.stop();
+    await keptPool.end();
     const medianRate = (name: string) => median(samples.get(name)!.map((sample) => sample.rate));
     const plain = medianRate(variants[1]!.name);
     return {

@@ -6,7 +6,15 @@
 // (bench/read-model-child.ts) that builds both replicas from the buckets as a
 // BFF does at start, and prints its catch-up time and the memory they take
 // (RSS and heap after catch-up, less those before).
+//
+// BENCH_READ_MODEL_RUNS (1) children in turn, each building the replicas
+// afresh from the same buckets; BENCH_READ_MODEL_CHILDREN (the default:
+// bench/read-model-child.ts) names several child scripts, comma-separated,
+// run alternately in each round: a copy of an earlier tree's child
+// (`git archive`) beside this one compares two replicas on the same buckets
+// and the same machine.
 import { randomUUID } from 'node:crypto';
+import { loadavg } from 'node:os';
 import { connect } from 'nats';
 import { customers, products, stateSubject, type Customer, type Product, type StateContract } from '../subjects/index.ts';
 import { openStateBucket } from '../services/kit/index.ts';
@@ -15,11 +23,19 @@ import { describeMachine, fmt, intEnv, machine, progress, spawnNode, table, writ
 
 const productCount = intEnv('BENCH_READ_MODEL_PRODUCTS', 100_000);
 const customerCount = intEnv('BENCH_READ_MODEL_CUSTOMERS', 100_000);
+const runs = intEnv('BENCH_READ_MODEL_RUNS', 1);
+const childScripts = (process.env.BENCH_READ_MODEL_CHILDREN || 'bench/read-model-child.ts')
+  .split(',')
+  .map((script) => script.trim())
+  .filter(Boolean);
 
 export interface ReplicaFigures {
   catalogItems: number;
   customerItems: number;
   catchUpMs: number;
+  /** When each replica was caught up (absent in a child from before they were reported). */
+  catalogMs?: number;
+  customersMs?: number;
   catchUpCpuMs: number;
   rssMb: number;
   heapMb: number;
@@ -66,33 +82,53 @@ try {
   }));
   await nc.drain();
 
-  progress('read-model: a child process builds both replicas from the buckets');
-  const child = await spawnNode('read-model-replicas', 'bench/read-model-child.ts', {
-    env: { NATS_URL: nats.url },
-    ready: (line) => (line.startsWith('{"catalogItems"') ? line : undefined),
-    timeoutMs: 300_000,
-    cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
-  });
-  await child.stop();
-  const figures = JSON.parse(child.ready) as ReplicaFigures;
+  const results = new Map<string, ReplicaFigures[]>(childScripts.map((script) => [script, []]));
+  for (let round = 1; round <= runs; round++) {
+    for (const script of childScripts) {
+      progress(`read-model: round ${round} of ${runs}, ${script} builds both replicas from the buckets`);
+      const child = await spawnNode('read-model-replicas', script, {
+        env: { NATS_URL: nats.url },
+        ready: (line) => (line.startsWith('{"catalogItems"') ? line : undefined),
+        timeoutMs: 300_000,
+        cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
+      });
+      await child.stop();
+      const figures = JSON.parse(child.ready) as ReplicaFigures;
+      progress(
+        `  catch-up ${fmt(figures.catchUpMs)} ms, its CPU ${fmt(figures.catchUpCpuMs)} ms (load average ${loadavg()[0]!.toFixed(1)})`,
+      );
+      results.get(script)!.push(figures);
+    }
+  }
+  const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!;
+  const range = (values: number[]) => (values.length > 1 ? ` (${fmt(Math.min(...values))}-${fmt(Math.max(...values))})` : '');
   const m = machine();
   process.stdout.write(
-    `\nmachine: ${describeMachine(m)}\n\n${table(
-      ['replicas', 'items', 'catch-up ms', 'its CPU ms', 'RSS MB', 'heap MB'],
-      [
-        [
+    `\nmachine: ${describeMachine(m)}\n${runs > 1 ? `medians of ${runs} runs each (range)\n` : ''}\n${table(
+      ['replicas', 'child', 'items', 'catch-up ms', 'catalog / customers ms', 'its CPU ms', 'RSS MB', 'heap MB'],
+      [...results].map(([script, all]) => {
+        const of = (key: keyof ReplicaFigures) => all.map((figures) => figures[key] ?? Number.NaN);
+        return [
           'catalog + customers',
-          `${fmt(figures.catalogItems)} + ${fmt(figures.customerItems)}`,
-          fmt(figures.catchUpMs),
-          fmt(figures.catchUpCpuMs),
-          fmt(figures.rssMb),
-          fmt(figures.heapMb),
-        ],
-      ],
+          script,
+          `${fmt(all[0]!.catalogItems)} + ${fmt(all[0]!.customerItems)}`,
+          `${fmt(median(of('catchUpMs')))}${range(of('catchUpMs'))}`,
+          `${fmt(median(of('catalogMs')))} / ${fmt(median(of('customersMs')))}`,
+          `${fmt(median(of('catchUpCpuMs')))}${range(of('catchUpCpuMs'))}`,
+          fmt(median(of('rssMb'))),
+          fmt(median(of('heapMb'))),
+        ];
+      }),
     )}\n`,
   );
   progress(
-    `\nwritten ${await writeResults('read-model', { at: new Date().toISOString(), machine: m, productCount, customerCount, ...figures })}`,
+    `\nwritten ${await writeResults('read-model', {
+      at: new Date().toISOString(),
+      machine: m,
+      productCount,
+      customerCount,
+      runs: Object.fromEntries(results),
+    })}`,
   );
 } finally {
   await nats.cleanup();

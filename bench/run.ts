@@ -20,7 +20,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BFF_HEADER, bffCpuTable, bffRows, runBffBench, type BffResult } from './bff.ts';
 import { OUTBOX_HEADER, outboxRows, runOutboxBench, type OutboxResult } from './outbox.ts';
-import { runSagaBench, sagaCpuTable, sagaHopTable, sagaRows, type SagaResult } from './saga.ts';
+import { runSagaBench, sagaCpuTable, sagaFreshnessTable, sagaHopTable, sagaRows, type SagaResult } from './saga.ts';
 import { ROOT, describeMachine, fmt, machine, progress, table, writeResults } from './common.ts';
 
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'lookups,bff,saga,outbox').split(',').map((part) => part.trim()));
@@ -166,6 +166,8 @@ if (results.bff) output += `\n${table(BFF_HEADER, bffRows(results.bff))}\n\n${bf
 if (results.saga) {
   output += `\n${table(['saga phase', 'confirmed/s', 'placed->confirmed p50/p99 ms', 'reply->confirmed p50/p99 ms', 'confirmed'], sagaRows(results.saga))}\n`;
   output += `\n${sagaHopTable(results.saga)}\n\n${sagaCpuTable(results.saga)}\n`;
+  const freshness = sagaFreshnessTable(results.saga);
+  if (freshness) output += `\n${freshness}\n`;
 }
 if (results.outbox) output += `\n${table(OUTBOX_HEADER, outboxRows(results.outbox))}\n`;
 for (const [key, stack] of Object.entries(failures)) output += `\n${key} FAILED: ${stack.split('\n')[0]}\n`;

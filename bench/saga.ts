@@ -24,6 +24,12 @@
 // in flight, no NATS, no service processes; the saturation phase is printed
 // as a ratio of it (BENCH_SAGA_BOUND=0 skips it).
 //
+// BENCH_SAGA_FRESHNESS=1: the BFF's read-model freshness too
+// (bench/freshness.ts): alone for BENCH_SAGA_SECONDS first, then during every
+// measured phase, a watcher restocks products of its own and times each until
+// the BFF answers the new stock, and the BFF's shop_read_model_lag_seconds is
+// read before and after.
+//
 // BENCH_CPU_PROF=<dir>: every process of the shop writes a V8 CPU profile
 // there when it stops (the whole run; the saturation phase dominates it).
 import { randomUUID } from 'node:crypto';
@@ -51,6 +57,7 @@ import {
   type Shop,
 } from './common.ts';
 import { runDatabaseBound, type BoundResult } from './saga-bound.ts';
+import { FreshnessWatcher, type FreshnessFigures } from './freshness.ts';
 
 export interface SagaSettings {
   /** Offered orders per second in the fixed-rate phases, one phase each. */
@@ -68,6 +75,11 @@ export interface SagaSettings {
   cpuProfileDir: string | undefined;
   /** Also run the database bound (bench/saga-bound.ts) after the shop stops. */
   bound: boolean;
+  /** Measure the BFF's read-model freshness (bench/freshness.ts): alone first, then in each measured phase. */
+  freshness: boolean;
+  /** The freshness watcher: one restock this often, and a read through the BFF this often until it shows. */
+  freshnessEveryMs: number;
+  freshnessPollMs: number;
 }
 
 export function sagaSettings(): SagaSettings {
@@ -88,6 +100,9 @@ export function sagaSettings(): SagaSettings {
       .filter((phase): phase is 'rate' | 'saturation' => phase === 'rate' || phase === 'saturation'),
     cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
     bound: process.env.BENCH_SAGA_BOUND !== '0',
+    freshness: process.env.BENCH_SAGA_FRESHNESS === '1',
+    freshnessEveryMs: intEnv('BENCH_SAGA_FRESHNESS_EVERY_MS', 100),
+    freshnessPollMs: intEnv('BENCH_SAGA_FRESHNESS_POLL_MS', 2),
   };
 }
 
@@ -110,6 +125,8 @@ export interface SagaPhase {
   cpuMsPerOrder: Record<string, number>;
   /** A sample of errors from placing orders. */
   errors: string[];
+  /** The BFF's freshness over the phase (BENCH_SAGA_FRESHNESS=1). */
+  freshness?: FreshnessFigures;
 }
 
 export interface SagaResult {
@@ -117,6 +134,8 @@ export interface SagaResult {
   phases: SagaPhase[];
   /** The same orders' SQL run from one process (bench/saga-bound.ts), after the shop stopped; absent with BENCH_SAGA_BOUND=0. */
   bound?: BoundResult;
+  /** The BFF's freshness with no orders coming in, before the phases (BENCH_SAGA_FRESHNESS=1). */
+  idleFreshness?: FreshnessFigures;
   /** Warnings and errors the shop's processes logged during the run. */
   problems: Record<string, { count: number; first: string[] }>;
 }
@@ -275,13 +294,14 @@ class Phase {
 export async function runSagaBench(settings: SagaSettings = sagaSettings()): Promise<SagaResult> {
   if (settings.cpuProfileDir) await mkdir(settings.cpuProfileDir, { recursive: true });
   progress(`saga: starting the shop (5 services and the BFF as child processes, nats-server, SMTP sink)`);
-  const shop: Shop = await startShop({ bff: true, cpuProfileDir: settings.cpuProfileDir });
+  const shop: Shop = await startShop({ bff: true, cpuProfileDir: settings.cpuProfileDir, opsPorts: settings.freshness });
   const log = createLogger('bench', 'warn');
   const nc = await connectNats('bench', { NATS_URL: shop.natsUrl }, log);
   const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
   const gql = new GraphQLHttp(shop.bffUrl!, settings.inflight + 16);
   const phases: SagaPhase[] = [];
   let problems: SagaResult['problems'] = {};
+  let idleFreshness: FreshnessFigures | undefined;
   try {
     progress(`saga: ${settings.products} products, ${settings.customers} customers`);
     const catalog: string[] = [];
@@ -315,6 +335,25 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
           }),
         )),
       );
+    }
+
+    // The freshness watcher's own products: no order touches them, so their stock moves only by its restocks.
+    let watcher: FreshnessWatcher | undefined;
+    if (settings.freshness) {
+      const watched: string[] = [];
+      for (let i = 0; i < 4; i++) {
+        const product = await client.call(products.create, {
+          sku: `fresh-${i}`,
+          name: `Freshness product ${i}`,
+          price: { amount: 100, currency: 'EUR' },
+          initialStock: 0,
+        });
+        watched.push(product.id);
+      }
+      watcher = new FreshnessWatcher(client, gql, watched, shop.opsPorts.get('bff')!, {
+        everyMs: settings.freshnessEveryMs,
+        pollMs: settings.freshnessPollMs,
+      });
     }
 
     const place: PlaceOrder =
@@ -384,11 +423,14 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
 
     const measure = async (name: string, offered: string, run: (phase: Phase) => Promise<void>): Promise<SagaPhase> => {
       const phase = new Phase();
+      const watching = name !== 'warm-up' ? watcher : undefined;
+      await watching?.start();
       const before = await shop.cpuSnapshot();
       const stop = watch(phase, name);
       await run(phase);
       const after = await shop.cpuSnapshot();
       stop();
+      const freshness = await watching?.stop();
       const unsettled = phase.unsettled;
       const seconds = (phase.windowEnd - phase.windowStart) / 1000;
       const cpu = cpuUsed(before, after);
@@ -410,6 +452,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
         cpuSeconds: cpu,
         cpuMsPerOrder,
         errors: phase.errors,
+        ...(freshness ? { freshness } : {}),
       };
       progress(
         `  ${name}: ${fmt(result.confirmedPerSecond)} confirmed/s, placed->confirmed p50 ${result.placedToConfirmedMs.p50} ms ` +
@@ -423,6 +466,13 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
     await measure('warm-up', `${Math.min(64, settings.inflight)} in flight`, (phase) =>
       closedLoop(phase, Math.min(64, settings.inflight), settings.warmupSeconds),
     );
+    if (watcher) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      progress(`saga: the BFF's freshness with no orders, ${settings.seconds}s`);
+      await watcher.start();
+      await new Promise((resolve) => setTimeout(resolve, settings.seconds * 1000));
+      idleFreshness = await watcher.stop();
+    }
     for (const rate of settings.phases.includes('rate') ? settings.rates : []) {
       await new Promise((resolve) => setTimeout(resolve, 1000));
       progress(`saga: fixed rate, ${rate} orders/s offered for ${settings.seconds}s`);
@@ -456,7 +506,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
       customers: Math.min(10, settings.customers),
     });
   }
-  return { settings, phases, problems, ...(bound ? { bound } : {}) };
+  return { settings, phases, problems, ...(bound ? { bound } : {}), ...(idleFreshness ? { idleFreshness } : {}) };
 }
 
 /** The saturation phase's confirmed orders/s as a share of the database bound. */
@@ -523,6 +573,39 @@ export function sagaCpuTable(result: SagaResult): string {
   return table(['CPU ms per confirmed order', ...phases.map(phaseLabel)], [...rows, total]);
 }
 
+/** The BFF's freshness per phase (BENCH_SAGA_FRESHNESS=1); empty otherwise. */
+export function sagaFreshnessTable(result: SagaResult): string {
+  const measured: [string, FreshnessFigures][] = [
+    ...(result.idleFreshness ? [['no orders', result.idleFreshness] as [string, FreshnessFigures]] : []),
+    ...result.phases.flatMap((phase) => (phase.freshness ? [[phaseLabel(phase), phase.freshness] as [string, FreshnessFigures]] : [])),
+  ];
+  if (measured.length === 0) return '';
+  const pair = (summary: LatencySummary) => `${summary.p50} / ${summary.p99}`;
+  const rows = measured.map(([label, figures]) => [
+    label,
+    `${figures.restocks - figures.notSeen}/${figures.restocks}`,
+    pair(figures.replyToVisibleMs),
+    pair(figures.sentToVisibleMs),
+    fmt(figures.sentToVisibleMs.max, 1),
+    fmt(figures.metric.states),
+    `${figures.metric.p50Ms} / ${figures.metric.p99Ms}`,
+    `${round(figures.metric.within100Ms * 100, 2)} %`,
+  ]);
+  return table(
+    [
+      'BFF freshness',
+      'restocks seen',
+      'reply->visible p50/p99 ms',
+      'sent->visible p50/p99 ms',
+      'max ms',
+      'lag metric: states',
+      'p50/p99 ms (est.)',
+      '<= 100 ms',
+    ],
+    rows,
+  );
+}
+
 if (import.meta.main) {
   const m = machine();
   progress(`machine: ${describeMachine(m)}`);
@@ -530,7 +613,7 @@ if (import.meta.main) {
   process.stdout.write(
     `\nmachine: ${describeMachine(m)}\nsaga entry: ${result.settings.via === 'rpc' ? 'orders.place (kit RpcClient)' : 'BFF placeOrder'}\n\n` +
       `${table(['phase', 'confirmed/s', 'placed->confirmed p50/p99 ms', 'reply->confirmed p50/p99 ms', 'confirmed'], sagaRows(result))}\n\n` +
-      `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n\n${boundLine(result)}\n`,
+      `${sagaHopTable(result)}\n\n${sagaCpuTable(result)}\n\n${result.idleFreshness ? `${sagaFreshnessTable(result)}\n\n` : ''}${boundLine(result)}\n`,
   );
   const file = await writeResults('saga', {
     at: new Date().toISOString(),

@@ -10,7 +10,7 @@
 // the relays through LISTEN/NOTIFY.
 import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { headers as natsHeaders, type JetStreamClient } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type NatsError, type PubAck } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import { stateSubject, type DataOf, type Envelope, type EventContract, type StateContract, type StateOf } from '../../subjects/index.ts';
 import { Transaction, withTransaction, type Pool, type Queryable } from './db.ts';
@@ -20,6 +20,42 @@ import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } 
 const { escapeLiteral } = pg;
 
 const CHANNEL = 'shop_outbox';
+
+/** Subjects of state buckets (stateSubject): `$KV.<bucket>.<key>`. */
+const STATE_SUBJECT_PREFIX = '$KV.';
+/** JetStream's error codes: no message for the subject; a publish's expected last subject sequence was not the last. */
+const JS_NO_MESSAGE_FOUND = 10037;
+const JS_WRONG_LAST_SEQUENCE = 10071;
+/** Reads and conditional puts of one state before the batch fails (and is retried whole by a later pass). */
+const STATE_PUT_ATTEMPTS = 10;
+/** State subjects whose last put a relay remembers (a few MB at most). */
+const STATE_PUTS_KEPT = 20_000;
+
+/** A state subject's last message as a relay knows it: its stream sequence (0: none) and version. */
+interface KnownState {
+  seq: number;
+  version: number;
+}
+
+/**
+ * `rows` less the states a newer one of the same key in `rows` supersedes
+ * (a product reserved by several transactions since the last pass): only
+ * the newest is put, and puts of one key do not race each other.
+ */
+function withoutSupersededStates(rows: readonly OutboxRow[]): OutboxRow[] {
+  const newest = new Map<string, OutboxRow>();
+  for (const row of rows) {
+    if (!row.subject.startsWith(STATE_SUBJECT_PREFIX)) continue;
+    const held = newest.get(row.subject);
+    if (!held || versionOf(row.payload) >= versionOf(held.payload)) newest.set(row.subject, row);
+  }
+  return rows.filter((row) => !row.subject.startsWith(STATE_SUBJECT_PREFIX) || newest.get(row.subject) === row);
+}
+
+/** The version of a state's envelope (0 when it has none). */
+function versionOf(envelope: Envelope): number {
+  return (envelope.data as StateItem | undefined)?.version ?? 0;
+}
 
 /** The running relays of this process by the pool they read from: a commit on the pool wakes them. */
 const relaysByPool = new Map<Pool, Set<OutboxRelay>>();
@@ -157,6 +193,10 @@ export class OutboxRelay {
   readonly #batchSize: number;
   readonly #metrics: OutboxRelayOptions['metrics'];
   #listener: pg.Client | undefined;
+  /** For reading a state's last message (#putState); made on first use. */
+  #jsm: Promise<JetStreamManager> | undefined;
+  /** This relay's last put of each state subject (recent ones): the sequence its next put expects. */
+  readonly #lastPuts = new Map<string, KnownState>();
   #sweeper: NodeJS.Timeout | undefined;
   #running: Promise<void> | undefined;
   #again = false;
@@ -243,7 +283,7 @@ export class OutboxRelay {
   async #publishBatch(): Promise<number> {
     const published = await withTransaction(this.#pool, async (tx) => {
       const rows = await takeOutboxBatch(tx, this.#batchSize);
-      await Promise.all(rows.map((row) => this.#publish(row)));
+      await Promise.all(withoutSupersededStates(rows).map((row) => this.#publish(row)));
       return rows;
     });
     for (const row of published) this.#metrics?.eventPublished(row.subject);
@@ -255,12 +295,66 @@ export class OutboxRelay {
     return withMessagingSpan(row.subject, 'send', SpanKind.PRODUCER, parent, () => {
       const headers = natsHeaders();
       injectTraceContext(headers);
-      return this.#js.publish(row.subject, Buffer.from(JSON.stringify(row.payload)), {
-        msgID: row.id,
-        headers,
-        timeout: 5000,
-      });
+      const data = Buffer.from(JSON.stringify(row.payload));
+      if (row.subject.startsWith(STATE_SUBJECT_PREFIX)) return this.#putState(row, data, headers);
+      return this.#js.publish(row.subject, data, { msgID: row.id, headers, timeout: 5000 });
     });
+  }
+
+  /**
+   * An item's state (writeStates), put only over an older one: relays of
+   * several instances may take two versions of one item in different passes
+   * and publish them out of order, and a bucket keeps the last message it got.
+   * Every put is conditional on the key's last sequence being the one
+   * expected, so the bucket's version of a key only grows. The expected
+   * sequence is the one this relay last put for the key (#lastPuts), else the
+   * key's last message read from the stream (its leader's answer); a put
+   * that finds another one there reads, and is skipped when that holds this
+   * version or a newer one.
+   */
+  async #putState(row: OutboxRow, data: Buffer, headers: MsgHdrs): Promise<PubAck | undefined> {
+    const version = versionOf(row.payload);
+    let known = this.#lastPuts.get(row.subject);
+    for (let attempt = 1; ; attempt++) {
+      known ??= await this.#readLastState(row.subject);
+      // What the bucket held is a floor: its version of a key never goes down.
+      if (known.version >= version) return undefined;
+      try {
+        const ack = await this.#js.publish(row.subject, data, {
+          msgID: row.id,
+          headers,
+          expect: { lastSubjectSequence: known.seq },
+          timeout: 5000,
+        });
+        this.#rememberPut(row.subject, { seq: ack.seq, version });
+        return ack;
+      } catch (error) {
+        if ((error as NatsError).api_error?.err_code !== JS_WRONG_LAST_SEQUENCE || attempt >= STATE_PUT_ATTEMPTS) throw error;
+        this.#lastPuts.delete(row.subject);
+        known = undefined;
+      }
+    }
+  }
+
+  /** The sequence and version of a state subject's last message (0 and 0 when none; version 0 for a delete marker). */
+  async #readLastState(subject: string): Promise<KnownState> {
+    this.#jsm ??= this.#js.jetstreamManager(false);
+    const jsm = await this.#jsm;
+    const stream = `KV_${subject.split('.', 2)[1]}`;
+    try {
+      const last = await jsm.streams.getMessage(stream, { last_by_subj: subject });
+      return { seq: last.seq, version: last.data.length > 0 ? versionOf(last.json<Envelope>()) : 0 };
+    } catch (error) {
+      if ((error as NatsError).api_error?.err_code === JS_NO_MESSAGE_FOUND) return { seq: 0, version: 0 };
+      throw error;
+    }
+  }
+
+  /** Keeps the newest `STATE_PUTS_KEPT` puts, least recently put dropped first. */
+  #rememberPut(subject: string, put: KnownState): void {
+    this.#lastPuts.delete(subject);
+    this.#lastPuts.set(subject, put);
+    if (this.#lastPuts.size > STATE_PUTS_KEPT) this.#lastPuts.delete(this.#lastPuts.keys().next().value!);
   }
 
   async #listen(): Promise<void> {

@@ -1,7 +1,8 @@
 // The outbox against a real nats-server and PostgreSQL: an event exists on the
 // bus if and only if its transaction committed, under its own id as
 // Nats-Msg-Id; rows survive a NATS outage and are published when it is back;
-// a commit wakes the relay without waiting for the sweep.
+// a commit wakes the relay without waiting for the sweep; a state never
+// replaces a newer one in its bucket.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type JetStreamManager, type NatsConnection, type StoredMsg } from 'nats';
 import { trace } from '@opentelemetry/api';
-import { ContractViolation, customers, type Envelope } from '../../../subjects/index.ts';
-import { startTracing, stopTracing, withTransaction, writeEvent, type ServiceDefinition } from '../index.ts';
+import { ContractViolation, customers, type Customer, type Envelope } from '../../../subjects/index.ts';
+import { openStateBucket, startTracing, stopTracing, withTransaction, writeEvent, writeStates, type ServiceDefinition } from '../index.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../../test/harness.ts';
 
 type Running = Awaited<ReturnType<typeof startTestService>>;
@@ -31,6 +32,7 @@ function emitter(): ServiceDefinition {
     description: 'kit outbox test',
     migrations,
     emits: [customers.registered],
+    states: [customers.profiles],
     build: () => ({ endpoints: [], consumers: [] }),
   };
 }
@@ -219,4 +221,58 @@ test('events written while NATS is down are published once it is back', { timeou
     assert.equal(copies.length, 1, `${envelope.id} published once`);
     assert.deepEqual(copies[0]!.json<Envelope>(), envelope);
   }
+});
+
+test('a state is put over an older one only: published newest first, the bucket keeps the newest', async () => {
+  const kv = await openStateBucket(nc, customers.profiles);
+  const customer: Customer = {
+    id: crypto.randomUUID(),
+    email: 'cas@shop.test',
+    name: 'Version 0',
+    role: 'customer',
+    createdAt: new Date().toISOString(),
+  };
+  const put = async (version: number) => {
+    await withTransaction(sweeping.context.pool, (tx) =>
+      writeStates(tx, customers.profiles, [{ ...customer, name: `Version ${version}`, version }]),
+    );
+    await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: `version ${version} through the relay` });
+  };
+  const held = async () => {
+    const entry = await kv.get(customer.id);
+    return entry && entry.length > 0 ? entry.json<Envelope<Customer>>().data : undefined;
+  };
+
+  // Version 2 first, as when another instance's relay took it in an earlier pass; then version 1.
+  await put(2);
+  assert.equal((await held())?.name, 'Version 2');
+  const revision = (await kv.get(customer.id))?.revision;
+  await put(1);
+  assert.equal((await held())?.name, 'Version 2', 'the older state is not put');
+  assert.equal((await kv.get(customer.id))?.revision, revision, 'nor written at all');
+
+  await put(3);
+  assert.equal((await held())?.name, 'Version 3', 'a newer state is put');
+  // An operator's delete leaves a marker without a version: the next state goes over it.
+  await kv.delete(customer.id);
+  await put(4);
+  assert.equal((await held())?.name, 'Version 4');
+});
+
+test('several states of one key in one pass: only the newest is put', async () => {
+  const kv = await openStateBucket(nc, customers.profiles);
+  const customer: Customer = {
+    id: crypto.randomUUID(),
+    email: 'pass@shop.test',
+    name: 'Version 0',
+    role: 'customer',
+    createdAt: new Date().toISOString(),
+  };
+  const before = (await jsm.streams.info('KV_customers')).state.last_seq;
+  // One transaction, so one relay pass takes all five (newest in the middle).
+  const versions = [1, 2, 5, 3, 4].map((version) => ({ ...customer, name: `Version ${version}`, version }));
+  await withTransaction(sweeping.context.pool, (tx) => writeStates(tx, customers.profiles, versions));
+  await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: 'the states through the relay' });
+  assert.equal((await kv.get(customer.id))?.json<Envelope<Customer>>().data.name, 'Version 5');
+  assert.equal((await jsm.streams.info('KV_customers')).state.last_seq, before + 1, 'one message written');
 });
