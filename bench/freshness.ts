@@ -9,7 +9,10 @@
 //   `everyMs`. "reply->visible" starts at the restock's reply (after the
 //   commit: a lower bound), "sent->visible" at its request (an upper bound);
 //   both end when the answer showing it arrives (resolution: the poll
-//   interval plus one GraphQL round trip);
+//   interval plus one GraphQL round trip). Each is split at the time
+//   JetStream stored the state (the bucket's message, read afterwards):
+//   "reply->stored" is the product service's relay, "stored->visible" the
+//   delivery to the BFF, its replica and the poll (wall clocks of one machine);
 // - the BFF's own `shop_read_model_lag_seconds` histogram for the catalog
 //   (from the state's write in its transaction to applied in the replica),
 //   read from its /metrics before and after: every catalog change of the
@@ -18,7 +21,8 @@
 //   within 100 ms is exact (a bucket bound).
 import { setTimeout as sleep } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
-import { products } from '../subjects/index.ts';
+import type { JetStreamManager } from 'nats';
+import { products, stateSubject } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
 import { Latencies, round, type GraphQLHttp, type LatencySummary } from './common.ts';
 
@@ -37,6 +41,9 @@ export interface FreshnessFigures {
   restocks: number;
   replyToVisibleMs: LatencySummary;
   sentToVisibleMs: LatencySummary;
+  /** reply->visible split where JetStream stored the state. */
+  replyToStoredMs: LatencySummary;
+  storedToVisibleMs: LatencySummary;
   /** Restocks still not visible after GIVE_UP_MS. */
   notSeen: number;
   /** The BFF's shop_read_model_lag_seconds{bucket="catalog"} over the phase. */
@@ -104,6 +111,9 @@ export class FreshnessWatcher {
   readonly #productIds: readonly string[];
   readonly #options: WatcherOptions;
   readonly #opsPort: number;
+  readonly #jsm: JetStreamManager;
+  #replyToStored = new Latencies();
+  #storedToVisible = new Latencies();
   #replyToVisible = new Latencies();
   #sentToVisible = new Latencies();
   #notSeen = 0;
@@ -112,8 +122,16 @@ export class FreshnessWatcher {
   #metricBefore: LagHistogram | undefined;
   #next = 0;
 
-  constructor(client: RpcClient, gql: GraphQLHttp, productIds: readonly string[], opsPort: number, options: WatcherOptions) {
+  constructor(
+    client: RpcClient,
+    gql: GraphQLHttp,
+    jsm: JetStreamManager,
+    productIds: readonly string[],
+    opsPort: number,
+    options: WatcherOptions,
+  ) {
     this.#client = client;
+    this.#jsm = jsm;
     this.#gql = gql;
     this.#productIds = productIds;
     this.#opsPort = opsPort;
@@ -123,6 +141,8 @@ export class FreshnessWatcher {
   async start(): Promise<void> {
     this.#replyToVisible = new Latencies();
     this.#sentToVisible = new Latencies();
+    this.#replyToStored = new Latencies();
+    this.#storedToVisible = new Latencies();
     this.#notSeen = 0;
     this.#stopped = false;
     this.#metricBefore = await readLagHistogram(this.#opsPort);
@@ -138,6 +158,8 @@ export class FreshnessWatcher {
       restocks: this.#sentToVisible.count + this.#notSeen,
       replyToVisibleMs: this.#replyToVisible.summary(),
       sentToVisibleMs: this.#sentToVisible.summary(),
+      replyToStoredMs: this.#replyToStored.summary(),
+      storedToVisibleMs: this.#storedToVisible.summary(),
       notSeen: this.#notSeen,
       metric: {
         states: metric.count,
@@ -160,6 +182,7 @@ export class FreshnessWatcher {
       const sent = performance.now();
       const { available } = await this.#client.call(products.restock, { productId: id, quantity: 1 });
       const replied = performance.now();
+      const repliedAt = Date.now();
       for (;;) {
         const seen = await this.#available(id);
         const at = performance.now();
@@ -167,6 +190,9 @@ export class FreshnessWatcher {
         if (seen !== undefined && seen >= available) {
           this.#replyToVisible.add(at - replied);
           this.#sentToVisible.add(at - sent);
+          const stored = (await this.#jsm.streams.getMessage('KV_catalog', { last_by_subj: stateSubject(products.catalog, id) })).time;
+          this.#replyToStored.add(stored.getTime() - repliedAt);
+          this.#storedToVisible.add(repliedAt + (at - replied) - stored.getTime());
           break;
         }
         if (at - replied > GIVE_UP_MS) {

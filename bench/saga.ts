@@ -350,7 +350,7 @@ export async function runSagaBench(settings: SagaSettings = sagaSettings()): Pro
         });
         watched.push(product.id);
       }
-      watcher = new FreshnessWatcher(client, gql, watched, shop.opsPorts.get('bff')!, {
+      watcher = new FreshnessWatcher(client, gql, await nc.jetstreamManager(), watched, shop.opsPorts.get('bff')!, {
         everyMs: settings.freshnessEveryMs,
         pollMs: settings.freshnessPollMs,
       });
@@ -586,6 +586,7 @@ export function sagaFreshnessTable(result: SagaResult): string {
     `${figures.restocks - figures.notSeen}/${figures.restocks}`,
     pair(figures.replyToVisibleMs),
     pair(figures.sentToVisibleMs),
+    `${pair(figures.replyToStoredMs)} + ${pair(figures.storedToVisibleMs)}`,
     fmt(figures.sentToVisibleMs.max, 1),
     fmt(figures.metric.states),
     `${figures.metric.p50Ms} / ${figures.metric.p99Ms}`,
@@ -597,6 +598,7 @@ export function sagaFreshnessTable(result: SagaResult): string {
       'restocks seen',
       'reply->visible p50/p99 ms',
       'sent->visible p50/p99 ms',
+      'reply->stored + stored->visible, p50/p99 ms',
       'max ms',
       'lag metric: states',
       'p50/p99 ms (est.)',
