@@ -276,3 +276,42 @@ test('several states of one key in one pass: only the newest is put', async () =
   assert.equal((await kv.get(customer.id))?.json<Envelope<Customer>>().data.name, 'Version 5');
   assert.equal((await jsm.streams.info('KV_customers')).state.last_seq, before + 1, 'one message written');
 });
+
+test('a put that finds another writer there since its own last put reads the key again, then puts or skips', async () => {
+  const kv = await openStateBucket(nc, customers.profiles);
+  const js = nc.jetstream();
+  const customer: Customer = {
+    id: crypto.randomUUID(),
+    email: 'other@shop.test',
+    name: 'Version 0',
+    role: 'customer',
+    createdAt: new Date().toISOString(),
+  };
+  const subject = `$KV.customers.${customer.id}`;
+  const put = async (version: number) => {
+    await withTransaction(sweeping.context.pool, (tx) =>
+      writeStates(tx, customers.profiles, [{ ...customer, name: `Version ${version}`, version }]),
+    );
+    await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: `version ${version} through the relay` });
+  };
+  /** Another writer (another instance's relay) puts straight into the bucket. */
+  const putElsewhere = (version: number) =>
+    js.publish(
+      subject,
+      JSON.stringify({
+        id: crypto.randomUUID(),
+        type: 'customers',
+        occurredAt: new Date().toISOString(),
+        data: { ...customer, name: `Version ${version}`, version },
+      }),
+    );
+  const held = async () => (await kv.get(customer.id))?.json<Envelope<Customer>>().data.name;
+
+  await put(1); // the relay remembers its put of the key
+  await putElsewhere(2);
+  await put(3); // expected its own put, found another: reads, 3 > 2, puts
+  assert.equal(await held(), 'Version 3');
+  await putElsewhere(5);
+  await put(4); // reads, 4 < 5: skipped
+  assert.equal(await held(), 'Version 5');
+});
