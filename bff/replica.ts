@@ -173,7 +173,7 @@ export class Replica<T extends Versioned & P, P extends object = T> {
     const consumer = await this.#nc.jetstream().consumers.get(stream, { deliver_policy: DeliverPolicy.LastPerSubject });
     // One message per key was there at start: only past that many is the delivery's pending count worth reading.
     let delivered = 0;
-    // A callback, not the async iterator: no promise and queue per message (~10 % of a catch-up's CPU).
+    // A callback, not the async iterator: no promise and queue per message (~7 % of a catch-up in a profile).
     const messages = await consumer.consume({
       max_messages: 4096,
       callback: (msg) => {
