@@ -15,6 +15,7 @@
 //   - the notification sender's SQL runs without SMTP (claimDue, markSent).
 // An order counts once orders.events.confirmed leaves the order database's
 // outbox, the moment the saga bench's subscription would hear it.
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { SERVICES, customers, orders, products, registry, type Envelope } from '../subjects/index.ts';
@@ -248,6 +249,7 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
         quantity: 1 + (k % 2),
       }));
       const order = await call<{ id: string }>(orders.place.subject, {
+        idempotencyKey: randomUUID(),
         customerId: shoppers[n % shoppers.length]!,
         lines,
         paymentToken: 'tok_bench_ok',
