@@ -12,7 +12,8 @@
 //     (takeOutboxBatch) and every event handed to the consumers of its
 //     subject, which apply it through the kit's inbox (applyOnce) in batches
 //     of the handler's own size, as the consumer runner does;
-//   - the notification sender's SQL runs without SMTP (claimDue, markSent).
+//   - the notification sender's SQL runs without SMTP (claimDue, which also
+//     records the previous claim's emails sent).
 // An order counts once orders.events.confirmed leaves the order database's
 // outbox, the moment the saga bench's subscription would hear it.
 import { randomUUID } from 'node:crypto';
@@ -37,7 +38,7 @@ import { applyOnce } from '../services/kit/consumer/inbox.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
-import { claimDue, markSent } from '../services/notification/store.ts';
+import { claimDue } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
 import { cpuSnapshot, cpuUsed, fmt, progress, round } from './common.ts';
 
@@ -146,20 +147,15 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     }
   };
 
-  // The notification sender's SQL: claim what is due, record it sent.
+  // The notification sender's SQL: claim what is due; the next claim records it sent.
   let sending = false;
   const send = (service: Service) => {
     if (sending) return;
     sending = true;
     void (async () => {
-      for (;;) {
-        const claim = await claimDue(service.pool, 300_000, 64);
-        if (claim.rows.length === 0) break;
-        await markSent(
-          service.pool,
-          claim.rows.map((row) => row.id),
-        );
-      }
+      let sent: string[] = [];
+      do sent = (await claimDue(service.pool, 300_000, 64, sent)).rows.map((row) => row.id);
+      while (sent.length > 0);
     })()
       .catch(() => {})
       .finally(() => {
