@@ -13,7 +13,10 @@
 //     subject, which apply it through the kit's inbox (applyOnce) in batches
 //     of the handler's own size, as the consumer runner does;
 //   - the notification sender's SQL runs without SMTP (claimDue, which also
-//     records the previous claim's emails sent).
+//     records the previous claim's emails sent); the service's own sender is
+//     stopped;
+//   - the shipping dispatcher runs as the service runs it, woken by its
+//     consumer: carrier steps, their events and emails, as in the saga.
 // An order counts once orders.events.confirmed leaves the order database's
 // outbox, the moment the saga bench's subscription would hear it.
 import { randomUUID } from 'node:crypto';
@@ -191,12 +194,17 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
         },
         config,
       );
+      // The notification sender's SQL is replayed below without SMTP (send); left as built, the
+      // consumers' wake-ups would run it too, against an SMTP server that is not there.
+      const background = built.background ?? [];
+      for (const part of background) if (part.name === 'notification-sender') await part.stop();
       const service: Service = {
         name: definition.name,
         pool,
         consumers: built.consumers ?? [],
         stop: async () => {
-          for (const part of built.background ?? []) if (part.name === 'payment-provider') await part.stop();
+          // The payment provider, and the shipping dispatcher the consumers woke (as in the saga); their timers would hold the process.
+          for (const part of background) if (part.name !== 'notification-sender') await part.stop();
           await pool.end();
         },
       };
