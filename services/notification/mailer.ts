@@ -6,8 +6,8 @@
 // Delivery is at-least-once, and a resend needs a crash at the worst moment.
 // A row is claimed with a lease (its next attempt moved ahead, committed at
 // once); the email is sent outside any transaction; the outcome is then
-// recorded with retries on fresh connections (a sent email with the next
-// claim, or once the sends in flight have ended). So a database connection
+// recorded with retries on fresh connections (a sent email by the next
+// claim, which comes within a second). So a database connection
 // lost after the SMTP server accepted the email does not send it again: only
 // a process dying between that acceptance and the record does, once the lease
 // runs out. The resend carries the same Message-ID (<notification-id@shop>),
@@ -107,6 +107,8 @@ export interface SenderOptions {
   concurrency?: number;
   /** Longest sleep between looks at the queue, in case a wake-up was lost. */
   sweepMs?: number;
+  /** Longest wait of a sent email for the next claim to record it; then a claim comes to do so. */
+  recordDelayMs?: number;
   /** Bound on waiting for emails in flight at stop. */
   stopTimeoutMs?: number;
   /** How long a claimed email stays with its sender before another may take it (a sender that died). */
@@ -144,6 +146,7 @@ export class NotificationSender implements BackgroundTask {
       maxRetryDelayMs: 15 * 60_000,
       concurrency: 4,
       sweepMs: 5000,
+      recordDelayMs: 1000,
       stopTimeoutMs: 10_000,
       leaseMs: 5 * 60_000,
       ...options,
@@ -167,9 +170,11 @@ export class NotificationSender implements BackgroundTask {
     this.#running = this.#drain().then(
       (ok) => {
         this.#running = undefined;
-        // Asleep until the earliest due time the pass learnt of, or at most sweepMs (a lost wake-up, another instance's rows).
+        // Asleep until the earliest due time the pass learnt of, or at most sweepMs (a lost wake-up, another instance's rows);
+        // at most recordDelayMs while sent emails wait for the claim that records them.
         const dueAt = Math.min(this.#claimedDueAt, this.#retryDueAt);
-        this.#arm(ok ? Math.min(this.#options.sweepMs, Math.max(0, dueAt - Date.now())) : this.#options.sweepMs);
+        const ms = ok ? Math.min(this.#options.sweepMs, Math.max(0, dueAt - Date.now())) : this.#options.sweepMs;
+        this.#arm(this.#unrecorded.length > 0 ? Math.min(ms, this.#options.recordDelayMs) : ms);
       },
       () => {},
     );
@@ -180,6 +185,13 @@ export class NotificationSender implements BackgroundTask {
     clearTimeout(this.#timer);
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, this.#options.stopTimeoutMs).unref());
     await Promise.race([this.#running, timeout]);
+    // Emails sent and waiting for the next claim's record (once: the retries end with the sender).
+    await this.#recordSent().catch((error: unknown) =>
+      this.#log.warn(
+        { err: error, unrecorded: this.#unrecorded.length },
+        'sent emails not recorded at stop; they go again when their lease ends',
+      ),
+    );
     await this.#listener?.end().catch(() => {});
     this.#mailer.close();
   }
@@ -192,12 +204,12 @@ export class NotificationSender implements BackgroundTask {
    * run out and the last claim took all it could, or a wake-up came. False
    * when the database failed us.
    *
-   * Sent emails are recorded by the next claim, in the same statement, or,
-   * when no claim comes, in one statement once no send is in flight: a round
-   * trip per claim rather than one per email (the bench's most frequent
-   * statement was the record of one sent email). A record waits at most for
-   * the sends in flight with it; only a crash in that time sends its email
-   * again, once the lease runs out.
+   * Sent emails are recorded by the next claim, in the same statement: when
+   * none comes within recordDelayMs (no wake-up, nothing more due), a pass
+   * comes to claim anyway. So a lone email costs one round trip, its claim
+   * carrying the previous email's record, where it cost a claim and a record
+   * (the bench's most frequent statements). Only a crash while a record waits
+   * sends its email again, once the lease runs out.
    *
    * A lease must outlast the time from claim to recorded; nodemailer's
    * timeouts bound a send, and an email in hand waits for one send at most,
@@ -236,12 +248,7 @@ export class NotificationSender implements BackgroundTask {
           more = claim.rows.length === limit;
           continue;
         }
-        if (sending.size === 0) {
-          // Nothing in flight, in hand or due: record what went since the last claim, then look again if woken meanwhile.
-          if (this.#unrecorded.length === 0) break;
-          await this.#recordSent();
-          continue;
-        }
+        if (sending.size === 0) break; // nothing in flight, in hand or due
         // A worker coming free, or (with nothing in hand) a wake-up: something new to claim.
         const woken = new Promise<void>((resolve) => (this.#woken = resolve));
         await Promise.race([...sending, woken]);
@@ -251,10 +258,12 @@ export class NotificationSender implements BackgroundTask {
       failure ??= error;
     } finally {
       await Promise.all(sending);
-      // Sent, whatever else failed: recorded with retries, as a claim may have failed with them.
-      await this.#recordSent().catch((error: unknown) => {
-        failure ??= error;
-      });
+      // The claim that failed carried records: they are made now, with retries.
+      if (failure !== undefined) {
+        await this.#recordSent().catch((error: unknown) => {
+          failure ??= error;
+        });
+      }
     }
     if (failure !== undefined) {
       // The database is away: rows stay as they are (claimed ones, also those in hand, until
@@ -332,7 +341,7 @@ export class NotificationSender implements BackgroundTask {
       }
       return false;
     }
-    // Recorded by the pass (#drain), with the next claim or once the sends in flight have ended.
+    // Recorded by the next claim (#drain), within recordDelayMs.
     this.#unrecorded.push(due.id);
     log.info('email sent');
     return true;
