@@ -12,9 +12,14 @@
 //     (takeOutboxBatch) and every event handed to the consumers of its
 //     subject, which apply it through the kit's inbox (applyOnce) in batches
 //     of the handler's own size, as the consumer runner does;
-//   - the notification sender's SQL runs without SMTP (claimDue, markSent).
+//   - the notification sender's SQL runs without SMTP (claimDue, which also
+//     records the previous claim's emails sent); the service's own sender is
+//     stopped;
+//   - the shipping dispatcher runs as the service runs it, woken by its
+//     consumer: carrier steps, their events and emails, as in the saga.
 // An order counts once orders.events.confirmed leaves the order database's
 // outbox, the moment the saga bench's subscription would hear it.
+import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { ROOT_CONTEXT } from '@opentelemetry/api';
 import { SERVICES, customers, orders, products, registry, type Envelope } from '../subjects/index.ts';
@@ -36,7 +41,7 @@ import { applyOnce } from '../services/kit/consumer/inbox.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
-import { claimDue, markSent } from '../services/notification/store.ts';
+import { claimDue } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
 import { cpuSnapshot, cpuUsed, fmt, progress, round } from './common.ts';
 
@@ -145,20 +150,15 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     }
   };
 
-  // The notification sender's SQL: claim what is due, record it sent.
+  // The notification sender's SQL: claim what is due; the next claim records it sent.
   let sending = false;
   const send = (service: Service) => {
     if (sending) return;
     sending = true;
     void (async () => {
-      for (;;) {
-        const claim = await claimDue(service.pool, 300_000, 64);
-        if (claim.rows.length === 0) break;
-        await markSent(
-          service.pool,
-          claim.rows.map((row) => row.id),
-        );
-      }
+      let sent: string[] = [];
+      do sent = (await claimDue(service.pool, 300_000, 64, sent)).rows.map((row) => row.id);
+      while (sent.length > 0);
     })()
       .catch(() => {})
       .finally(() => {
@@ -194,12 +194,17 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
         },
         config,
       );
+      // The notification sender's SQL is replayed below without SMTP (send); left as built, the
+      // consumers' wake-ups would run it too, against an SMTP server that is not there.
+      const background = built.background ?? [];
+      for (const part of background) if (part.name === 'notification-sender') await part.stop();
       const service: Service = {
         name: definition.name,
         pool,
         consumers: built.consumers ?? [],
         stop: async () => {
-          for (const part of built.background ?? []) if (part.name === 'payment-provider') await part.stop();
+          // The payment provider, and the shipping dispatcher the consumers woke (as in the saga); their timers would hold the process.
+          for (const part of background) if (part.name !== 'notification-sender') await part.stop();
           await pool.end();
         },
       };
@@ -248,6 +253,7 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
         quantity: 1 + (k % 2),
       }));
       const order = await call<{ id: string }>(orders.place.subject, {
+        idempotencyKey: randomUUID(),
         customerId: shoppers[n % shoppers.length]!,
         lines,
         paymentToken: 'tok_bench_ok',

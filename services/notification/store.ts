@@ -193,25 +193,30 @@ export interface Claim {
  * the lease runs out.
  *
  * The same statement reads when the next notification falls due, so the
- * sender can sleep until then without asking again.
+ * sender can sleep until then without asking again, and records `sentIds`
+ * SENT (markSent), so that a sender's records ride with its claims.
  */
-export async function claimDue(db: Queryable, leaseMs: number, limit: number): Promise<Claim> {
+export async function claimDue(db: Queryable, leaseMs: number, limit: number, sentIds: readonly string[] = []): Promise<Claim> {
   const { rows } = await db.query<{ [K in keyof DueNotification]: DueNotification[K] | null } & { next_due_at: Date | null }>(
     `WITH claimed AS (
        UPDATE notifications SET next_attempt_at = clock_timestamp() + $1 * interval '1 millisecond'
         WHERE id IN (SELECT id FROM notifications
-                      WHERE status = 'PENDING' AND next_attempt_at <= now()
+                      WHERE status = 'PENDING' AND next_attempt_at <= now() AND id <> ALL($3::uuid[])
                       ORDER BY next_attempt_at, created_at
                       LIMIT $2 FOR UPDATE SKIP LOCKED)
         RETURNING id, email, subject, body, attempts, trace
+     ), sent AS (
+       -- Leased by this sender, so never among the claimed (and kept out of them: one update per row).
+       UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = ANY($3::uuid[])
      ), next AS (
-       -- Not due yet, as of this statement's snapshot (the rows claimed here are not among them).
+       -- Not due yet, as of this statement's snapshot (the rows claimed or recorded here are not among them).
        -- Due rows that were skipped because they are locked are another sender's, which leases them.
-       SELECT min(next_attempt_at) AS next_due_at FROM notifications WHERE status = 'PENDING' AND next_attempt_at > now()
+       SELECT min(next_attempt_at) AS next_due_at FROM notifications
+        WHERE status = 'PENDING' AND next_attempt_at > now() AND id <> ALL($3::uuid[])
      )
      -- Always one row at least: the claimed columns are null when nothing was due.
      SELECT claimed.*, next.next_due_at FROM next LEFT JOIN claimed ON true`,
-    [leaseMs, limit],
+    [leaseMs, limit, sentIds],
   );
   return {
     rows: rows.filter((row) => row.id !== null).map(({ next_due_at: _, ...row }) => row as DueNotification),

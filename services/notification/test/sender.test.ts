@@ -190,32 +190,48 @@ test('a refused email is retried after its back-off without waiting for a sweep'
   }
 });
 
-test('the queue costs a claim per batch: a lone email one claim and one record, a backlog of 12 a few claims', async () => {
+test('the queue costs a claim per batch, and the next claim records what was sent: a lone email two claims, a backlog of 12 a few', async () => {
   const { db, counts } = counting({ claims: 'WITH claimed AS', sent: "UPDATE notifications SET status = 'SENT'" });
   // Nothing due: the first pass looks once.
-  const sender = await startSender({ concurrency: 4, sweepMs: 60_000 }, db);
+  const sender = await startSender({ concurrency: 4, sweepMs: 60_000, recordDelayMs: 200 }, db);
   try {
     await waitFor(() => counts.claims === 1, { what: 'the first look' });
 
+    // Its claim, then (nothing else coming) the claim that records it SENT.
     const lone = await pending(1);
     sender.wake();
     await allSent(lone.ids);
-    await waitFor(() => counts.claims === 2, { what: 'the pass to end' });
     await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.deepEqual(counts, { claims: 2, sent: 1 }, 'a lone email: one claim, one record');
+    assert.deepEqual(counts, { claims: 3, sent: 0 }, 'a lone email: its claim and the one recording it');
 
-    // A backlog of 12 for 4 workers: a claim for each round or two of workers, not one per email.
+    // A backlog of 12 for 4 workers: a claim for each round or two of workers, each recording the emails sent before it.
     const backlog = await pending(12);
     counts.claims = 0;
-    counts.sent = 0;
     sender.wake();
     await allSent(backlog.ids);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.ok(counts.claims <= 4, `${counts.claims} claims for 12 emails`);
-    assert.ok(counts.sent <= 12, `${counts.sent} records for 12 emails`);
+    assert.ok(counts.claims <= 5, `${counts.claims} claims for 12 emails`);
+    assert.equal(counts.sent, 0, 'no record of its own');
+    assert.ok((await rows(backlog.ids)).every((row) => row.attempts === 1));
   } finally {
     await stopSender(sender);
   }
+});
+
+test('a sender stopping records the emails it sent', async () => {
+  const { db, counts } = counting({ sent: "UPDATE notifications SET status = 'SENT'" });
+  // No claim comes to record them before the stop.
+  const sender = await startSender({ sweepMs: 60_000, recordDelayMs: 60_000 }, db);
+  const { to, ids } = await pending(3);
+  sender.wake();
+  await waitFor(() => smtp.mailsTo(to).length === 3 || undefined, { what: 'the emails accepted' });
+  assert.ok(
+    (await rows(ids)).every((row) => row.status === 'PENDING'),
+    'not recorded yet',
+  );
+  await stopSender(sender);
+  assert.equal(counts.sent, 1);
+  assert.ok((await rows(ids)).every((row) => row.status === 'SENT' && row.attempts === 1));
 });
 
 test('an email accepted while its database closes for longer than a burst of retries is recorded once it opens, and sent once', async () => {
