@@ -77,6 +77,12 @@ export interface Row {
   seconds: number;
   /** Longest time without a confirmed order while the fault ran (from its start to the load's stop), ms. */
   longestGapMs: number;
+  /** When that time began, ms after the fault started. */
+  gapStartMs: number;
+  /** When the fault started (ISO), to find it in the processes' logs. */
+  faultStartedAt: string;
+  /** What the fault did and when (mark()), ms after the fault started. */
+  timeline: { atMs: number; what: string }[];
   /** p99 placed→confirmed of the orders placed while the fault ran, ms. */
   p99ConfirmMs: number;
   problems: string[];
@@ -93,6 +99,8 @@ export interface ChaosRun {
    * faults it caused), the load off, the shop at rest, then every check.
    */
   phase(name: string, inject: () => Promise<number>): Promise<Row>;
+  /** Notes a step of the running phase's fault in its timeline (printed with the longest gap, to tell where time went). */
+  mark(what: string): void;
   assertClean(row: Row): void;
   printTables(): void;
   /** Prints the tables (when a phase ran), stops the load and the shop. */
@@ -107,6 +115,8 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
   const initialStock = new Map<string, number>();
   /** Poison events put in: `${stream}:${seq}` -> its subject. */
   const poison = new Map<string, string>();
+  /** How each poison event's publish went, for a failure's message. */
+  const poisonNotes = new Map<string, string>();
   let poisonPool: BadEvent[] = [];
   let badRequestPool: ReturnType<typeof badRequests> = [];
   const rows: Row[] = [];
@@ -161,11 +171,16 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
       for (const [key, value] of Object.entries(bad.headers ?? {})) headers.set(key, value);
       // One message id across retries: a retry after a lost ack is dropped as a duplicate, not stored twice.
       const msgID = randomUUID();
-      const ack = await waitFor(() => js.publish(bad.subject, bad.payload, { msgID, headers, timeout: 5000 }), {
-        timeoutMs: 30_000,
-        what: 'a poison event to be stored',
-      });
+      let tries = 0;
+      const ack = await waitFor(
+        () => {
+          tries++;
+          return js.publish(bad.subject, bad.payload, { msgID, headers, timeout: 5000 });
+        },
+        { timeoutMs: 30_000, what: 'a poison event to be stored' },
+      );
       poison.set(`${bad.stream}:${ack.seq}`, bad.subject);
+      poisonNotes.set(`${bad.stream}:${ack.seq}`, `${tries} tries${ack.duplicate ? ', acked as a duplicate' : ''}`);
     }
     return count;
   }
@@ -259,8 +274,14 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
    * Runs one phase: the load on, `inject` doing its damage (returns how many
    * faults it caused), the load off, the shop at rest, then every check.
    */
+  let marks: { at: number; what: string }[] = [];
+  function mark(what: string): void {
+    marks.push({ at: Date.now(), what });
+  }
+
   async function phase(name: string, inject: () => Promise<number>): Promise<Row> {
     await shop.startMissing();
+    marks = [];
     const start = counters();
     const problems: string[] = [];
     load.start();
@@ -344,7 +365,10 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     // Every dead letter is a poison event we put in, dead-lettered by every consumer of its subject.
     const letters = await listDeadLetters(js, shop.jsm);
     const unexplained = letters.filter((l) => !(poison.has(`${l.originalStream}:${l.originalSeq}`) && l.error?.startsWith('poison: ')));
-    for (const l of unexplained.slice(0, 5)) problems.push(`unexplained dead letter ${l.seq} from ${l.consumer}: ${l.error}`);
+    for (const l of unexplained.slice(0, 5))
+      problems.push(
+        `unexplained dead letter ${l.seq} of ${l.originalStream}:${l.originalSeq} (${l.originalSubject}) from ${l.consumer}: ${l.error}`,
+      );
     const consumersOf = new Map<string, number>();
     for (const event of allEvents) {
       for await (const consumer of shop.jsm.consumers.list(event.stream)) {
@@ -365,7 +389,15 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     }
     const undelivered = [...poison].filter(([key, subject]) => (lettersOf.get(key)?.size ?? 0) !== (consumersOf.get(subject) ?? 0));
     if (undelivered.length > 0)
-      problems.push(`${undelivered.length} poison event(s) not dead-lettered by each consumer: ${undelivered.slice(0, 3).join(', ')}`);
+      problems.push(
+        `${undelivered.length} poison event(s) not dead-lettered by each consumer (${letters.length} letters read of ${(await shop.jsm.streams.info(streams.DLQ.name)).state.messages}): ${undelivered
+          .slice(0, 3)
+          .map(
+            ([key, subject]) =>
+              `${key} ${subject} (${poisonNotes.get(key)}) by ${[...(lettersOf.get(key) ?? [])].join(' ') || 'none'} of ${consumersOf.get(subject) ?? 0}`,
+          )
+          .join(', ')}`,
+      );
 
     // Bad input is still refused with a typed error after all that.
     badInputs += await tryBadRequests(40, problems);
@@ -390,7 +422,7 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
       [ids],
     );
     const smtpRefused = end.smtpRefused - start.smtpRefused;
-    const timing = await confirmationTiming(faultStarted, loadStopped);
+    const { gapStart, ...timing } = await confirmationTiming(faultStarted, loadStopped);
     const row: Row = {
       phase: name,
       faults: kills + smtpRefused,
@@ -428,6 +460,9 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
         .sort((a, b) => b[1] - a[1]),
       seconds: Math.round((Date.now() - start.started) / 1000),
       ...timing,
+      gapStartMs: gapStart - faultStarted,
+      faultStartedAt: new Date(faultStarted).toISOString(),
+      timeline: marks.map(({ at, what }) => ({ atMs: at - faultStarted, what })),
       problems,
     };
     rows.push(row);
@@ -441,7 +476,7 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
    * and `to` in which no order was confirmed (its edges included), and the p99
    * placed→confirmed of the orders placed in that time and confirmed.
    */
-  async function confirmationTiming(from: number, to: number): Promise<{ longestGapMs: number; p99ConfirmMs: number }> {
+  async function confirmationTiming(from: number, to: number): Promise<{ longestGapMs: number; gapStart: number; p99ConfirmMs: number }> {
     const confirmations = await shop.query<{ placed: number; confirmed: number }>(
       'order',
       `SELECT (extract(epoch FROM o.created_at) * 1000)::float8 AS placed, (extract(epoch FROM h.at) * 1000)::float8 AS confirmed
@@ -451,13 +486,18 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     );
     const moments = [from, ...confirmations.map((c) => c.confirmed).filter((at) => at >= from && at <= to), to].sort((a, b) => a - b);
     let longestGapMs = 0;
-    for (let i = 1; i < moments.length; i++) longestGapMs = Math.max(longestGapMs, moments[i]! - moments[i - 1]!);
+    let gapStart = from;
+    for (let i = 1; i < moments.length; i++) {
+      if (moments[i]! - moments[i - 1]! <= longestGapMs) continue;
+      longestGapMs = moments[i]! - moments[i - 1]!;
+      gapStart = moments[i - 1]!;
+    }
     const took = confirmations
       .filter((c) => c.placed >= from && c.placed <= to)
       .map((c) => c.confirmed - c.placed)
       .sort((a, b) => a - b);
     const p99ConfirmMs = took.length === 0 ? Number.NaN : took[Math.ceil(took.length * 0.99) - 1]!;
-    return { longestGapMs: Math.round(longestGapMs), p99ConfirmMs: Math.round(p99ConfirmMs) };
+    return { longestGapMs: Math.round(longestGapMs), gapStart, p99ConfirmMs: Math.round(p99ConfirmMs) };
   }
 
   function assertClean(row: Row): void {
@@ -466,6 +506,23 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
       { lost: 0, duplicated: 0, crashes: 0, unexplained: 0, problems: [] },
     );
     assert.ok(row.placed >= PROGRESS, `orders went through during "${row.phase}" (${row.placed})`);
+  }
+
+  /** Each phase's fault steps with the longest gap among them, in seconds after the fault started. */
+  function timelines(): string[] {
+    const seconds = (ms: number) => `${ms >= 0 ? '+' : ''}${(ms / 1000).toFixed(2)} s`;
+    return rows
+      .filter((r) => r.timeline.length > 0)
+      .flatMap((r) => [
+        '',
+        `${r.phase}: what the fault did, and the longest time without a confirmation (times after ${r.faultStartedAt})`,
+        ...[
+          ...r.timeline.map(({ atMs, what }) => ({ atMs, what })),
+          { atMs: r.gapStartMs, what: `<- no confirmation from here for ${seconds(r.longestGapMs).slice(1)}` },
+        ]
+          .sort((a, b) => a.atMs - b.atMs)
+          .map(({ atMs, what }) => `  ${seconds(atMs).padStart(9)}  ${what}`),
+      ]);
   }
 
   function printTables(): void {
@@ -547,6 +604,7 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
           ['phase', 'longest time without a confirmation (s)', 'p99 placed→confirmed (s)', 'orders placed then'],
           ...rows.map((r) => [r.phase, (r.longestGapMs / 1000).toFixed(2), (r.p99ConfirmMs / 1000).toFixed(2), r.placed]),
         ]),
+        ...timelines(),
         '',
         'orders cancelled, by reason:',
         ...rows.map((r) => `  ${r.phase}: ${r.cancelReasons || 'none'}`),
@@ -572,6 +630,7 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     rows,
     progress,
     phase,
+    mark,
     assertClean,
     printTables,
     async close() {
