@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { ERROR_CODE_HEADER, allEvents, customers, products, streams } from '../../subjects/index.ts';
 import { listDeadLetters } from '../../scripts/dlq.ts';
+import { ServiceError } from '../../services/kit/index.ts';
 import { reconcile, table, type ReconcileReport } from '../../scripts/reconcile.ts';
 import { waitFor } from '../harness.ts';
 import { badEvents, badRequests, type BadEvent } from './fuzz-cases.ts';
@@ -107,6 +108,25 @@ export interface ChaosRun {
   close(): Promise<void>;
 }
 
+/**
+ * A setup call, made again while it is refused SERVICE_UNAVAILABLE (the
+ * service could not reach its database, or no instance was there: nothing
+ * was done), for up to three minutes: PostgreSQL here is shared with other
+ * runs and may be out of connections for a while. Any other failure, a
+ * timeout included (the call may have been done), ends the run.
+ */
+async function whileUnavailable<T>(call: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    try {
+      return await call();
+    } catch (error) {
+      if (!(error instanceof ServiceError && error.code === 'SERVICE_UNAVAILABLE') || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+}
+
 /** Starts the shop, registers buyers and a catalog, and readies the load (not started). */
 export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun> {
   const SEED = options.seed;
@@ -129,18 +149,23 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     const buyers: Buyer[] = [];
     for (let i = 0; i < 12; i++) {
       const address = email(`buyer${i}`);
-      const { id } = await shop.client.call(customers.register, { email: address, name: `Buyer ${i}`, password: BUYER_PASSWORD });
+      const { id } = await whileUnavailable(() =>
+        shop.client.call(customers.register, { email: address, name: `Buyer ${i}`, password: BUYER_PASSWORD }),
+      );
       buyers.push({ id, email: address });
     }
     // Four products with plenty, two scarce ones that run out (OUT_OF_STOCK cancellations).
     const catalog = [];
     for (const [i, stock] of [100_000, 100_000, 100_000, 100_000, 300, 150].entries()) {
-      const product = await shop.client.call(products.create, {
-        sku: `CHAOS-${i}-${randomUUID().slice(0, 6)}`,
-        name: `Chaos item ${i}`,
-        price: { amount: 199 + i * 1000, currency: 'EUR' },
-        initialStock: stock,
-      });
+      const sku = `CHAOS-${i}-${randomUUID().slice(0, 6)}`;
+      const product = await whileUnavailable(() =>
+        shop.client.call(products.create, {
+          sku,
+          name: `Chaos item ${i}`,
+          price: { amount: 199 + i * 1000, currency: 'EUR' },
+          initialStock: stock,
+        }),
+      );
       initialStock.set(product.id, stock);
       catalog.push({ id: product.id });
     }
@@ -179,10 +204,37 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
         },
         { timeoutMs: 30_000, what: 'a poison event to be stored' },
       );
-      poison.set(`${bad.stream}:${ack.seq}`, bad.subject);
-      poisonNotes.set(`${bad.stream}:${ack.seq}`, `${tries} tries${ack.duplicate ? ', acked as a duplicate' : ''}`);
+      const seq = await storedAt(bad.stream, msgID, ack.seq);
+      poison.set(`${bad.stream}:${seq}`, bad.subject);
+      poisonNotes.set(
+        `${bad.stream}:${seq}`,
+        `${tries} tries${ack.duplicate ? ', acked as a duplicate' : ''}${seq !== ack.seq ? `, acked with seq ${ack.seq}` : ''}`,
+      );
     }
     return count;
+  }
+
+  /**
+   * Where the message published with `msgID` is stored: the sequence its ack
+   * gave, checked by reading it back. The checks below find dead letters by
+   * their original stream sequence, and a cluster run once found a dead
+   * letter whose sequence no ack had given (suspected: nats-server 2.9.10
+   * miscounts repeated msgIDs across a leader change, fixed in 2.9.21 by
+   * nats-server#4365); a wrong one is said in the problem's notes and the
+   * stream's last messages are searched for the right one.
+   */
+  async function storedAt(stream: string, msgID: string, acked: number): Promise<number> {
+    const idAt = async (seq: number) => {
+      try {
+        return (await shop.jsm.streams.getMessage(stream, { seq })).header?.get('Nats-Msg-Id');
+      } catch {
+        return undefined; // no message there
+      }
+    };
+    if ((await idAt(acked)) === msgID) return acked;
+    const { last_seq } = (await shop.jsm.streams.info(stream)).state;
+    for (let seq = last_seq; seq > Math.max(0, last_seq - 500); seq--) if ((await idAt(seq)) === msgID) return seq;
+    throw new Error(`poison event ${msgID} acked with ${stream} seq ${acked} is not among the stream's last 500 messages`);
   }
 
   /** A sample of bad requests (picked by the seed): each must be refused VALIDATION_FAILED. */
