@@ -86,6 +86,12 @@ export interface Row {
   timeline: { atMs: number; what: string }[];
   /** p99 placed→confirmed of the orders placed while the fault ran, ms. */
   p99ConfirmMs: number;
+  /**
+   * The longest gap chance alone gives at that many confirmations in that
+   * time (as if they came at random moments at a steady rate: ln(n)/rate), ms:
+   * a gap near it says nothing about the fault.
+   */
+  chanceGapMs: number;
   problems: string[];
 }
 
@@ -528,7 +534,10 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
    * and `to` in which no order was confirmed (its edges included), and the p99
    * placed→confirmed of the orders placed in that time and confirmed.
    */
-  async function confirmationTiming(from: number, to: number): Promise<{ longestGapMs: number; gapStart: number; p99ConfirmMs: number }> {
+  async function confirmationTiming(
+    from: number,
+    to: number,
+  ): Promise<{ longestGapMs: number; gapStart: number; p99ConfirmMs: number; chanceGapMs: number }> {
     const confirmations = await shop.query<{ placed: number; confirmed: number }>(
       'order',
       `SELECT (extract(epoch FROM o.created_at) * 1000)::float8 AS placed, (extract(epoch FROM h.at) * 1000)::float8 AS confirmed
@@ -549,7 +558,14 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
       .map((c) => c.confirmed - c.placed)
       .sort((a, b) => a - b);
     const p99ConfirmMs = took.length === 0 ? Number.NaN : took[Math.ceil(took.length * 0.99) - 1]!;
-    return { longestGapMs: Math.round(longestGapMs), gapStart, p99ConfirmMs: Math.round(p99ConfirmMs) };
+    const confirmed = moments.length - 2;
+    const chanceGapMs = confirmed < 2 ? Number.NaN : (Math.log(confirmed) * (to - from)) / confirmed;
+    return {
+      longestGapMs: Math.round(longestGapMs),
+      gapStart,
+      p99ConfirmMs: Math.round(p99ConfirmMs),
+      chanceGapMs: Math.round(chanceGapMs),
+    };
   }
 
   function assertClean(row: Row): void {
@@ -651,10 +667,16 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
         '',
         table(details),
         '',
-        "confirmations while the fault ran (from the fault to the end of the phase's load):",
+        "confirmations while the fault ran (from the fault to the end of the phase's load; 'by chance alone': the longest gap as many confirmations at random moments would leave):",
         table([
-          ['phase', 'longest time without a confirmation (s)', 'p99 placed→confirmed (s)', 'orders placed then'],
-          ...rows.map((r) => [r.phase, (r.longestGapMs / 1000).toFixed(2), (r.p99ConfirmMs / 1000).toFixed(2), r.placed]),
+          ['phase', 'longest time without a confirmation (s)', 'by chance alone (s)', 'p99 placed→confirmed (s)', 'orders placed then'],
+          ...rows.map((r) => [
+            r.phase,
+            (r.longestGapMs / 1000).toFixed(2),
+            (r.chanceGapMs / 1000).toFixed(2),
+            (r.p99ConfirmMs / 1000).toFixed(2),
+            r.placed,
+          ]),
         ]),
         ...timelines(),
         '',
