@@ -166,6 +166,12 @@ interface ProcessSample {
   rssMiB: number;
   /** V8 heap in use after the last collection (nodejs_heap_size_used_bytes): what RSS holds that is live. */
   heapMiB: number;
+  /**
+   * Memory V8 knows of outside its heap (nodejs_external_memory_bytes: Buffers,
+   * sockets' and zlib's buffers). RSS growing with heap and this flat points
+   * at the allocator (fragmentation), not at something kept alive.
+   */
+  externalMiB: number;
   /** Event-loop delay since the previous scrape (prom-client resets its histogram on each). */
   loopP99Ms: number;
   loopMaxMs: number;
@@ -198,6 +204,7 @@ async function scrapeProcess(name: string, port: number): Promise<ProcessSample 
   }
   const rss = metricValue(page, 'process_resident_memory_bytes');
   const heap = metricValue(page, 'nodejs_heap_size_used_bytes');
+  const external = metricValue(page, 'nodejs_external_memory_bytes');
   const p99 = metricValue(page, 'nodejs_eventloop_lag_p99_seconds');
   const max = metricValue(page, 'nodejs_eventloop_lag_max_seconds');
   if (rss === undefined || heap === undefined || p99 === undefined || max === undefined) {
@@ -208,6 +215,7 @@ async function scrapeProcess(name: string, port: number): Promise<ProcessSample 
   return {
     rssMiB: round((rss ?? Number.NaN) / 2 ** 20, 1),
     heapMiB: round((heap ?? Number.NaN) / 2 ** 20, 1),
+    externalMiB: round((external ?? Number.NaN) / 2 ** 20, 1),
     loopP99Ms: round((p99 ?? Number.NaN) * 1000, 1),
     loopMaxMs: round((max ?? Number.NaN) * 1000, 1),
   };
@@ -289,6 +297,7 @@ async function measure(
     processes[name] = (await scrapeProcess(name, port)) ?? {
       rssMiB: Number.NaN,
       heapMiB: Number.NaN,
+      externalMiB: Number.NaN,
       loopP99Ms: Number.NaN,
       loopMaxMs: Number.NaN,
     };
@@ -324,11 +333,12 @@ function printReport(report: Report): void {
   out += `orders: ${orders.placed} placed (${fmt(orders.placed / report.windowS, 1)}/s), ${orders.confirmed} confirmed, ${orders.cancelled} cancelled, ${orders.errors} errors`;
   out += ` | placed->confirmed p50 ${fmt(latency.p50)} ms, p99 ${fmt(latency.p99)} ms\n`;
   out += `${table(
-    ['process', 'RSS MiB', 'heap MiB', 'loop p99 ms', 'loop max ms'],
+    ['process', 'RSS MiB', 'heap MiB', 'external MiB', 'loop p99 ms', 'loop max ms'],
     Object.entries(report.processes).map(([name, sample]) => [
       name,
       fmt(sample.rssMiB, 1),
       'heapMiB' in sample ? fmt(sample.heapMiB, 1) : '-',
+      'externalMiB' in sample ? fmt(sample.externalMiB, 1) : '-',
       'loopP99Ms' in sample ? fmt(sample.loopP99Ms, 1) : '-',
       'loopMaxMs' in sample ? fmt(sample.loopMaxMs, 1) : '-',
     ]),
@@ -359,9 +369,9 @@ function printReport(report: Report): void {
   process.stdout.write(out);
 }
 
-/** A process's heap figure; NaN for one without (nats-server). */
-function heapOf(sample: Report['processes'][string] | undefined): number {
-  return sample && 'heapMiB' in sample ? sample.heapMiB : Number.NaN;
+/** A process's heap or external figure; NaN for one without (nats-server). */
+function figureOf(sample: Report['processes'][string] | undefined, figure: 'heapMiB' | 'externalMiB'): number {
+  return sample && figure in sample ? (sample as ProcessSample)[figure] : Number.NaN;
 }
 
 /** Mean of `values` that are numbers. */
@@ -390,8 +400,10 @@ function summarise(reports: readonly Report[]) {
       {
         firstMiB: round(mean(first.map((r) => r.processes[name]?.rssMiB ?? Number.NaN)), 1),
         lastMiB: round(mean(last.map((r) => r.processes[name]?.rssMiB ?? Number.NaN)), 1),
-        heapFirstMiB: round(mean(first.map((r) => heapOf(r.processes[name]))), 1),
-        heapLastMiB: round(mean(last.map((r) => heapOf(r.processes[name]))), 1),
+        heapFirstMiB: round(mean(first.map((r) => figureOf(r.processes[name], 'heapMiB'))), 1),
+        heapLastMiB: round(mean(last.map((r) => figureOf(r.processes[name], 'heapMiB'))), 1),
+        externalFirstMiB: round(mean(first.map((r) => figureOf(r.processes[name], 'externalMiB'))), 1),
+        externalLastMiB: round(mean(last.map((r) => figureOf(r.processes[name], 'externalMiB'))), 1),
       },
     ]),
   );
@@ -511,13 +523,15 @@ try {
   out += `${books.total.late} cancelled at their deadline, ${books.total.unsettled} not settled, ${books.total.unexpected} unexpected, ${books.total.errors} errors, ${skipped} not placed (over ${maxInFlight} in flight)\n`;
   out += `placed->confirmed p99: ${fmt(summary.p99Ms.first)} ms first, ${fmt(summary.p99Ms.last)} ms last\n`;
   out += `${table(
-    ['process', 'RSS MiB first', 'RSS MiB last', 'heap MiB first', 'heap MiB last'],
+    ['process', 'RSS MiB first', 'RSS MiB last', 'heap MiB first', 'heap MiB last', 'external MiB first', 'external MiB last'],
     Object.entries(summary.memory).map(([name, memory]) => [
       name,
       fmt(memory.firstMiB, 1),
       fmt(memory.lastMiB, 1),
       fmt(memory.heapFirstMiB, 1),
       fmt(memory.heapLastMiB, 1),
+      fmt(memory.externalFirstMiB, 1),
+      fmt(memory.externalLastMiB, 1),
     ]),
   )}\n`;
   out += `inbox rows at the end: ${Object.entries(summary.inboxRowsAtEnd)
