@@ -49,14 +49,16 @@ function isRunning(node: Node): boolean {
 export class NatsCluster {
   readonly #nodes: Node[];
   readonly #users: boolean;
+  readonly #logDir: string | undefined;
 
-  private constructor(nodes: Node[], users: boolean) {
+  private constructor(nodes: Node[], users: boolean, logDir: string | undefined) {
     this.#nodes = nodes;
     this.#users = users;
+    this.#logDir = logDir;
   }
 
   /** Starts `size` nodes on free loopback ports and waits until every one is healthy (JetStream current). */
-  static async start(options: { size?: number; users?: boolean } = {}): Promise<NatsCluster> {
+  static async start(options: { size?: number; users?: boolean; logDir?: string | undefined } = {}): Promise<NatsCluster> {
     const nodes: Node[] = [];
     for (let i = 1; i <= (options.size ?? 3); i++) {
       nodes.push({
@@ -68,7 +70,7 @@ export class NatsCluster {
         server: undefined,
       });
     }
-    const cluster = new NatsCluster(nodes, options.users ?? false);
+    const cluster = new NatsCluster(nodes, options.users ?? false, options.logDir);
     try {
       await Promise.all(nodes.map((node) => cluster.#launch(node)));
       await Promise.all(nodes.map((node) => cluster.waitHealthy(node.name)));
@@ -112,6 +114,8 @@ export class NatsCluster {
         }),
         '--http_port',
         String(node.httpPort),
+        // A restarted node appends to its file; -D: the leader changes and client moves are debug lines.
+        ...(this.#logDir ? ['--log', join(this.#logDir, `${node.name}.log`), '-D'] : []),
       ],
     });
   }

@@ -9,7 +9,15 @@
 //                   inbox row;
 //   dead-letter.ts  the DLQ stream's copy of a message and why.
 // docs/transactions.md tells how the transactions are shaped.
-import type { JetStreamClient, JetStreamManager } from 'nats';
+import {
+  ConsumerDebugEvents,
+  type ConsumeOptions,
+  type Consumer,
+  type ConsumerMessages,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from 'nats';
 import type { EventContract } from '../../subjects/index.ts';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
@@ -50,7 +58,7 @@ export async function startConsumer(
   await ensureDurableConsumer(deps.jsm, contract, durable, settings);
 
   const consumer = await deps.js.consumers.get(contract.stream, durable);
-  const messages = await consumer.consume({ max_messages: settings.concurrency * 2 });
+  const messages = pullAfresh(consumer, { max_messages: settings.concurrency * 2 }, log);
   const handle = deliveryHandler({ handler, durable, pool: deps.pool, js: deps.js, log, settings, metrics: deps.metrics });
   const scheduler = scheduleBatches(messages, { batch: handler.batch, concurrency: settings.concurrency }, handle, log);
 
@@ -70,6 +78,60 @@ export async function startConsumer(
       messages.stop();
       const timeout = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
       await Promise.race([scheduler.pulling.then(scheduler.drained), timeout]);
+    },
+  };
+}
+
+/** A consumer's messages as long as it runs; stop() ends them once those already delivered are taken. */
+interface Pulled extends AsyncIterable<JsMsg> {
+  stop(): void;
+}
+
+/**
+ * nats.js's consume(), started afresh when the consumer's leader changes (a
+ * node in lame duck mode hands it over, or its node died): the new leader
+ * answers our waiting pulls "409 Leadership Change", i.e. they are void, but
+ * nats.js 2.29 only reports it and waits for them until it has missed two
+ * idle heartbeats: 30-45 s in which this instance takes nothing (and so does
+ * every other instance of the service, their pulls voided alike). A new
+ * consume() pulls from the new leader at once.
+ */
+export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Logger): Pulled {
+  let stopped = false;
+  let current: ConsumerMessages | undefined;
+
+  const watch = async (pulling: ConsumerMessages, renew: () => void) => {
+    for await (const status of await pulling.status()) {
+      if (status.type === ConsumerDebugEvents.DebugEvent && /leadership change/i.test(String(status.data))) {
+        log.info('consumer leader changed; pulling from the new one');
+        renew();
+        return;
+      }
+    }
+  };
+
+  async function* pull(): AsyncGenerator<JsMsg> {
+    while (!stopped) {
+      const pulling = await consumer.consume(options);
+      current = pulling;
+      if (stopped) pulling.stop();
+      let renewed = false;
+      void watch(pulling, () => {
+        renewed = true;
+        pulling.stop();
+      });
+      // Ends after the messages already delivered, when stopped (by us, or by nats.js with an error: thrown).
+      yield* pulling;
+      if (!renewed) return;
+    }
+  }
+
+  const messages = pull();
+  return {
+    [Symbol.asyncIterator]: () => messages,
+    stop() {
+      stopped = true;
+      current?.stop();
     },
   };
 }

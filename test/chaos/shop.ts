@@ -10,6 +10,8 @@
 // without being told to is recorded as a crash.
 import type { ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { connect, type JetStreamManager, type NatsConnection } from 'nats';
 import pg from 'pg';
@@ -195,6 +197,8 @@ export interface ShopOptions {
   cluster?: boolean;
   /** Processes of each service (and of the BFF, when started); 1 by default. */
   instances?: number;
+  /** Keep every line every process (and, on a cluster, every node) writes in `<dir>/<process>.log`: to see where a run's time went. */
+  logDir?: string;
 }
 
 /** The name of a service's `n`th process (1-based): its folder for the first, `order#2` for the second. */
@@ -234,6 +238,7 @@ export class Shop {
   readonly #expectedExit = new Set<ChildProcess>();
   readonly #tails = new Map<ChildProcess, string[]>();
   readonly #bffs: BffProcess[] = [];
+  #bffStarts = 0;
 
   private constructor(options: ShopOptions) {
     this.#options = options;
@@ -243,7 +248,8 @@ export class Shop {
   static async start(options: ShopOptions = {}): Promise<Shop> {
     const shop = new Shop(options);
     try {
-      if (options.cluster) shop.cluster = await NatsCluster.start({ users: options.natsUsers ?? false });
+      if (options.logDir) mkdirSync(options.logDir, { recursive: true });
+      if (options.cluster) shop.cluster = await NatsCluster.start({ users: options.natsUsers ?? false, logDir: options.logDir });
       else shop.nats = await startNats({ users: options.natsUsers ?? false });
       shop.smtp = await startFlakySmtp(seeded((options.seed ?? 1) + 1), options.smtpFailureRate ?? 0);
       for (const dir of SERVICE_DIRS) shop.databases[dir] = testDatabaseUrl(dir);
@@ -354,7 +360,7 @@ export class Shop {
       ...this.#options.bff,
       ...extra,
     });
-    this.#watch('bff', bff.child);
+    this.#watch('bff', bff.child, undefined, `bff-${++this.#bffStarts}`);
     this.bff ??= bff;
     this.#bffs.push(bff);
     return bff;
@@ -381,14 +387,16 @@ export class Shop {
   }
 
   /** Notes how a process ends, and keeps the last lines of its log (the rest is dropped, to bound memory). */
-  #watch(name: string, child: ChildProcess, output?: string[]): void {
+  #watch(name: string, child: ChildProcess, output?: string[], logName = name.replace('#', '-')): void {
     const tail: string[] = [];
     this.#tails.set(child, tail);
+    const logFile = this.#options.logDir ? join(this.#options.logDir, `${logName}.log`) : undefined;
     const keeper = () => {
       let partial = '';
       return (chunk: Buffer) => {
         const lines = (partial + chunk.toString()).split('\n');
         partial = lines.pop() ?? '';
+        if (logFile && lines.length > 0) appendFileSync(logFile, `${lines.join('\n')}\n`);
         this.#noteErrors(name, lines);
         tail.push(...lines.filter(Boolean));
         if (tail.length > 200) tail.splice(0, tail.length - 200);

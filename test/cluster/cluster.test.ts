@@ -19,7 +19,9 @@
 // machine is no test): the longest gap under 10 s when a leader is killed,
 // under 1 s for the lame duck restarts and the rolling deploy.
 //
-// CLUSTER_SEED=<n> repeats a run's choices.
+// CLUSTER_SEED=<n> repeats a run's choices; CLUSTER_LOGS=<dir> keeps every
+// process's and node's log there (nodes with debug lines), to match with the
+// timelines printed at the end.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { streams } from '../../subjects/index.ts';
@@ -45,6 +47,7 @@ before(async () => {
       env: { DATABASE_POOL_MAX: '3' },
       // The load's requests all come from one address: no rate limit in the way.
       bff: { RATE_LIMIT_MAX: '1000000' },
+      ...(process.env.CLUSTER_LOGS ? { logDir: process.env.CLUSTER_LOGS } : {}),
     },
     load: { ratePerSecond: 5, maxInFlight: 10, cancelShare: 0.03, declineShare: 0.05 },
     orders: async (shop, buyers) => bffOrderDoor(shop, buyers),
@@ -59,9 +62,12 @@ after(async () => {
 
 /** Kills `node` (kill -9) between two spells of orders, then starts it again and waits until it is current. */
 async function killAndRestart(node: string): Promise<number> {
+  run.mark(`kill -9 ${node}`);
   await cluster.stop(node, 'SIGKILL');
   await run.progress();
+  run.mark(`${node} starting`);
   await cluster.restart(node);
+  run.mark(`${node} healthy`);
   return 1;
 }
 
@@ -88,13 +94,16 @@ test('the node leading ORDERS frozen (SIGSTOP) for 15 s, then thawed', async () 
   const row = await run.phase(`SIGSTOP ORDERS leader ${FREEZE_MS / 1000} s`, async () => {
     await run.progress();
     const frozen = await cluster.streamLeader(streams.ORDERS.name);
+    run.mark(`SIGSTOP ${frozen}`);
     cluster.pause(frozen);
     try {
       await new Promise((resolve) => setTimeout(resolve, FREEZE_MS));
     } finally {
+      run.mark(`SIGCONT ${frozen}`);
       cluster.resume(frozen);
     }
     await cluster.waitHealthy(frozen, 120_000);
+    run.mark(`${frozen} healthy`);
     return 1;
   });
   run.assertClean(row);
@@ -104,8 +113,11 @@ test('every node restarted in turn in lame duck mode (SIGUSR2) under load', asyn
   const row = await run.phase('lame duck restart of each node', async () => {
     for (const node of cluster.names) {
       await run.progress();
+      run.mark(`SIGUSR2 ${node}`);
       await cluster.stop(node, 'SIGUSR2');
+      run.mark(`${node} exited, starting`);
       await cluster.restart(node);
+      run.mark(`${node} healthy`);
     }
     return cluster.names.length;
   });
@@ -117,13 +129,19 @@ test('a rolling deploy: every service process, then every BFF, restarted in turn
   const row = await run.phase('rolling deploy', async () => {
     let restarts = 0;
     for (const instance of shop.instances()) {
+      run.mark(`SIGTERM ${instance}`);
       await shop.stopService(instance);
+      run.mark(`${instance} exited, starting`);
       await shop.startService(instance);
+      run.mark(`${instance} started`);
       restarts++;
     }
     for (const bff of [...shop.bffs]) {
+      run.mark('a BFF starting');
       await shop.startBff();
+      run.mark('a BFF started; SIGTERM to an old one');
       await shop.stopBff(bff);
+      run.mark('the old BFF exited');
       restarts++;
     }
     return restarts;
