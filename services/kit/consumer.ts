@@ -116,10 +116,10 @@ export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Log
       current = pulling;
       if (stopped) pulling.stop();
       let renewed = false;
-      void watch(pulling, () => {
+      watch(pulling, () => {
         renewed = true;
         pulling.stop();
-      });
+      }).catch((error) => log.warn({ err: error }, 'consumer status watch ended'));
       // Ends after the messages already delivered, when stopped (by us, or by nats.js with an error: thrown).
       yield* pulling;
       if (!renewed) return;
