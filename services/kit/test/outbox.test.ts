@@ -223,21 +223,23 @@ test('events written while NATS is down are published once it is back', { timeou
   }
 });
 
+/** A customer of its own for a state test; its states differ by name and version. */
+function stateCustomer(email: string): Customer {
+  return { id: crypto.randomUUID(), email, name: 'Version 0', role: 'customer', createdAt: new Date().toISOString() };
+}
+
+/** Writes one version of the customer's state through the outbox and waits until the relay has put (or skipped) it. */
+async function putThroughRelay(customer: Customer, version: number): Promise<void> {
+  await withTransaction(sweeping.context.pool, (tx) =>
+    writeStates(tx, customers.profiles, [{ ...customer, name: `Version ${version}`, version }]),
+  );
+  await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: `version ${version} through the relay` });
+}
+
 test('a state is put over an older one only: published newest first, the bucket keeps the newest', async () => {
   const kv = await openStateBucket(nc, customers.profiles);
-  const customer: Customer = {
-    id: crypto.randomUUID(),
-    email: 'cas@shop.test',
-    name: 'Version 0',
-    role: 'customer',
-    createdAt: new Date().toISOString(),
-  };
-  const put = async (version: number) => {
-    await withTransaction(sweeping.context.pool, (tx) =>
-      writeStates(tx, customers.profiles, [{ ...customer, name: `Version ${version}`, version }]),
-    );
-    await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: `version ${version} through the relay` });
-  };
+  const customer = stateCustomer('cas@shop.test');
+  const put = (version: number) => putThroughRelay(customer, version);
   const held = async () => {
     const entry = await kv.get(customer.id);
     return entry && entry.length > 0 ? entry.json<Envelope<Customer>>().data : undefined;
@@ -261,13 +263,7 @@ test('a state is put over an older one only: published newest first, the bucket 
 
 test('several states of one key in one pass: only the newest is put', async () => {
   const kv = await openStateBucket(nc, customers.profiles);
-  const customer: Customer = {
-    id: crypto.randomUUID(),
-    email: 'pass@shop.test',
-    name: 'Version 0',
-    role: 'customer',
-    createdAt: new Date().toISOString(),
-  };
+  const customer = stateCustomer('pass@shop.test');
   const before = (await jsm.streams.info('KV_customers')).state.last_seq;
   // One transaction, so one relay pass takes all five (newest in the middle).
   const versions = [1, 2, 5, 3, 4].map((version) => ({ ...customer, name: `Version ${version}`, version }));
@@ -280,20 +276,9 @@ test('several states of one key in one pass: only the newest is put', async () =
 test('a put that finds another writer there since its own last put reads the key again, then puts or skips', async () => {
   const kv = await openStateBucket(nc, customers.profiles);
   const js = nc.jetstream();
-  const customer: Customer = {
-    id: crypto.randomUUID(),
-    email: 'other@shop.test',
-    name: 'Version 0',
-    role: 'customer',
-    createdAt: new Date().toISOString(),
-  };
+  const customer = stateCustomer('other@shop.test');
   const subject = `$KV.customers.${customer.id}`;
-  const put = async (version: number) => {
-    await withTransaction(sweeping.context.pool, (tx) =>
-      writeStates(tx, customers.profiles, [{ ...customer, name: `Version ${version}`, version }]),
-    );
-    await waitFor(async () => (await sweeping.outbox.backlog()) === 0, { what: `version ${version} through the relay` });
-  };
+  const put = (version: number) => putThroughRelay(customer, version);
   /** Another writer (another instance's relay) puts straight into the bucket. */
   const putElsewhere = (version: number) =>
     js.publish(
