@@ -17,6 +17,7 @@ import { randomUUID } from 'node:crypto';
 import { headers as natsHeaders, type JetStreamClient } from 'nats';
 import { ERROR_CODE_HEADER, allEvents, customers, products, streams } from '../../subjects/index.ts';
 import { listDeadLetters } from '../../scripts/dlq.ts';
+import pRetry from 'p-retry';
 import { ServiceError } from '../../services/kit/index.ts';
 import { reconcile, table, type ReconcileReport } from '../../scripts/reconcile.ts';
 import { waitFor } from '../harness.ts';
@@ -121,16 +122,14 @@ export interface ChaosRun {
  * runs and may be out of connections for a while. Any other failure, a
  * timeout included (the call may have been done), ends the run.
  */
-async function whileUnavailable<T>(call: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 180_000;
-  for (;;) {
-    try {
-      return await call();
-    } catch (error) {
-      if (!(error instanceof ServiceError && error.code === 'SERVICE_UNAVAILABLE') || Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 1000));
-    }
-  }
+function whileUnavailable<T>(call: () => Promise<T>): Promise<T> {
+  return pRetry(call, {
+    retries: Number.POSITIVE_INFINITY,
+    minTimeout: 1000,
+    factor: 1,
+    maxRetryTime: 180_000,
+    shouldRetry: ({ error }) => error instanceof ServiceError && error.code === 'SERVICE_UNAVAILABLE',
+  });
 }
 
 /** Starts the shop, registers buyers and a catalog, and readies the load (not started). */
