@@ -281,16 +281,18 @@ export class OutboxRelay {
    * publish rolls the deletion back and the rows wait for the next pass.
    */
   async #publishBatch(): Promise<number> {
-    const published = await withTransaction(this.#pool, async (tx) => {
+    const { taken, published } = await withTransaction(this.#pool, async (tx) => {
       const rows = await takeOutboxBatch(tx, this.#batchSize);
-      await Promise.all(withoutSupersededStates(rows).map((row) => this.#publish(row)));
-      return rows;
+      const sent = withoutSupersededStates(rows);
+      const acks = await Promise.all(sent.map((row) => this.#publish(row)));
+      // A state superseded in the pass, or older than the bucket's, was taken but not put.
+      return { taken: rows.length, published: sent.filter((_, i) => acks[i] !== undefined) };
     });
     for (const row of published) this.#metrics?.eventPublished(row.subject);
-    return published.length;
+    return taken;
   }
 
-  #publish(row: OutboxRow): Promise<unknown> {
+  #publish(row: OutboxRow): Promise<PubAck | undefined> {
     const parent = propagation.extract(ROOT_CONTEXT, row.trace);
     return withMessagingSpan(row.subject, 'send', SpanKind.PRODUCER, parent, () => {
       const headers = natsHeaders();
