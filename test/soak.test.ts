@@ -1,9 +1,10 @@
 // The soak in a CI size: `npm run soak` for a minute and a quarter at a few
-// orders a second, with inbox horizons of seconds instead of weeks. After
-// the warm-up (a horizon and a pruning interval, and the processes' first
-// allocations), the inbox rows and each process's memory must stay flat
-// while the orders keep growing. Flat means within a tolerance: no
-// timing is asserted, only sizes.
+// orders a second, with inbox horizons of seconds instead of weeks and a
+// carrier that ships and delivers within seconds, so every event of an order
+// has arrived, and been pruned, well inside the warm-up (a horizon, a pruning
+// interval, and the processes' first allocations). After it, the inbox rows
+// and each process's memory must stay flat while the orders keep growing.
+// Flat means within a tolerance: no timing is asserted, only sizes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -12,6 +13,8 @@ import { join } from 'node:path';
 import { launch } from '../scripts/launcher.ts';
 
 const RETENTION_S = 10;
+/** From here on the inbox holds a steady window of events: the highest it had since then is its level. */
+const STEADY_FROM_S = 20;
 const WARM_UP_S = 35;
 
 interface Report {
@@ -35,6 +38,8 @@ test('under a steady order load, inbox rows and every process’s memory stay fl
         INBOX_RETENTION_SECONDS: String(RETENTION_S),
         INBOX_PRUNE_INTERVAL_MS: '2000',
         ORDER_DEADLINE_MS: '600000',
+        SHIPPING_SHIP_AFTER_MS: '1000',
+        SHIPPING_DELIVER_AFTER_MS: '1000',
         BENCH_LOG_LEVEL: 'warn',
       },
       onLine: (line) => {
@@ -60,11 +65,15 @@ test('under a steady order load, inbox rows and every process’s memory stay fl
 
     // The load went on: the orders grew well past what there was at warm-up, the inbox did not.
     assert.ok(orders(last) >= 1.6 * orders(atWarm), `orders ${orders(atWarm)} at warm-up, ${orders(last)} at the end`);
-    const inboxBound = 1.5 * inboxRows(atWarm) + 100;
+    // The level is the highest of the steady reports, not one report's: a few seconds' stall
+    // of a starved machine, then the catch-up, can put more than a horizon's events in one window.
+    const steady = reports.slice(0, warm + 1).filter((report) => report.elapsedS >= STEADY_FROM_S);
+    const level = Math.max(...steady.map(inboxRows));
+    const inboxBound = 1.5 * level + 100;
     for (const report of after) {
       assert.ok(
         inboxRows(report) <= inboxBound,
-        `inbox rows ${inboxRows(report)} at ${report.elapsedS} s, more than ${inboxBound} (${inboxRows(atWarm)} at warm-up)`,
+        `inbox rows ${inboxRows(report)} at ${report.elapsedS} s, more than ${inboxBound} (at most ${level} from ${STEADY_FROM_S} s to the warm-up: ${steady.map(inboxRows).join(', ')})`,
       );
     }
     // Without pruning, every event applied keeps its row: rows per order would stay what they were at warm-up.
