@@ -32,10 +32,19 @@ export { ROOT, waitFor };
 // ---------------------------------------------------------------------------
 // Settings and output
 
-/** A positive integer from the environment, or `fallback`. */
-export function intEnv(name: string, fallback: number): number {
-  const value = Number(process.env[name]);
-  return Number.isInteger(value) && value > 0 ? value : fallback;
+/**
+ * An integer of at least `min` from the environment, or `fallback` when unset.
+ * A value set but not such an integer stops the bench: a typo must not measure
+ * something else in silence.
+ */
+export function intEnv(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name]?.trim();
+  if (!raw) return fallback;
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    throw new Error(`${name}=${JSON.stringify(process.env[name])}: expected an integer of at least ${min}; unset it for ${fallback}`);
+  }
+  return value;
 }
 
 /** Progress goes to stderr, so stdout carries only the final table. */

@@ -21,8 +21,8 @@ import { openStateBucket } from '../services/kit/index.ts';
 import { startNats } from '../test/harness.ts';
 import { describeMachine, fmt, intEnv, machine, progress, spawnNode, table, writeResults } from './common.ts';
 
-const productCount = intEnv('BENCH_READ_MODEL_PRODUCTS', 100_000);
-const customerCount = intEnv('BENCH_READ_MODEL_CUSTOMERS', 100_000);
+const productCount = intEnv('BENCH_READ_MODEL_PRODUCTS', 100_000, 0);
+const customerCount = intEnv('BENCH_READ_MODEL_CUSTOMERS', 100_000, 0);
 const runs = intEnv('BENCH_READ_MODEL_RUNS', 1);
 const childScripts = (process.env.BENCH_READ_MODEL_CHILDREN || 'bench/read-model-child.ts')
   .split(',')

@@ -207,7 +207,9 @@ export async function claimDue(db: Queryable, leaseMs: number, limit: number, se
         RETURNING id, email, subject, body, attempts, trace
      ), sent AS (
        -- Leased by this sender, so never among the claimed (and kept out of them: one update per row).
-       UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = ANY($3::uuid[])
+       -- Still PENDING: if its lease ran out and another sender sent it first, that record stands.
+       UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp()
+        WHERE id = ANY($3::uuid[]) AND status = 'PENDING'
      ), next AS (
        -- Not due yet, as of this statement's snapshot (the rows claimed or recorded here are not among them).
        -- Due rows that were skipped because they are locked are another sender's, which leases them.
@@ -224,10 +226,15 @@ export async function claimDue(db: Queryable, leaseMs: number, limit: number, se
   };
 }
 
-/** Records emails the SMTP server accepted (several at once: one round trip for all). */
+/**
+ * Records emails the SMTP server accepted (several at once: one round trip for
+ * all). Only those still PENDING: one already SENT by another sender, after
+ * this one's lease ran out, keeps its first record.
+ */
 export async function markSent(tx: Queryable, ids: readonly string[]): Promise<void> {
   await tx.query(
-    `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp() WHERE id = ANY($1::uuid[])`,
+    `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp()
+      WHERE id = ANY($1::uuid[]) AND status = 'PENDING'`,
     [ids],
   );
 }

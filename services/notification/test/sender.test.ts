@@ -10,7 +10,7 @@ import pg from 'pg';
 import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool } from '../../kit/index.ts';
 import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
 import { Mailer, NotificationSender, type SenderOptions } from '../mailer.ts';
-import { claimDue, insertNotification } from '../store.ts';
+import { claimDue, insertNotification, markSent } from '../store.ts';
 import { startSmtpServer, type TestSmtpServer } from './smtp.ts';
 
 const log = createLogger('notifications-test', 'silent');
@@ -132,6 +132,23 @@ test('claimDue takes at most its limit, leases what it takes, and tells when the
   // Leased: not claimable again.
   assert.deepEqual((await claimDue(pool, 60_000, 10)).rows, []);
   await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = ANY($1::uuid[])`, [[...ids, later]]);
+});
+
+test('an email recorded SENT twice (a lease ran out under a live sender) keeps its first record', async () => {
+  const { ids } = await pending(2);
+  const [byMarkSent, byClaim] = ids as [string, string];
+  await markSent(pool, ids);
+  const first = await rows(ids);
+  assert.ok(first.every((row) => row.status === 'SENT' && row.attempts === 1));
+  // The slow sender's records, by either path: nothing changes.
+  await markSent(pool, [byMarkSent]);
+  await claimDue(pool, 60_000, 0, [byClaim]);
+  const again = await rows(ids);
+  for (const row of again) {
+    const before = first.find((earlier) => earlier.id === row.id)!;
+    assert.equal(row.attempts, 1, 'one attempt counted');
+    assert.deepEqual(row.sent_at, before.sent_at, 'sent when it was first sent');
+  }
 });
 
 test('two senders working through a backlog with batch claims send every email exactly once', async () => {
