@@ -7,44 +7,27 @@
 // once.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { connect, type NatsConnection } from 'nats';
 import { customers, streams } from '../subjects/index.ts';
-import { withTransaction, writeEvent, type ServiceDefinition } from '../services/kit/index.ts';
-import { dropTestDatabases, startTestService, waitFor } from './harness.ts';
-import { NatsCluster } from './nats-cluster.ts';
+import { withTransaction, writeEvent } from '../services/kit/index.ts';
+import { waitFor } from './harness.ts';
+import { startServiceOnCluster, type ServiceOnCluster } from './nats-cluster.ts';
 
-let migrations: string;
-let cluster: NatsCluster;
-let nc: NatsConnection;
-let service: Awaited<ReturnType<typeof startTestService>>;
+let running: ServiceOnCluster;
 
 before(async () => {
-  migrations = await mkdtemp(join(tmpdir(), 'shop-cluster-publish-'));
-  cluster = await NatsCluster.start();
-  const definition: ServiceDefinition = {
+  running = await startServiceOnCluster({
     name: 'customers',
     version: '1.0.0',
     description: 'publishes through a leader election',
-    migrations,
     emits: [customers.registered],
     build: () => ({ endpoints: [], consumers: [] }),
-  };
-  service = await startTestService(definition, { url: cluster.url }, { env: { STREAM_REPLICAS: '3' } });
-  nc = await connect({ servers: cluster.url.split(','), noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  });
 });
 
-after(async () => {
-  await service?.stop();
-  await nc?.close();
-  await cluster?.cleanup();
-  await dropTestDatabases();
-  await rm(migrations, { recursive: true, force: true });
-});
+after(() => running?.close());
 
 test('events written while the stream leader is killed are all published, once each', async () => {
+  const { cluster, service, nc } = running;
   const stream = streams.CUSTOMERS.name;
   const jsm = await nc.jetstreamManager();
   assert.equal((await jsm.streams.info(stream)).config.num_replicas, 3, 'the stream lives on all three nodes');

@@ -1,5 +1,6 @@
 // A three-node NATS cluster on loopback, for the cluster suite
-// (test/cluster/) and the publish-through-elections test: each node is
+// (test/cluster/), the chaos run, and the tests of one service through
+// elections (startServiceOnCluster: test/cluster-*.test.ts): each node is
 // nats-server with the project's nats.conf (startNats) plus the cluster
 // settings compose.yaml gives its nodes (clusterArgs; test/compose.test.ts
 // checks that compose.yaml's are these). Every node keeps its ports and store
@@ -8,7 +9,9 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, startNats, waitFor, type TestNats } from './harness.ts';
+import { connect, type NatsConnection } from 'nats';
+import type { RunningService, ServiceDefinition } from '../services/kit/index.ts';
+import { dropTestDatabases, freePort, startNats, startTestService, waitFor, type TestNats } from './harness.ts';
 
 /** The cluster's name, as compose.yaml names it. */
 export const CLUSTER_NAME = 'shop';
@@ -205,4 +208,37 @@ export class NatsCluster {
       await rm(node.storeDir, { recursive: true, force: true });
     }
   }
+}
+
+/** A service of a test's own on a cluster of its own, and the test's connection to every node. */
+export interface ServiceOnCluster {
+  cluster: NatsCluster;
+  service: RunningService;
+  nc: NatsConnection;
+  /** Stops the service, the connection and the cluster; drops the test databases. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a fresh three-node cluster and `definition` on it (no migrations of
+ * its own), its streams with three replicas; the test's connection knows every
+ * node and reconnects for as long as it takes.
+ */
+export async function startServiceOnCluster(definition: Omit<ServiceDefinition, 'migrations'>): Promise<ServiceOnCluster> {
+  const migrations = await mkdtemp(join(tmpdir(), `shop-cluster-${definition.name}-`));
+  const cluster = await NatsCluster.start();
+  const service = await startTestService({ ...definition, migrations }, { url: cluster.url }, { env: { STREAM_REPLICAS: '3' } });
+  const nc = await connect({ servers: cluster.url.split(','), noAsyncTraces: true, maxReconnectAttempts: -1, reconnectTimeWait: 200 });
+  return {
+    cluster,
+    service,
+    nc,
+    async close() {
+      await service.stop();
+      await nc.close();
+      await cluster.cleanup();
+      await dropTestDatabases();
+      await rm(migrations, { recursive: true, force: true });
+    },
+  };
 }
