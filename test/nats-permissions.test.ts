@@ -35,7 +35,7 @@ import {
   type Order,
   type Product,
 } from '../subjects/index.ts';
-import { createLogger, loadConfig, RpcClient, type RunningService } from '../services/kit/index.ts';
+import { createLogger, leaderElectedSubject, loadConfig, RpcClient, type RunningService } from '../services/kit/index.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
 import { BffSettings, build, type Bff } from '../bff/app.ts';
@@ -143,6 +143,8 @@ function expectedSubscribe(process: string): Map<string, boolean> {
   // Events reach a process through its JetStream consumers, never a plain subscription.
   for (const subject of eventSubjects) expected.set(subject, false);
   for (const name of SERVICES) expected.set(`$SRV.PING.${name}`, name === process);
+  // A new leader of a durable consumer: heard by its owner alone.
+  for (const durable of durables) expected.set(leaderElectedSubject(durable.stream, durable.name), durable.process === process);
   expected.set('_INBOX.permissions-check', true);
   return expected;
 }

@@ -17,6 +17,7 @@ import {
   type JetStreamClient,
   type JetStreamManager,
   type JsMsg,
+  type NatsConnection,
 } from 'nats';
 import type { EventContract } from '../../subjects/index.ts';
 import type { Pool } from './db.ts';
@@ -44,6 +45,7 @@ export async function startConsumer(
   service: string,
   handler: EventHandler,
   deps: {
+    nc: NatsConnection;
     js: JetStreamClient;
     jsm: JetStreamManager;
     pool: Pool;
@@ -59,6 +61,14 @@ export async function startConsumer(
 
   const consumer = await deps.js.consumers.get(contract.stream, durable);
   const messages = pullAfresh(consumer, { max_messages: settings.concurrency * 2 }, log);
+  // The new leader's own word that it leads: the pulls waiting at the old one may be void
+  // without a 409 (see pullAfresh), so pull afresh from this one.
+  const leaderMoves = deps.nc.subscribe(leaderElectedSubject(contract.stream, durable), {
+    callback: (error) => {
+      if (error) log.warn({ err: error }, 'cannot follow the consumer leader advisories');
+      else messages.renew('a new leader of the consumer was elected; pulling from it');
+    },
+  });
   const handle = deliveryHandler({ handler, durable, pool: deps.pool, js: deps.js, log, settings, metrics: deps.metrics });
   const scheduler = scheduleBatches(messages, { batch: handler.batch, concurrency: settings.concurrency }, handle, log);
 
@@ -75,6 +85,7 @@ export async function startConsumer(
       return attached;
     },
     async stop(timeoutMs) {
+      leaderMoves.unsubscribe();
       messages.stop();
       const timeout = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
       await Promise.race([scheduler.pulling.then(scheduler.drained), timeout]);
@@ -82,29 +93,46 @@ export async function startConsumer(
   };
 }
 
+/** The advisory JetStream publishes when a consumer's leader is elected (nats.conf lets the owner read its own). */
+export function leaderElectedSubject(stream: string, durable: string): string {
+  return `$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.${stream}.${durable}`;
+}
+
 /** A consumer's messages as long as it runs; stop() ends them once those already delivered are taken. */
 interface Pulled extends AsyncIterable<JsMsg> {
   stop(): void;
+  /** Ends the pulls waiting now and pulls afresh (messages already delivered are still taken). */
+  renew(reason: string): void;
 }
 
 /**
  * nats.js's consume(), started afresh when the consumer's leader changes (a
- * node in lame duck mode hands it over, or its node died): the new leader
- * answers our waiting pulls "409 Leadership Change", i.e. they are void, but
- * nats.js 2.29 only reports it and waits for them until it has missed two
- * idle heartbeats: 30-45 s in which this instance takes nothing (and so does
- * every other instance of the service, their pulls voided alike). A new
- * consume() pulls from the new leader at once.
+ * node in lame duck mode hands it over, or its node died): our waiting pulls
+ * are void then, but nats.js 2.29 waits for them until it has missed two idle
+ * heartbeats: 30-45 s in which this instance takes nothing (and so does every
+ * other instance of the service, their pulls voided alike). A new consume()
+ * pulls from the new leader at once. Two signs of the change: the new leader
+ * answers the pulls it knows of "409 Leadership Change" (watched here), and
+ * it announces itself (startConsumer calls renew on the advisory): a 2.9
+ * leader hands its waiting pulls to the next one only once it knows every
+ * peer's version, so pulls made just after an earlier move get no 409.
  */
 export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Logger): Pulled {
   let stopped = false;
-  let current: ConsumerMessages | undefined;
+  /** The consume() now running, and whether it was ended to pull afresh. */
+  let current: { pulling: ConsumerMessages; renewed: boolean } | undefined;
 
-  const watch = async (pulling: ConsumerMessages, renew: () => void) => {
+  const renew = (reason: string) => {
+    if (stopped || !current || current.renewed) return;
+    log.info(reason);
+    current.renewed = true;
+    current.pulling.stop();
+  };
+
+  const watch = async (pulling: ConsumerMessages) => {
     for await (const status of await pulling.status()) {
       if (status.type === ConsumerDebugEvents.DebugEvent && /leadership change/i.test(String(status.data))) {
-        log.info('consumer leader changed; pulling from the new one');
-        renew();
+        if (current?.pulling === pulling) renew('consumer leader changed; pulling from the new one');
         return;
       }
     }
@@ -112,17 +140,13 @@ export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Log
 
   async function* pull(): AsyncGenerator<JsMsg> {
     while (!stopped) {
-      const pulling = await consumer.consume(options);
-      current = pulling;
-      if (stopped) pulling.stop();
-      let renewed = false;
-      watch(pulling, () => {
-        renewed = true;
-        pulling.stop();
-      }).catch((error) => log.warn({ err: error }, 'consumer status watch ended'));
+      const round = { pulling: await consumer.consume(options), renewed: false };
+      current = round;
+      if (stopped) round.pulling.stop();
+      watch(round.pulling).catch((error) => log.warn({ err: error }, 'consumer status watch ended'));
       // Ends after the messages already delivered, when stopped (by us, or by nats.js with an error: thrown).
-      yield* pulling;
-      if (!renewed) return;
+      yield* round.pulling;
+      if (!round.renewed) return;
     }
   }
 
@@ -131,7 +155,8 @@ export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Log
     [Symbol.asyncIterator]: () => messages,
     stop() {
       stopped = true;
-      current?.stop();
+      current?.pulling.stop();
     },
+    renew,
   };
 }

@@ -25,6 +25,7 @@ export {
   on,
   onBatch,
   startConsumer,
+  leaderElectedSubject,
   defaultConsumerSettings,
   DeadLetterHeaders,
   type EventHandler,

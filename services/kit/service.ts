@@ -169,7 +169,7 @@ export async function startService<Settings>(
   await outbox.start();
   const consumerSettings = { ...defaultConsumerSettings, ...options.consumer };
   const running = await Promise.all(
-    consumers.map((handler) => startConsumer(definition.name, handler, { js, jsm, pool, log, metrics }, consumerSettings)),
+    consumers.map((handler) => startConsumer(definition.name, handler, { nc, js, jsm, pool, log, metrics }, consumerSettings)),
   );
   const inboxPruner = new InboxPruner(pool, pruneTargets(running, settings, log), log, {
     intervalMs: settings.INBOX_PRUNE_INTERVAL_MS ?? 60_000,

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, headers as natsHeaders, type JetStreamClient, type JetStreamManager, type NatsConnection, type StoredMsg } from 'nats';
 import { customers, type Customer, type Envelope } from '../../../subjects/index.ts';
-import { DeadLetterHeaders, RpcClient, endpoint, on, type ServiceDefinition } from '../index.ts';
+import { DeadLetterHeaders, RpcClient, endpoint, leaderElectedSubject, on, type ServiceDefinition } from '../index.ts';
 import { dropTestDatabases, startNats, startTestService, waitFor, type TestNats } from '../../../test/harness.ts';
 
 const DURABLE = 'customers-test';
@@ -287,4 +287,29 @@ test('events arriving together are handled several per transaction, each applied
     release();
     holdGate = undefined;
   }
+});
+
+test('the advisory of a new leader of the consumer makes it pull afresh at once; every event is still applied once', async () => {
+  // Pulls are requests on the JetStream API: counted here as the server receives them.
+  let pulls = 0;
+  const watcher = nc.subscribe(`$JS.API.CONSUMER.MSG.NEXT.CUSTOMERS.${DURABLE}`, { callback: () => pulls++ });
+  await nc.flush();
+  const events: Envelope[] = [];
+  let lastSeq = 0;
+  for (let round = 0; round < 3; round++) {
+    const before = pulls;
+    // As the server announces an election (a test's connection may publish it: the test server has no users).
+    nc.publish(
+      leaderElectedSubject('CUSTOMERS', DURABLE),
+      JSON.stringify({ type: 'io.nats.jetstream.advisory.v1.consumer_leader_elected' }),
+    );
+    // Without the advisory, nats.js would pull again only when its pull expires (30 s).
+    await waitFor(() => pulls > before, { timeoutMs: 5_000, what: `a fresh pull after advisory ${round + 1}` });
+    const event = envelope('ok');
+    lastSeq = await publish(event, event.id);
+    events.push(event);
+  }
+  watcher.unsubscribe();
+  await settledUpTo(lastSeq);
+  for (const event of events) assert.deepEqual(await applied(event.id), [{ delivery: 1 }]);
 });
