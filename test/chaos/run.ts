@@ -232,14 +232,20 @@ export async function startChaosRun(options: ChaosRunOptions): Promise<ChaosRun>
     const idAt = async (seq: number) => {
       try {
         return (await shop.jsm.streams.getMessage(stream, { seq })).header?.get('Nats-Msg-Id');
-      } catch {
-        return undefined; // no message there
+      } catch (error) {
+        if (/no message found/i.test((error as Error).message)) return undefined;
+        throw error; // the stream has no leader to answer just now (frozen, electing): read again
       }
     };
-    if ((await idAt(acked)) === msgID) return acked;
-    const { last_seq } = (await shop.jsm.streams.info(stream)).state;
-    for (let seq = last_seq; seq > Math.max(0, last_seq - 500); seq--) if ((await idAt(seq)) === msgID) return seq;
-    throw new Error(`poison event ${msgID} acked with ${stream} seq ${acked} is not among the stream's last 500 messages`);
+    return waitFor(
+      async () => {
+        if ((await idAt(acked)) === msgID) return acked;
+        const { last_seq } = (await shop.jsm.streams.info(stream)).state;
+        for (let seq = last_seq; seq > Math.max(0, last_seq - 500); seq--) if ((await idAt(seq)) === msgID) return seq;
+        throw new Error(`acked with ${stream} seq ${acked}, it is not among the stream's last 500 messages`);
+      },
+      { timeoutMs: 60_000, intervalMs: 500, what: `poison event ${msgID} read back` },
+    );
   }
 
   /** A sample of bad requests (picked by the seed): each must be refused VALIDATION_FAILED. */
