@@ -5,10 +5,13 @@
 // leader answers the pulls waiting at the old one "409 Leadership Change";
 // the kit pulls afresh at once (services/kit/consumer.ts, pullAfresh), where
 // nats.js alone would wait for two missed idle heartbeats, 30-45 s. Each
-// time, an event written after the move is handled well before that.
+// time, an event written after the move is handled well before that. Last,
+// the node the service is connected to enters lame duck mode: the service
+// moves to another node at once (services/kit/nats.ts), before the node
+// closes any of its other clients, and takes events from there.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import type { JetStreamManager } from 'nats';
+import { connect, type JetStreamManager, type NatsConnection } from 'nats';
 import { customers, streams } from '../subjects/index.ts';
 import { on, withTransaction, writeEvent } from '../services/kit/index.ts';
 import { waitFor } from './harness.ts';
@@ -91,4 +94,40 @@ test('a consumer takes events at once after its leader steps down, and after its
     what: 'a leader of the consumer elected after the kill',
   });
   await handledSoon('after its leader was killed');
+});
+
+test('a node entering lame duck mode: the service moves off it before the node closes any other client, and consumes on', async () => {
+  const { cluster, service } = running;
+  // The node the last test killed is back: two of three would lose their quorum with one in lame duck mode.
+  for (const name of cluster.names) if (!cluster.running().includes(name)) await cluster.restart(name);
+  await handledSoon('with every node back');
+  const node = cluster.nodeAt(service.context.nc.getServer())!;
+  assert.ok(node, `the service's server ${service.context.nc.getServer()} is a node of the cluster`);
+
+  // Idle clients of that node alone: it closes its clients one by one over its lame duck duration
+  // (30 s in nats.conf), in no particular order. A service left to be closed like them would
+  // rarely be first of 31; one that moves when told is.
+  const idle: { nc: NatsConnection; closed: boolean }[] = [];
+  for (let i = 0; i < 30; i++) {
+    const nc = await connect({ servers: cluster.urlOf(node), reconnect: false, noAsyncTraces: true });
+    const client = { nc, closed: false };
+    void nc.closed().then(() => (client.closed = true));
+    idle.push(client);
+  }
+  const exited = cluster.stop(node, 'SIGUSR2');
+  try {
+    const movedTo = await waitFor(
+      () => {
+        const now = cluster.nodeAt(service.context.nc.getServer());
+        return service.context.nc.isClosed() || now === node ? undefined : now;
+      },
+      { timeoutMs: 60_000, intervalMs: 20, what: `the service to move off ${node}` },
+    );
+    const closedBefore = idle.filter((client) => client.closed).length;
+    assert.equal(closedBefore, 0, `the service moved to ${movedTo} after ${closedBefore} of the node's 30 idle clients were closed`);
+    await handledSoon(`after ${node} entered lame duck mode`);
+  } finally {
+    await Promise.all(idle.map((client) => client.nc.close().catch(() => {})));
+    await exited;
+  }
 });

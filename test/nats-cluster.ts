@@ -93,6 +93,16 @@ export class NatsCluster {
     return this.#nodes.map((node) => node.name);
   }
 
+  /** The node a client is connected to, from nats.js's getServer() ("127.0.0.1:<port>"). */
+  nodeAt(server: string): string | undefined {
+    return this.#nodes.find((node) => server.endsWith(`:${node.port}`))?.name;
+  }
+
+  /** A node's client URL. */
+  urlOf(name: string): string {
+    return `nats://127.0.0.1:${this.#node(name).port}`;
+  }
+
   /** Nodes whose process is running (a paused one counts). */
   running(): string[] {
     return this.#nodes.filter(isRunning).map((node) => node.name);

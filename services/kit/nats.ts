@@ -2,8 +2,10 @@
 // NATS restart), and skips the stack capture nats.js does per request.
 // NATS_URL may name several servers (a cluster): it connects to one and, when
 // that one dies or stops answering pings (a frozen machine: 2 missed 3 s
-// pings, instead of nats.js's 2 minutes), reconnects to another.
-import { connect, type NatsConnection } from 'nats';
+// pings, instead of nats.js's 2 minutes), reconnects to another. A node
+// entering lame duck mode says so; the connection then moves at once rather
+// than when the node closes it, seconds later (see connectNats).
+import { connect, Events, type NatsConnection } from 'nats';
 import type { Logger } from './log.ts';
 
 export interface NatsSettings {
@@ -40,6 +42,14 @@ export async function connectNats(name: string, settings: NatsSettings, log: Log
     for await (const status of nc.status()) {
       if (status.type === 'pingTimer') continue;
       log.info({ status: status.type, data: String(status.data) }, 'nats status');
+      // The node is leaving: it has already shut its JetStream down and handed its leaderships
+      // over, and pulls made through it are no longer served (docs/decisions.md, "Where a gap's
+      // seconds went"). It closes this connection anyway within its lame duck duration;
+      // moving now loses no more than that would, and consumers pull from another node at once.
+      if (status.type === Events.LDM) {
+        log.info({ server: nc.getServer() }, 'nats server entering lame duck mode; moving to another');
+        nc.reconnect().catch((error: unknown) => log.warn({ err: error }, 'could not move off the lame duck server'));
+      }
     }
   })();
   return nc;
