@@ -86,7 +86,7 @@ export class NatsCluster {
 
   /** Every node's client URL, comma-separated: NATS_URL for a process that rides through one node's death. */
   get url(): string {
-    return this.#nodes.map((node) => `nats://127.0.0.1:${node.port}`).join(',');
+    return this.names.map((name) => this.urlOf(name)).join(',');
   }
 
   get names(): string[] {
