@@ -36,7 +36,13 @@ export interface BffDeps {
 export type Bff = FastifyInstance;
 
 export async function build({ nc, log, settings, client, metrics }: BffDeps): Promise<Bff> {
-  const app = Fastify({ loggerInstance: log }) as unknown as FastifyInstance;
+  const app = Fastify({
+    loggerInstance: log,
+    // fastify's two lines per request ("incoming request", "request completed") only at debug or
+    // trace: at info they cost a catalog page more CPU than its GraphQL (docs/bff.md). Errors are
+    // logged either way (plugins/http-errors.ts, errors.ts); the level is live (followLogLevel).
+    disableRequestLogging: () => !log.isLevelEnabled('debug'),
+  }) as unknown as FastifyInstance;
 
   // What every route shares, each plugin after those it uses.
   await app.register(metricsPlugin, { metrics });
