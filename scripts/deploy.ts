@@ -17,7 +17,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { stringify } from 'yaml';
-import { PROCESSES, databaseVariable, entryScript, registry, type ProcessEntry, type ProcessName } from '../subjects/services.ts';
+import { PROCESSES, databaseVariable, nodeCommand, registry, type ProcessEntry, type ProcessName } from '../subjects/services.ts';
 import { readServices } from './asyncapi.ts';
 import { natsPasswordVariable } from './launcher.ts';
 
@@ -364,7 +364,7 @@ function processDeployment(entry: ProcessEntry, scaled: boolean): Json {
               image: IMAGE,
               // A locally loaded image (kind, minikube) is used as it is, :latest included.
               imagePullPolicy: 'IfNotPresent',
-              command: ['node', entryScript(entry)],
+              command: nodeCommand(entry),
               env,
               ports,
               // Ready: NATS connected, its database answering, its consumers attached.

@@ -225,9 +225,10 @@ export function launchProcess(
   entry: ProcessEntry,
   options: Omit<LaunchOptions, 'name' | 'script'> & ProcessEnvironmentOptions & { name?: string },
 ): Launched {
-  const { opsPort, databaseUrl, env, name, ...rest } = options;
+  const { opsPort, databaseUrl, env, name, nodeArgs = [], ...rest } = options;
   return launch({
     ...rest,
+    nodeArgs: [...(entry.nodeArgs ?? []), ...nodeArgs],
     name: name ?? entry.name,
     script: entryScript(entry),
     env: { ...processEnvironment(entry, { opsPort, databaseUrl }), ...env },

@@ -11,6 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 import { CONTAINER_OPS_PORT } from '../scripts/deploy.ts';
+import { nodeCommand, registry } from '../subjects/index.ts';
 import { ROOT } from './harness.ts';
 import { programs, variablesRead } from './programs.ts';
 import { clusterArgs } from './nats-cluster.ts';
@@ -45,11 +46,11 @@ function environment(service: ComposeService): Record<string, string> {
   return Object.fromEntries(entries.map(([key, value]) => [key, interpolate(value)]));
 }
 
-/** The program a service of ours runs: `node <entry>`. */
+/** The program a service of ours runs: `node [options] <entry>`. */
 function entryOf(service: ComposeService): string | undefined {
   const command = typeof service.command === 'string' ? service.command.split(/\s+/) : service.command;
   if (!service.build || !command || command[0] !== 'node') return undefined;
-  return command[1];
+  return command.at(-1);
 }
 
 /** Variables that images we do not build read, as their documentation names them. */
@@ -69,6 +70,7 @@ test('compose.yaml parses and runs every program of the code, and only those', a
   for (const { name, entry } of composed) {
     assert.ok(existsSync(join(ROOT, entry)), `${name} runs ${entry}, which exists`);
     assert.equal(name, code.get(entry)!.name, `the compose service running ${entry} has its process name`);
+    assert.deepEqual(compose.services[name]!.command, nodeCommand(registry[name as keyof typeof registry]), `${name} runs as the registry says`);
   }
 });
 

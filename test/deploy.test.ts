@@ -20,7 +20,7 @@ import { Namespace, ConfigMap, Service } from 'kubernetes-models/v1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1';
-import { PROCESSES, databaseVariable, entryScript, registry, type ProcessEntry } from '../subjects/index.ts';
+import { PROCESSES, databaseVariable, entryScript, nodeCommand, registry, type ProcessEntry } from '../subjects/index.ts';
 import {
   CONTAINER_OPS_PORT,
   KUBERNETES_DIR,
@@ -94,13 +94,13 @@ test('every process of the registry runs as a Deployment, and nothing else of ou
   const deployments = objects.filter(
     (object) => object.kind === 'Deployment' && object.spec.template.spec.containers[0].command?.[0] === 'node',
   );
-  assert.deepEqual(new Set(deployments.map((deployment) => deployment.spec.template.spec.containers[0].command[1])), new Set(code.keys()));
+  assert.deepEqual(new Set(deployments.map((deployment) => deployment.spec.template.spec.containers[0].command.at(-1))), new Set(code.keys()));
   for (const name of PROCESSES) {
     const entry: ProcessEntry = registry[name];
     const deployment = find('Deployment', entry.name);
     assert.ok(deployment, `a Deployment named ${entry.name}`);
     const container = deployment.spec.template.spec.containers[0];
-    assert.deepEqual(container.command, ['node', entryScript(entry)]);
+    assert.deepEqual(container.command, nodeCommand(entry));
     assert.equal(container.image, kustomization.images[0].name, `${name} runs the shop's image`);
   }
 });
