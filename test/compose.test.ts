@@ -70,7 +70,11 @@ test('compose.yaml parses and runs every program of the code, and only those', a
   for (const { name, entry } of composed) {
     assert.ok(existsSync(join(ROOT, entry)), `${name} runs ${entry}, which exists`);
     assert.equal(name, code.get(entry)!.name, `the compose service running ${entry} has its process name`);
-    assert.deepEqual(compose.services[name]!.command, nodeCommand(registry[name as keyof typeof registry]), `${name} runs as the registry says`);
+    assert.deepEqual(
+      compose.services[name]!.command,
+      nodeCommand(registry[name as keyof typeof registry]),
+      `${name} runs as the registry says`,
+    );
   }
 });
 

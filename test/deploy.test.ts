@@ -94,7 +94,10 @@ test('every process of the registry runs as a Deployment, and nothing else of ou
   const deployments = objects.filter(
     (object) => object.kind === 'Deployment' && object.spec.template.spec.containers[0].command?.[0] === 'node',
   );
-  assert.deepEqual(new Set(deployments.map((deployment) => deployment.spec.template.spec.containers[0].command.at(-1))), new Set(code.keys()));
+  assert.deepEqual(
+    new Set(deployments.map((deployment) => deployment.spec.template.spec.containers[0].command.at(-1))),
+    new Set(code.keys()),
+  );
   for (const name of PROCESSES) {
     const entry: ProcessEntry = registry[name];
     const deployment = find('Deployment', entry.name);
