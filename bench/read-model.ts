@@ -5,7 +5,7 @@
 // envelope, one version each), then starts a child process
 // (bench/read-model-child.ts) that builds both replicas from the buckets as a
 // BFF does at start, and prints its catch-up time and the memory they take
-// (RSS and heap after catch-up, less those before).
+// (RSS and heap after catch-up, less those before, and the process's whole RSS).
 //
 // BENCH_READ_MODEL_RUNS (1) children in turn, each building the replicas
 // afresh from the same buckets; BENCH_READ_MODEL_CHILDREN (the default:
@@ -39,6 +39,8 @@ export interface ReplicaFigures {
   catchUpCpuMs: number;
   rssMb: number;
   heapMb: number;
+  /** The child's whole RSS after catch-up (absent in a child from before it was reported). */
+  processRssMb?: number;
 }
 
 const nats = await startNats();
@@ -105,7 +107,7 @@ try {
   const m = machine();
   process.stdout.write(
     `\nmachine: ${describeMachine(m)}\n${runs > 1 ? `medians of ${runs} runs each (range)\n` : ''}\n${table(
-      ['replicas', 'child', 'items', 'catch-up ms', 'catalog / customers ms', 'its CPU ms', 'RSS MB', 'heap MB'],
+      ['replicas', 'child', 'items', 'catch-up ms', 'catalog / customers ms', 'its CPU ms', 'RSS MB', 'heap MB', 'process RSS MB'],
       [...results].map(([script, all]) => {
         const of = (key: keyof ReplicaFigures) => all.map((figures) => figures[key] ?? Number.NaN);
         return [
@@ -117,6 +119,7 @@ try {
           `${fmt(median(of('catchUpCpuMs')))}${range(of('catchUpCpuMs'))}`,
           fmt(median(of('rssMb'))),
           fmt(median(of('heapMb'))),
+          fmt(median(of('processRssMb'))),
         ];
       }),
     )}\n`,
