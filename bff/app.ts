@@ -6,7 +6,7 @@
 // tests listen on port 0 or inject). Closing the instance stops the order
 // feed, the RPC client and the live settings; the connection belongs to the
 // caller. docs/bff.md walks through it.
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
 import type { Logger, ProcessMetrics, RpcClientOptions } from '../services/kit/index.ts';
 import authPlugin from './plugins/auth.ts';
@@ -41,7 +41,7 @@ export async function build({ nc, log, settings, client, metrics }: BffDeps): Pr
     // fastify's two lines per request ("incoming request", "request completed") only at debug or
     // trace: at info they cost a catalog page more CPU than its GraphQL (docs/bff.md). Errors are
     // logged either way (plugins/http-errors.ts, errors.ts); the level is live (followLogLevel).
-    disableRequestLogging: () => !log.isLevelEnabled('debug'),
+    logController: new LogController({ disableRequestLogging: () => !log.isLevelEnabled('debug') }),
   }) as unknown as FastifyInstance;
 
   // What every route shares, each plugin after those it uses.

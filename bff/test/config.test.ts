@@ -1,12 +1,15 @@
 // The BFF's settings: a missing or weak JWT_SECRET stops the process at start
-// with a message naming it, and JWT_TTL reads as a duration.
+// with a message naming it, JWT_TTL reads as a duration, and the log level
+// decides whether each request is logged.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
+import { connect } from 'nats';
+import { pino } from 'pino';
 import { ConfigError, loadConfig } from '../../services/kit/index.ts';
 import { ROOT, startNats, waitFor } from '../../test/harness.ts';
-import { BffSettings } from '../app.ts';
+import { BffSettings, build } from '../app.ts';
 import { ttlSeconds } from '../plugins/auth.ts';
 import { JWT_SECRET } from './stack.ts';
 
@@ -71,6 +74,27 @@ test('bff/main.ts serves, then stops gracefully on SIGTERM', async () => {
     assert.ok(lines.some((line) => line.includes('"service stopped"')));
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
+    await nats.cleanup();
+  }
+});
+
+test("fastify's line per request and per answer are written at debug, not at info", async () => {
+  const nats = await startNats();
+  const nc = await connect({ servers: nats.url, noAsyncTraces: true });
+  const messages: string[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => messages.push((JSON.parse(line) as { msg: string }).msg) });
+  const app = await build({ nc, log, settings: loadConfig(BffSettings, { JWT_SECRET, NATS_URL: nats.url }) });
+  try {
+    const perRequest = () => messages.filter((msg) => msg === 'incoming request' || msg === 'request completed');
+    assert.equal((await app.inject({ url: '/health/live' })).statusCode, 200);
+    assert.deepEqual(perRequest(), []);
+    // What followLogLevel does when bff.log_level changes in the config bucket.
+    log.level = 'debug';
+    assert.equal((await app.inject({ url: '/health/live' })).statusCode, 200);
+    assert.deepEqual(perRequest(), ['incoming request', 'request completed']);
+  } finally {
+    await app.close();
+    await nc.drain();
     await nats.cleanup();
   }
 });
