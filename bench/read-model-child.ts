@@ -1,7 +1,7 @@
 // Bench-only child of bench/read-model.ts: builds the BFF's read models
 // (bff/read-models.ts) from the buckets at NATS_URL, as a BFF does at start,
 // and prints one JSON line: items, catch-up time (both, and each replica's),
-// RSS and heap grown, and the process's RSS.
+// RSS and heap grown, the process's RSS, and the p99 of catalog pages from memory.
 import { connect } from 'nats';
 import { createLogger } from '../services/kit/index.ts';
 import { allReplicas, createReadModels } from '../bff/read-models.ts';
@@ -29,6 +29,19 @@ const cpu = process.cpuUsage(cpuBefore);
 // The first catalog page sorts the catalog once, as the first products query of a BFF would.
 models.catalog.page(20);
 const after = settle();
+// Then pages of 20 after positions spread over the catalog, as a storefront's next pages ask:
+// their p99 should not grow with the catalog.
+const listed = models.catalog.page(Math.max(1, models.catalog.size)).items;
+const pageMicros: number[] = [];
+for (let i = 0; i < 10_000 && listed.length > 0; i++) {
+  // Every tenth the first page, the rest after a product picked across the whole order.
+  const from = i % 10 === 0 ? undefined : listed[(i * 7919) % listed.length];
+  const started = performance.now();
+  models.catalog.page(20, from);
+  pageMicros.push((performance.now() - started) * 1000);
+}
+pageMicros.sort((a, b) => a - b);
+const pageP99Micros = pageMicros.length ? Math.round(pageMicros[Math.floor(pageMicros.length * 0.99)]! * 10) / 10 : 0;
 process.stdout.write(
   `${JSON.stringify({
     catalogItems: models.catalog.size,
@@ -40,6 +53,7 @@ process.stdout.write(
     rssMb: Math.round((after.rss - before.rss) / 1024 / 1024),
     // The whole process's, as a BFF's memory budget counts it (a BFF adds fastify, mercurius and the rest).
     processRssMb: Math.round(after.rss / 1024 / 1024),
+    pageP99Micros,
     heapMb: Math.round((after.heapUsed - before.heapUsed) / 1024 / 1024),
   })}\n`,
 );

@@ -5,7 +5,8 @@
 // envelope, one version each), then starts a child process
 // (bench/read-model-child.ts) that builds both replicas from the buckets as a
 // BFF does at start, and prints its catch-up time and the memory they take
-// (RSS and heap after catch-up, less those before, and the process's whole RSS).
+// (RSS and heap after catch-up, less those before, and the process's whole RSS), and
+// the p99 of 10 000 catalog pages of 20 from memory.
 //
 // BENCH_READ_MODEL_RUNS (1) children in turn, each building the replicas
 // afresh from the same buckets; BENCH_READ_MODEL_CHILDREN (the default:
@@ -41,6 +42,8 @@ export interface ReplicaFigures {
   heapMb: number;
   /** The child's whole RSS after catch-up (absent in a child from before it was reported). */
   processRssMb?: number;
+  /** p99 of 10 000 catalog pages of 20 from memory, in µs (absent in an older child). */
+  pageP99Micros?: number;
 }
 
 const nats = await startNats();
@@ -107,7 +110,18 @@ try {
   const m = machine();
   process.stdout.write(
     `\nmachine: ${describeMachine(m)}\n${runs > 1 ? `medians of ${runs} runs each (range)\n` : ''}\n${table(
-      ['replicas', 'child', 'items', 'catch-up ms', 'catalog / customers ms', 'its CPU ms', 'RSS MB', 'heap MB', 'process RSS MB'],
+      [
+        'replicas',
+        'child',
+        'items',
+        'catch-up ms',
+        'catalog / customers ms',
+        'its CPU ms',
+        'RSS MB',
+        'heap MB',
+        'process RSS MB',
+        'page p99 µs',
+      ],
       [...results].map(([script, all]) => {
         const of = (key: keyof ReplicaFigures) => all.map((figures) => figures[key] ?? Number.NaN);
         return [
@@ -120,6 +134,7 @@ try {
           fmt(median(of('rssMb'))),
           fmt(median(of('heapMb'))),
           fmt(median(of('processRssMb'))),
+          fmt(median(of('pageP99Micros')), 1),
         ];
       }),
     )}\n`,
