@@ -44,7 +44,7 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(options: { bffEnv?: Record<string, string>; rpcTimeoutMs?: number } = {}): Promise<Stack> {
+export async function startStack(options: { bffEnv?: Record<string, string> } = {}): Promise<Stack> {
   const nats = await startNats();
   const smtp = await startSmtpSink();
   const specs: Record<ServiceName, ServiceSpec> = {
@@ -91,8 +91,10 @@ export async function startStack(options: { bffEnv?: Record<string, string>; rpc
     });
     const log = createLogger('bff', settings.LOG_LEVEL);
     const nc = await connect({ servers: nats.url, name: 'bff', noAsyncTraces: true });
-    // Short breaker window so a stopped service is noticed, and noticed gone, within a test.
-    const bff = await build({ nc, log, settings, client: { timeoutMs: options.rpcTimeoutMs ?? 1000, breaker: { resetTimeoutMs: 500 } } });
+    // Short breaker window so a stopped service is noticed, and noticed gone, within a test. A stopped
+    // service is refused at once (no responders): the timeout only bounds slow answers, and registering
+    // hashes a password, which takes over a second on a loaded machine.
+    const bff = await build({ nc, log, settings, client: { timeoutMs: 5000, breaker: { resetTimeoutMs: 500 } } });
     await bff.listen({ port: 0, host: '127.0.0.1' });
     await waitFor(() => bff.feed.ready, { what: 'the order feed to read' });
     await waitFor(() => allReplicas(bff.readModels).every((replica) => replica.ready), { what: 'the read models to catch up' });
