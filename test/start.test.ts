@@ -205,6 +205,33 @@ test('a service with no PostgreSQL ends with one line saying so; with no NATS it
   }
 });
 
+test('as root, PostgreSQL asked to keep its data past a folder the user postgres cannot pass says which, and what to do', {
+  skip: process.getuid?.() !== 0 && 'only root runs PostgreSQL as another user',
+}, async () => {
+  // npm start itself moves the data out of such a folder (below): this is the last line of defence.
+  const closed = await mkdtemp(join(tmpdir(), 'shop-closed-'));
+  const port = await freePort();
+  try {
+    const run = await outcome((onLine) =>
+      launch({
+        name: 'postgres',
+        script: 'scripts/embedded-postgres.ts',
+        args: [join(closed, 'data', 'postgres'), String(port)],
+        env: { PGPASSWORD: 'unused' },
+        onLine,
+      }),
+    );
+    assert.equal(run.code, 1, run.text);
+    assert.equal(
+      run.text,
+      `PostgreSQL runs as the user postgres, who cannot pass through ${closed} to ${join(closed, 'data', 'postgres')}: set DATA_DIR to a folder whose every parent lets others through (e.g. DATA_DIR=/srv/shop), open that one folder to them (chmod o+x ${closed}), or run npm start as a user other than root`,
+    );
+    assert.equal((await stat(closed)).mode & 0o777, 0o700, 'left as it was');
+  } finally {
+    await rm(closed, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------------------
 // The newcomer's path: nothing answers, npm start runs what is missing
 
