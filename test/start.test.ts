@@ -7,14 +7,14 @@
 // not in silence nor in a stack trace; one service's main.ts does the same.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROCESSES, databaseVariable, opsPortVariable, registry } from '../subjects/index.ts';
 import { answers } from '../services/kit/startup.ts';
 import { NATS_USERS, launch, launchProcess, natsUserPasswordVariable, type Launched } from '../scripts/launcher.ts';
-import { NO_NATS_SERVER, ROOT_POSTGRES_HOME, findNatsServer } from '../scripts/local-servers.ts';
+import { NO_NATS_SERVER, ROOT_POSTGRES_HOME, embeddedPostgresDir, findNatsServer } from '../scripts/local-servers.ts';
 import { dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from './harness.ts';
 
 let nats: TestNats;
@@ -229,6 +229,23 @@ test('as root, PostgreSQL asked to keep its data past a folder the user postgres
     assert.equal((await stat(closed)).mode & 0o777, 0o700, 'left as it was');
   } finally {
     await rm(closed, { recursive: true, force: true });
+  }
+});
+
+test("as root, a DATA_DIR under folders others may pass keeps PostgreSQL's data, opened just enough (o+x) for postgres to pass", {
+  skip: process.getuid?.() !== 0 && 'only root runs PostgreSQL as another user',
+}, async () => {
+  // As a fresh clone in /tmp or /srv: the folders above are open; nats-server made DATA_DIR 0750 before PostgreSQL started.
+  const open = await mkdtemp(join(tmpdir(), 'shop-open-'));
+  try {
+    await chmod(open, 0o755);
+    const dataDir = join(open, 'data');
+    await mkdir(dataDir);
+    await chmod(dataDir, 0o750);
+    assert.deepEqual(await embeddedPostgresDir(dataDir), { dir: join(dataDir, 'postgres') });
+    assert.equal((await stat(dataDir)).mode & 0o777, 0o751, 'others may pass through, not list it');
+  } finally {
+    await rm(open, { recursive: true, force: true });
   }
 });
 
