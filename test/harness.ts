@@ -289,11 +289,23 @@ export async function spawnService(dir: string, env: Record<string, string>): Pr
   };
 }
 
-/** A TCP port free at this moment (for a child that must be told its port in advance). */
+/** Ports freePort has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A TCP port free at this moment (for a child that must be told its port in
+ * advance), and never one handed out before in this process: the system may
+ * give a port just closed again, and several asked for in a row must differ.
+ */
 export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (;;) {
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }

@@ -35,15 +35,17 @@ test('every line reaches the caller, from stdout and stderr', async () => {
 });
 
 test('stop() sends SIGTERM, and SIGKILL to a process still running after the grace', async () => {
+  const said: string[] = [];
   const stubborn = launch({
     name: 'stubborn',
     script: await script(
       'stubborn.mjs',
       "process.on('SIGTERM', () => console.log('ignored')); console.log('up'); setInterval(() => {}, 1000);",
     ),
-    onLine: () => {},
+    onLine: (line) => said.push(line),
   });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Its SIGTERM handler is in place once it says so (Node may take a while to start on a loaded machine).
+  await waitFor(() => said.includes('up'), { what: 'the stubborn process to be up' });
   const started = Date.now();
   const exit = await stubborn.stop(500);
   assert.equal(exit?.signal, 'SIGKILL');

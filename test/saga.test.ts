@@ -143,7 +143,7 @@ before(async () => {
     SMTP_FROM: 'The Shop <shop@example.com>',
     NOTIFY_RETRY_BASE_MS: '50',
   });
-  // Cancelling a confirmed order asks it to hold the shipment; nothing ships during these tests (test/shipping.test.ts ships).
+  // Cancelling a confirmed order asks it to hold the shipment; nothing ships during these tests (services/shipping/test/shipping.test.ts ships).
   await start('shipping', shippingService, ShippingSettings, { SHIPPING_SHIP_AFTER_MS: '600000' });
   nc = await connect({ servers: nats.url, noAsyncTraces: true });
   jsm = await nc.jetstreamManager();

@@ -7,15 +7,14 @@
 // not in silence nor in a stack trace; one service's main.ts does the same.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { chown, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROCESSES, databaseVariable, opsPortVariable, registry } from '../subjects/index.ts';
 import { answers } from '../services/kit/startup.ts';
 import { NATS_USERS, launch, launchProcess, natsUserPasswordVariable, type Launched } from '../scripts/launcher.ts';
-import { NO_NATS_SERVER, findNatsServer } from '../scripts/local-servers.ts';
+import { NO_NATS_SERVER, ROOT_POSTGRES_HOME, embeddedPostgresDir, findNatsServer } from '../scripts/local-servers.ts';
 import { dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from './harness.ts';
 
 let nats: TestNats;
@@ -206,17 +205,69 @@ test('a service with no PostgreSQL ends with one line saying so; with no NATS it
   }
 });
 
+test('as root, PostgreSQL asked to keep its data past a folder the user postgres cannot pass says which, and what to do', {
+  skip: process.getuid?.() !== 0 && 'only root runs PostgreSQL as another user',
+}, async () => {
+  // npm start itself moves the data out of such a folder (below): this is the last line of defence.
+  const closed = await mkdtemp(join(tmpdir(), 'shop-closed-'));
+  const port = await freePort();
+  try {
+    const run = await outcome((onLine) =>
+      launch({
+        name: 'postgres',
+        script: 'scripts/embedded-postgres.ts',
+        args: [join(closed, 'data', 'postgres'), String(port)],
+        env: { PGPASSWORD: 'unused' },
+        onLine,
+      }),
+    );
+    assert.equal(run.code, 1, run.text);
+    assert.equal(
+      run.text,
+      `PostgreSQL runs as the user postgres, who cannot pass through ${closed} to ${join(closed, 'data', 'postgres')}: set DATA_DIR to a folder whose every parent lets others through (e.g. DATA_DIR=/srv/shop), open that one folder to them (chmod o+x ${closed}), or run npm start as a user other than root`,
+    );
+    assert.equal((await stat(closed)).mode & 0o777, 0o700, 'left as it was');
+  } finally {
+    await rm(closed, { recursive: true, force: true });
+  }
+});
+
+test("as root, a DATA_DIR under folders others may pass keeps PostgreSQL's data, opened just enough (o+x) for postgres to pass", {
+  skip: process.getuid?.() !== 0 && 'only root runs PostgreSQL as another user',
+}, async () => {
+  // As a fresh clone in /tmp or /srv: the folders above are open; nats-server made DATA_DIR 0750 before PostgreSQL started.
+  const open = await mkdtemp(join(tmpdir(), 'shop-open-'));
+  try {
+    await chmod(open, 0o755);
+    const dataDir = join(open, 'data');
+    await mkdir(dataDir);
+    await chmod(dataDir, 0o750);
+    assert.deepEqual(await embeddedPostgresDir(dataDir), { dir: join(dataDir, 'postgres') });
+    assert.equal((await stat(dataDir)).mode & 0o777, 0o751, 'others may pass through, not list it');
+  } finally {
+    await rm(open, { recursive: true, force: true });
+  }
+});
+
 // ---------------------------------------------------------------------------
 // The newcomer's path: nothing answers, npm start runs what is missing
 
-/** A folder for npm start's data; PostgreSQL runs as `postgres` under root, so it must be able to enter it. */
-async function dataFolder(): Promise<string> {
-  const folder = await mkdtemp(join(tmpdir(), 'shop-start-'));
-  if (process.getuid?.() === 0) {
-    const id = (flag: string) => Number(execFileSync('id', [flag, 'postgres'], { encoding: 'utf8' }));
-    await chown(folder, id('-u'), id('-g'));
-  }
-  return folder;
+/**
+ * npm start's DATA_DIR, not made here: a folder in one that only its owner
+ * may enter, as a project under /root is. As root, PostgreSQL runs as the
+ * user postgres, who cannot pass through it, so its data goes elsewhere;
+ * `postgresDir` is where npm start must put it, `cleanup` removes both.
+ */
+async function dataFolder() {
+  const home = await mkdtemp(join(tmpdir(), 'shop-start-'));
+  const dataDir = join(home, 'data');
+  const asRoot = process.getuid?.() === 0;
+  const postgresDir = asRoot ? join(ROOT_POSTGRES_HOME, dataDir, 'postgres') : join(dataDir, 'postgres');
+  const cleanup = async () => {
+    await rm(home, { recursive: true, force: true });
+    if (asRoot) await rm(join(ROOT_POSTGRES_HOME, home), { recursive: true, force: true });
+  };
+  return { home, dataDir, postgresDir, asRoot, cleanup };
 }
 
 /** Nothing answers on any of these at the start: each a free port, as npm start is told them. */
@@ -280,7 +331,7 @@ async function interrupt(shop: Launched): Promise<number | null> {
 const ADMIN = 'admin@start.test';
 
 test('npm start with nothing answering runs NATS, PostgreSQL and an email catcher itself: an order reaches CONFIRMED, its email shows at /dev/mail, Ctrl-C stops it all, a second run reuses the data', async () => {
-  const dataDir = await dataFolder();
+  const { home, dataDir, postgresDir, asRoot, cleanup } = await dataFolder();
   const ports = await freePorts();
   const lines: string[] = [];
   let shop = startShop(dataDir, ports, lines);
@@ -288,7 +339,12 @@ test('npm start with nothing answering runs NATS, PostgreSQL and an email catche
     await whenReady(shop, lines);
     const text = lines.join('\n');
     assert.match(text, new RegExp(`starting .*nats-server with JetStream, its store in ${dataDir}/nats`));
-    assert.match(text, new RegExp(`starting PostgreSQL from embedded-postgres, its data in ${dataDir}/postgres`));
+    assert.ok(text.includes(`starting PostgreSQL from embedded-postgres, its data in ${postgresDir}`), text);
+    if (asRoot) {
+      assert.ok(text.includes(`it runs as the user postgres, who cannot pass through ${home} to ${dataDir}`), text);
+      assert.equal((await stat(home)).mode & 0o777, 0o700, 'the closed folder is left closed');
+      assert.equal((await stat(postgresDir)).mode & 0o777, 0o700, "PostgreSQL's data is for postgres alone");
+    }
     assert.match(text, /first run: initialising/);
     assert.match(text, new RegExp(`an email catcher at 127\\.0\\.0\\.1:${ports.smtp}`));
     const site = `http://localhost:${ports.bff}`;
@@ -371,6 +427,6 @@ test('npm start with nothing answering runs NATS, PostgreSQL and an email catche
     assert.equal(await interrupt(shop), 0, lines.slice(-20).join('\n'));
   } finally {
     if (shop.running) await interrupt(shop);
-    await rm(dataDir, { recursive: true, force: true });
+    await cleanup();
   }
 });

@@ -44,7 +44,7 @@ export interface Stack {
   close(): Promise<void>;
 }
 
-export async function startStack(options: { bffEnv?: Record<string, string>; rpcTimeoutMs?: number } = {}): Promise<Stack> {
+export async function startStack(options: { bffEnv?: Record<string, string> } = {}): Promise<Stack> {
   const nats = await startNats();
   const smtp = await startSmtpSink();
   const specs: Record<ServiceName, ServiceSpec> = {
@@ -77,9 +77,17 @@ export async function startStack(options: { bffEnv?: Record<string, string>; rpc
     databases.set(name, service.databaseUrl);
     running.set(name, service);
   };
-  await Promise.all((Object.keys(specs) as ServiceName[]).map(start));
-
   const bffs: { bff: Bff; nc: NatsConnection }[] = [];
+  const close = async () => {
+    for (const { bff, nc } of bffs) {
+      await bff.close();
+      await nc.drain().catch(() => {});
+    }
+    await Promise.all([...running.values()].map((service) => service.stop()));
+    await smtp.close();
+    await nats.cleanup();
+    await dropTestDatabases();
+  };
   const startBff = async (env: Record<string, string> = {}) => {
     const settings = loadConfig(BffSettings, {
       NATS_URL: nats.url,
@@ -91,15 +99,27 @@ export async function startStack(options: { bffEnv?: Record<string, string>; rpc
     });
     const log = createLogger('bff', settings.LOG_LEVEL);
     const nc = await connect({ servers: nats.url, name: 'bff', noAsyncTraces: true });
-    // Short breaker window so a stopped service is noticed, and noticed gone, within a test.
-    const bff = await build({ nc, log, settings, client: { timeoutMs: options.rpcTimeoutMs ?? 1000, breaker: { resetTimeoutMs: 500 } } });
+    // Short breaker window so a stopped service is noticed, and noticed gone, within a test. A stopped
+    // service is refused at once (no responders): the timeout only bounds slow answers, and registering
+    // hashes a password, which takes over a second on a loaded machine.
+    const bff = await build({ nc, log, settings, client: { timeoutMs: 5000, breaker: { resetTimeoutMs: 500 } } });
+    bffs.push({ bff, nc });
     await bff.listen({ port: 0, host: '127.0.0.1' });
     await waitFor(() => bff.feed.ready, { what: 'the order feed to read' });
     await waitFor(() => allReplicas(bff.readModels).every((replica) => replica.ready), { what: 'the read models to catch up' });
-    bffs.push({ bff, nc });
     return { bff, nc, url: `http://127.0.0.1:${(bff.server.address() as AddressInfo).port}` };
   };
-  const first = await startBff();
+  let first: Awaited<ReturnType<typeof startBff>>;
+  try {
+    // Every start settled before any failure is reported, so close() finds every service that did start.
+    const starts = await Promise.allSettled((Object.keys(specs) as ServiceName[]).map(start));
+    for (const result of starts) if (result.status === 'rejected') throw result.reason;
+    first = await startBff();
+  } catch (error) {
+    // A stack half started (PostgreSQL out of connections, say) would keep the test file running forever.
+    await close().catch(() => {});
+    throw error;
+  }
 
   return {
     nats,
@@ -112,16 +132,7 @@ export async function startStack(options: { bffEnv?: Record<string, string>; rpc
       running.delete(name);
     },
     startService: start,
-    async close() {
-      for (const { bff, nc } of bffs) {
-        await bff.close();
-        await nc.drain().catch(() => {});
-      }
-      await Promise.all([...running.values()].map((service) => service.stop()));
-      await smtp.close();
-      await nats.cleanup();
-      await dropTestDatabases();
-    },
+    close,
   };
 }
 

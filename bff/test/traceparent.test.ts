@@ -48,18 +48,21 @@ test("a GraphQL request with a traceparent is one server span under the caller's
   });
   assert.equal(response.status, 200);
 
-  const spans = await waitFor(
+  // Spans reach the collector as they end, the server's last: wait for the whole trace, every parent in it,
+  // rather than for a while (a span whose parent has not arrived yet would fail the checks below).
+  const trace = await waitFor(
     () => {
-      const trace = zipkin.spans.filter((span) => span.traceId === traceId);
-      return trace.some((span) => span.name === 'products.list send') && trace.some((span) => /graphql|query/i.test(span.name))
-        ? trace
-        : undefined;
+      const spans = zipkin.spans.filter((span) => span.traceId === traceId);
+      const ids = new Set(spans.map((span) => span.id));
+      const whole =
+        spans.some((span) => span.name === 'products.list send') &&
+        spans.some((span) => /graphql|query/i.test(span.name)) &&
+        spans.some((span) => span.parentId === callerSpanId) &&
+        spans.every((span) => span.parentId === callerSpanId || (span.parentId && ids.has(span.parentId)));
+      return whole && spans;
     },
-    { what: "the request's spans, its NATS call and GraphQL's included", timeoutMs: 15_000 },
+    { what: "the request's whole trace, its NATS call and GraphQL's included", timeoutMs: 15_000 },
   );
-  await new Promise((resolve) => setTimeout(resolve, 500)); // any straggler of the same request
-  const trace = zipkin.spans.filter((span) => span.traceId === traceId);
-  assert.ok(trace.length >= spans.length);
   assert.ok(trace.every((span) => span.localEndpoint?.serviceName === 'bff'));
 
   const underCaller = trace.filter((span) => span.parentId === callerSpanId);

@@ -133,7 +133,8 @@ test('/metrics counts requests, errors, latencies, events, the outbox, the consu
   assert.equal(sample(text, 'shop_rpc_request_errors_total', { ...get, code: 'CUSTOMER_NOT_FOUND' }), 3);
   assert.equal(sample(text, 'shop_rpc_request_errors_total', { ...get, code: 'VALIDATION_FAILED' }), 1);
   assert.equal(sample(text, 'shop_rpc_request_duration_seconds_count', get), 4);
-  assert.ok(sample(text, 'shop_rpc_request_duration_seconds_sum', get)! >= (3 * SLOW_MS) / 1000, 'latency includes the async work');
+  // Half of what the handlers slept: a timer may fire a little early, and without the async work it would be about 0.
+  assert.ok(sample(text, 'shop_rpc_request_duration_seconds_sum', get)! >= (3 * SLOW_MS) / 2 / 1000, 'latency includes the async work');
   assert.equal(sample(text, 'shop_rpc_request_duration_seconds_bucket', { ...get, le: '+Inf' }), 4);
   assert.equal(sample(text, 'shop_events_published_total', { subject: 'customers.events.registered' }), 2);
   assert.equal(sample(text, 'shop_event_handling_duration_seconds_count', { consumer: 'customers-welcome' }), 2);
@@ -168,7 +169,7 @@ test("nats micro stats count the requests; each endpoint's data has the whole ti
   };
   assert.equal(data.num_requests, 4);
   assert.equal(data.num_errors, 4);
-  assert.ok(data.processing_time >= 3 * SLOW_MS * 1e6, `processing_time ${data.processing_time} ns counts the async work`);
+  assert.ok(data.processing_time >= (3 * SLOW_MS * 1e6) / 2, `processing_time ${data.processing_time} ns counts the async work`);
   assert.ok(data.average_processing_time > 0);
   assert.match(data.last_error ?? '', /^400 VALIDATION_FAILED/);
 });

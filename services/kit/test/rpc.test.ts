@@ -302,7 +302,8 @@ test('an idempotent call is retried after a transient failure and succeeds', asy
 });
 
 test('an idempotent call is retried after a timeout and succeeds', async () => {
-  const client = newClient({ timeoutMs: 200 });
+  // The retry must be answered within it: ample for an in-process handler on a loaded machine.
+  const client = newClient({ timeoutMs: 1000 });
   try {
     const reply = await client.call(customers.get, { id: SLOW_FIRST_ID });
     assert.equal(reply.id, SLOW_FIRST_ID);
@@ -352,8 +353,10 @@ test('the breaker opens while a service is away, fails fast, and closes once it 
 test('a breaker opens after timeouts, fails fast without sending, and one success after the reset closes it', async () => {
   const client = newClient({ timeoutMs: 100, retries: 0, breaker: { volumeThreshold: 4, resetTimeoutMs: 300 } });
   try {
-    // Successes first: the failures that follow must outweigh them.
-    for (let i = 0; i < 3; i++) await client.call(customers.get, { id: OK_ID });
+    // Successes first: the failures that follow must outweigh them. Each with a budget of its own:
+    // 100 ms is for the silent calls to time out quickly, not a bound on a loaded machine's answers.
+    const answered = { timeoutMs: 5000 };
+    for (let i = 0; i < 3; i++) await client.call(customers.get, { id: OK_ID }, answered);
     let open: ServiceError | undefined;
     for (let i = 0; i < 20 && !open; i++) {
       const error = await rejection(client.call(customers.get, { id: SILENT_ID }));
@@ -369,7 +372,7 @@ test('a breaker opens after timeouts, fails fast without sending, and one succes
     assert.deepEqual(fast.details, { circuit: 'open' });
     assert.equal(attempts.get(OK_ID) ?? 0, reached);
 
-    const reply = await waitFor(() => client.call(customers.get, { id: OK_ID }), { what: 'the circuit to let a call through' });
+    const reply = await waitFor(() => client.call(customers.get, { id: OK_ID }, answered), { what: 'the circuit to let a call through' });
     assert.equal(reply.id, OK_ID);
     assert.equal(client.breakerState('customers.get'), 'closed');
   } finally {

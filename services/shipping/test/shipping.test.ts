@@ -21,17 +21,17 @@ import {
   type SettingContract,
   type Shipment,
   type ValueOf,
-} from '../subjects/index.ts';
-import { RpcClient, openConfigBucket, putSetting, type RunningService, type ServiceDefinition } from '../services/kit/index.ts';
-import { CustomerSettings, customerService } from '../services/customer/app.ts';
-import { ProductSettings, productService } from '../services/product/app.ts';
-import { OrderSettings, orderService } from '../services/order/app.ts';
-import { PaymentSettings, paymentService } from '../services/payment/app.ts';
-import { NotificationSettings, notificationService } from '../services/notification/app.ts';
-import { ShippingSettings, shippingService } from '../services/shipping/app.ts';
-import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
-import { trackingNumberOf } from '../services/shipping/carrier.ts';
-import { publishEvent, readEvents, withCode } from './messaging.ts';
+} from '../../../subjects/index.ts';
+import { RpcClient, openConfigBucket, putSetting, type RunningService, type ServiceDefinition } from '../../kit/index.ts';
+import { CustomerSettings, customerService } from '../../customer/app.ts';
+import { ProductSettings, productService } from '../../product/app.ts';
+import { OrderSettings, orderService } from '../../order/app.ts';
+import { PaymentSettings, paymentService } from '../../payment/app.ts';
+import { NotificationSettings, notificationService } from '../../notification/app.ts';
+import { ShippingSettings, shippingService } from '../app.ts';
+import { startSmtpServer, type TestSmtpServer } from '../../notification/test/smtp.ts';
+import { trackingNumberOf } from '../carrier.ts';
+import { publishEvent, readEvents, withCode } from '../../../test/messaging.ts';
 import {
   dropTestDatabases,
   spawnService,
@@ -41,7 +41,7 @@ import {
   waitFor,
   type ServiceProcess,
   type TestNats,
-} from './harness.ts';
+} from '../../../test/harness.ts';
 
 const SHIPPING_ENV = {
   SHIPPING_SHIP_AFTER_MS: '200',
