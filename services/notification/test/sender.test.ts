@@ -148,6 +148,26 @@ test('claimDue takes at most its limit, leases what it takes, and tells when the
   await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = ANY($1::uuid[])`, [[...ids, later]]);
 });
 
+test('a claim records the email its worker just sent, and never claims that one', async () => {
+  const { ids } = await pending(2);
+  const [sent, next] = ids as [string, string];
+  // The worker's email was leased by an earlier claim and is due again (its lease ran out): still not claimed.
+  await pool.query(`UPDATE notifications SET next_attempt_at = now() - interval '1 second' WHERE id = $1`, [sent]);
+  let claim = await claimDue(pool, 60_000, 10, sent);
+  const taken = claim.rows.map((row) => row.id);
+  // Other tests' rows may be due too: claim until none is left (the queue is shared).
+  while (claim.rows.length > 0) {
+    claim = await claimDue(pool, 60_000, 10);
+    taken.push(...claim.rows.map((row) => row.id));
+  }
+  assert.ok(taken.includes(next), 'the other one claimed');
+  assert.ok(!taken.includes(sent), 'not the one it records');
+  const [row] = await rows([sent]);
+  assert.equal(row!.status, 'SENT');
+  assert.equal(row!.attempts, 1);
+  await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = $1`, [next]);
+});
+
 test('an email recorded SENT twice (a lease ran out under a live sender) keeps its first record', async () => {
   const { ids } = await pending(2);
   const [byMarkSent, byClaim] = ids as [string, string];
