@@ -12,9 +12,9 @@
 //     (takeOutboxBatch) and every event handed to the consumers of its
 //     subject, which apply it through the kit's inbox (applyOnce) in batches
 //     of the handler's own size, as the consumer runner does;
-//   - the notification sender's SQL runs without SMTP (claimDue, which also
-//     records the previous claim's emails sent); the service's own sender is
-//     stopped;
+//   - the notification sender's SQL runs without SMTP (claimDue, then
+//     markSent for each email, as the sender records each one the moment the
+//     SMTP server accepts it); the service's own sender is stopped;
 //   - the shipping dispatcher runs as the service runs it, woken by its
 //     consumer: carrier steps, their events and emails, as in the saga.
 // An order counts once orders.events.confirmed leaves the order database's
@@ -41,7 +41,7 @@ import { applyOnce } from '../services/kit/consumer/inbox.ts';
 import { serviceDefinition } from '../services/kit/definitions.ts';
 import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
-import { claimDue } from '../services/notification/store.ts';
+import { claimDue, markSent } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
 import { cpuSnapshot, cpuUsed, fmt, progress, round } from './common.ts';
 
@@ -150,15 +150,17 @@ export async function runDatabaseBound(settings: BoundSettings): Promise<BoundRe
     }
   };
 
-  // The notification sender's SQL: claim what is due; the next claim records it sent.
+  // The notification sender's SQL: claim what is due, record each email sent on its own.
   let sending = false;
   const send = (service: Service) => {
     if (sending) return;
     sending = true;
     void (async () => {
-      let sent: string[] = [];
-      do sent = (await claimDue(service.pool, 300_000, 64, sent)).rows.map((row) => row.id);
-      while (sent.length > 0);
+      for (;;) {
+        const { rows } = await claimDue(service.pool, 300_000, 64);
+        if (rows.length === 0) break;
+        await Promise.all(rows.map((row) => markSent(service.pool, row.id)));
+      }
     })()
       .catch(() => {})
       .finally(() => {

@@ -6,12 +6,12 @@
 // Delivery is at-least-once, and a resend needs a crash at the worst moment.
 // A row is claimed with a lease (its next attempt moved ahead, committed at
 // once); the email is sent outside any transaction; the outcome is then
-// recorded with retries on fresh connections (a sent email by the next
-// claim, which comes within a second). So a database connection
-// lost after the SMTP server accepted the email does not send it again: only
-// a process dying between that acceptance and the record does, once the lease
-// runs out. The resend carries the same Message-ID (<notification-id@shop>),
-// so mail systems and people can recognise it as the same message.
+// recorded at once, with retries on fresh connections. So a database
+// connection lost after the SMTP server accepted the email does not send it
+// again: only a process dying between that acceptance and its record (one
+// statement's round trip: milliseconds, unless the machine or the database
+// is overloaded) does, once the lease runs out. The resend carries the same Message-ID (<notification-id@shop>), so
+// mail systems and people can recognise it as the same message.
 import nodemailer, { type Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import pg from 'pg';
@@ -107,8 +107,6 @@ export interface SenderOptions {
   concurrency?: number;
   /** Longest sleep between looks at the queue, in case a wake-up was lost. */
   sweepMs?: number;
-  /** Longest wait of a sent email for the next claim to record it; then a claim comes to do so. */
-  recordDelayMs?: number;
   /** Bound on waiting for emails in flight at stop. */
   stopTimeoutMs?: number;
   /** How long a claimed email stays with its sender before another may take it (a sender that died). */
@@ -134,8 +132,6 @@ export class NotificationSender implements BackgroundTask {
   /** When to look again, as learnt during the pass: the next due time the last claim saw, and the retries recorded. */
   #claimedDueAt = Number.POSITIVE_INFINITY;
   #retryDueAt = Number.POSITIVE_INFINITY;
-  /** Emails the SMTP server accepted, not yet recorded SENT (#drain records them). */
-  #unrecorded: string[] = [];
 
   constructor(pool: Pool, mailer: Mailer, log: Logger, options: SenderOptions) {
     this.#pool = pool;
@@ -146,7 +142,6 @@ export class NotificationSender implements BackgroundTask {
       maxRetryDelayMs: 15 * 60_000,
       concurrency: 4,
       sweepMs: 5000,
-      recordDelayMs: 1000,
       stopTimeoutMs: 10_000,
       leaseMs: 5 * 60_000,
       ...options,
@@ -170,11 +165,9 @@ export class NotificationSender implements BackgroundTask {
     this.#running = this.#drain().then(
       (ok) => {
         this.#running = undefined;
-        // Asleep until the earliest due time the pass learnt of, or at most sweepMs (a lost wake-up, another instance's rows);
-        // at most recordDelayMs while sent emails wait for the claim that records them.
+        // Asleep until the earliest due time the pass learnt of, or at most sweepMs (a lost wake-up, another instance's rows).
         const dueAt = Math.min(this.#claimedDueAt, this.#retryDueAt);
-        const ms = ok ? Math.min(this.#options.sweepMs, Math.max(0, dueAt - Date.now())) : this.#options.sweepMs;
-        this.#arm(this.#unrecorded.length > 0 ? Math.min(ms, this.#options.recordDelayMs) : ms);
+        this.#arm(ok ? Math.min(this.#options.sweepMs, Math.max(0, dueAt - Date.now())) : this.#options.sweepMs);
       },
       () => {},
     );
@@ -185,13 +178,6 @@ export class NotificationSender implements BackgroundTask {
     clearTimeout(this.#timer);
     const timeout = new Promise<void>((resolve) => setTimeout(resolve, this.#options.stopTimeoutMs).unref());
     await Promise.race([this.#running, timeout]);
-    // Emails sent and waiting for the next claim's record (once: the retries end with the sender).
-    await this.#recordSent().catch((error: unknown) =>
-      this.#log.warn(
-        { err: error, unrecorded: this.#unrecorded.length },
-        'sent emails not recorded at stop; they go again when their lease ends',
-      ),
-    );
     await this.#listener?.end().catch(() => {});
     this.#mailer.close();
   }
@@ -204,12 +190,12 @@ export class NotificationSender implements BackgroundTask {
    * run out and the last claim took all it could, or a wake-up came. False
    * when the database failed us.
    *
-   * Sent emails are recorded by the next claim, in the same statement: when
-   * none comes within recordDelayMs (no wake-up, nothing more due), a pass
-   * comes to claim anyway. So a lone email costs one round trip, its claim
-   * carrying the previous email's record, where it cost a claim and a record
-   * (the bench's most frequent statements). Only a crash while a record waits
-   * sends its email again, once the lease runs out.
+   * A sent email is recorded as soon as the SMTP server accepted it: a crash
+   * before the record commits sends it again once the lease runs out, so
+   * nothing may wait between the two. When the pass would claim at that very
+   * moment (nothing in hand, more due or a wake-up came), the claim carries
+   * the record, one statement instead of two; otherwise the record goes
+   * alone. Records never wait for a later claim, nor for each other.
    *
    * A lease must outlast the time from claim to recorded; nodemailer's
    * timeouts bound a send, and an email in hand waits for one send at most,
@@ -221,10 +207,36 @@ export class NotificationSender implements BackgroundTask {
     const sending = new Set<Promise<void>>();
     const inHand: DueNotification[] = [];
     let more = true; // more may be due than the last claim took (none yet)
+    let claiming = false;
     let failure: unknown;
     this.#retryDueAt = Number.POSITIVE_INFINITY;
+    // Stopping ends the claims; what is in hand is still sent.
+    const claimNow = () => !claiming && failure === undefined && inHand.length === 0 && (more || this.#again) && !this.#stopped;
+    /** Claims for the workers free once `busy` of them are left sending, recording `sentId` in the same statement. */
+    const claim = async (busy: number, sentId?: string) => {
+      claiming = true;
+      this.#again = false; // the claim sees every email recorded before it
+      try {
+        const limit = 2 * concurrency - busy;
+        const claimed = await claimDue(this.#db, leaseMs, limit, sentId);
+        this.#claimedDueAt = claimed.nextDueAt?.getTime() ?? Number.POSITIVE_INFINITY;
+        inHand.push(...claimed.rows);
+        more = claimed.rows.length === limit;
+      } finally {
+        claiming = false;
+      }
+    };
+    const recordSent = async (id: string) => {
+      if (!claimNow()) return this.#record((db) => markSent(db, id));
+      try {
+        await claim(sending.size - 1, id); // this worker is about to come free
+      } catch (error) {
+        failure ??= error;
+        await this.#record((db) => markSent(db, id)); // the claim failed, and its record with it
+      }
+    };
     const send = (due: DueNotification) => {
-      const task: Promise<void> = this.#attempt(due)
+      const task: Promise<void> = this.#attempt(due, recordSent)
         .catch((error: unknown) => {
           failure ??= error;
         })
@@ -232,24 +244,14 @@ export class NotificationSender implements BackgroundTask {
       sending.add(task);
     };
     try {
-      // Stopping ends the claims; what is in hand is still sent.
       while (failure === undefined) {
         while (inHand.length > 0 && sending.size < concurrency) send(inHand.shift()!);
-        if (inHand.length === 0 && (more || this.#again) && !this.#stopped) {
-          this.#again = false; // the claim sees every email recorded before it
-          const limit = 2 * concurrency - sending.size;
-          const sent = this.#unrecorded.splice(0);
-          const claim = await claimDue(this.#db, leaseMs, limit, sent).catch((error: unknown) => {
-            this.#unrecorded.unshift(...sent); // recorded below, with retries
-            throw error;
-          });
-          this.#claimedDueAt = claim.nextDueAt?.getTime() ?? Number.POSITIVE_INFINITY;
-          inHand.push(...claim.rows);
-          more = claim.rows.length === limit;
+        if (claimNow()) {
+          await claim(sending.size);
           continue;
         }
         if (sending.size === 0) break; // nothing in flight, in hand or due
-        // A worker coming free, or (with nothing in hand) a wake-up: something new to claim.
+        // A worker coming free (maybe with what its claim took), or a wake-up: something new to claim.
         const woken = new Promise<void>((resolve) => (this.#woken = resolve));
         await Promise.race([...sending, woken]);
         this.#woken = undefined;
@@ -258,12 +260,6 @@ export class NotificationSender implements BackgroundTask {
       failure ??= error;
     } finally {
       await Promise.all(sending);
-      // The claim that failed carried records: they are made now, with retries.
-      if (failure !== undefined) {
-        await this.#recordSent().catch((error: unknown) => {
-          failure ??= error;
-        });
-      }
     }
     if (failure !== undefined) {
       // The database is away: rows stay as they are (claimed ones, also those in hand, until
@@ -293,25 +289,15 @@ export class NotificationSender implements BackgroundTask {
     });
   }
 
-  /** Records the emails sent and not yet recorded, in one statement (retried: see #record). */
-  async #recordSent(): Promise<void> {
-    const ids = this.#unrecorded.splice(0);
-    if (ids.length === 0) return;
-    await this.#record((db) => markSent(db, ids)).catch((error: unknown) => {
-      this.#unrecorded.unshift(...ids);
-      throw error;
-    });
-  }
-
   /** One attempt inside an `smtp send` span that continues the trace of the event behind the email. */
-  #attempt(due: DueNotification): Promise<void> {
+  #attempt(due: DueNotification, recordSent: (id: string) => Promise<void>): Promise<void> {
     const parent = propagation.extract(ROOT_CONTEXT, due.trace ?? {});
     const attributes = { 'notification.id': due.id, 'notification.attempt': due.attempts + 1 };
     return trace
       .getTracer('shop-notification')
       .startActiveSpan('smtp send', { kind: SpanKind.CLIENT, attributes }, parent, async (span) => {
         try {
-          const sent = await this.#attemptTraced(due);
+          const sent = await this.#attemptTraced(due, recordSent);
           if (!sent) span.setStatus({ code: SpanStatusCode.ERROR, message: 'not sent' });
         } catch (error) {
           span.setStatus({ code: SpanStatusCode.ERROR, message: error instanceof Error ? error.message : String(error) });
@@ -322,8 +308,8 @@ export class NotificationSender implements BackgroundTask {
       });
   }
 
-  /** True when the email went out. */
-  async #attemptTraced(due: DueNotification): Promise<boolean> {
+  /** True when the email went out; `recordSent` records it so, at once. */
+  async #attemptTraced(due: DueNotification, recordSent: (id: string) => Promise<void>): Promise<boolean> {
     const attempt = due.attempts + 1;
     const log = this.#log.child({ notificationId: due.id, attempt });
     try {
@@ -341,9 +327,8 @@ export class NotificationSender implements BackgroundTask {
       }
       return false;
     }
-    // Recorded by the next claim (#drain), within recordDelayMs.
-    this.#unrecorded.push(due.id);
-    log.info('email sent');
+    await recordSent(due.id);
+    log.info('email sent'); // said once recorded: a sender killed after saying it does not send it again
     return true;
   }
 

@@ -193,10 +193,11 @@ export interface Claim {
  * the lease runs out.
  *
  * The same statement reads when the next notification falls due, so the
- * sender can sleep until then without asking again, and records `sentIds`
- * SENT (markSent), so that a sender's records ride with its claims.
+ * sender can sleep until then without asking again, and may record the email
+ * `sentId` SENT (as markSent does): the sender passes the email whose
+ * acceptance it learnt of this instant, when it claims at that instant anyway.
  */
-export async function claimDue(db: Queryable, leaseMs: number, limit: number, sentIds: readonly string[] = []): Promise<Claim> {
+export async function claimDue(db: Queryable, leaseMs: number, limit: number, sentId?: string): Promise<Claim> {
   const { rows } = await db.query<{ [K in keyof DueNotification]: DueNotification[K] | null } & { next_due_at: Date | null }>(
     `WITH claimed AS (
        UPDATE notifications SET next_attempt_at = clock_timestamp() + $1 * interval '1 millisecond'
@@ -218,7 +219,7 @@ export async function claimDue(db: Queryable, leaseMs: number, limit: number, se
      )
      -- Always one row at least: the claimed columns are null when nothing was due.
      SELECT claimed.*, next.next_due_at FROM next LEFT JOIN claimed ON true`,
-    [leaseMs, limit, sentIds],
+    [leaseMs, limit, sentId === undefined ? [] : [sentId]],
   );
   return {
     rows: rows.filter((row) => row.id !== null).map(({ next_due_at: _, ...row }) => row as DueNotification),
@@ -227,15 +228,15 @@ export async function claimDue(db: Queryable, leaseMs: number, limit: number, se
 }
 
 /**
- * Records emails the SMTP server accepted (several at once: one round trip for
- * all). Only those still PENDING: one already SENT by another sender, after
- * this one's lease ran out, keeps its first record.
+ * Records an email the SMTP server accepted, right after it did. Only if still
+ * PENDING: one already SENT by another sender, after this one's lease ran out,
+ * keeps its first record.
  */
-export async function markSent(tx: Queryable, ids: readonly string[]): Promise<void> {
+export async function markSent(tx: Queryable, id: string): Promise<void> {
   await tx.query(
     `UPDATE notifications SET status = 'SENT', attempts = attempts + 1, sent_at = clock_timestamp()
-      WHERE id = ANY($1::uuid[]) AND status = 'PENDING'`,
-    [ids],
+      WHERE id = $1 AND status = 'PENDING'`,
+    [id],
   );
 }
 

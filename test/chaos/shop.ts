@@ -64,6 +64,8 @@ export interface ReceivedMail {
   messageId: string;
   to: string;
   subject: string;
+  /** When the server accepted it (Date.now() as it answered 250). */
+  acceptedAt: number;
 }
 
 export interface FlakySmtp {
@@ -114,8 +116,14 @@ export async function startFlakySmtp(random: () => number, failureRate = 0, maxS
           return;
         }
         streaks.delete(messageId);
-        const mail = { messageId, to: session.envelope.rcptTo.map((rcpt) => rcpt.address).join(','), subject: header('subject') };
+        const mail = {
+          messageId,
+          to: session.envelope.rcptTo.map((rcpt) => rcpt.address).join(','),
+          subject: header('subject'),
+          acceptedAt: 0,
+        };
         const accept = () => {
+          mail.acceptedAt = Date.now();
           smtp.mails.push(mail);
           callback();
         };
@@ -229,6 +237,8 @@ export class Shop {
   bff: BffProcess | undefined;
   /** Processes that exited without being stopped or killed by us. */
   readonly crashes: Crash[] = [];
+  /** Every kill -9 of a service process: which, and when the signal was sent (Date.now()). */
+  readonly kills: { instance: string; at: number }[] = [];
   /** Connection and clients of the test itself (as `admin`). */
   nc!: NatsConnection;
   jsm!: JetStreamManager;
@@ -422,6 +432,7 @@ export class Shop {
     const running = this.processes.get(instance);
     if (!running) return;
     this.#expectedExit.add(running.child);
+    this.kills.push({ instance, at: Date.now() });
     running.child.kill('SIGKILL');
     await running.exited;
     this.processes.delete(instance);

@@ -1,11 +1,16 @@
 // The sender loop on its own, against the real PostgreSQL and a real SMTP
-// server: batch claims never send an email twice, a crashed sender's claims
-// are picked up once their lease runs out, and the queue costs about one
-// claim per batch of emails, not one per worker per email.
+// server: batch claims never send an email twice, a sent email is recorded
+// before the sender says it sent it (so a kill -9 then cannot send it again),
+// a crashed sender's claims are picked up once their lease runs out, and the
+// queue costs about one claim per batch of emails, not one per worker per
+// email.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { once } from 'node:events';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import pg from 'pg';
 import { createLogger, createPool, ensureDatabase, migrate, withTransaction, type Pool } from '../../kit/index.ts';
 import { dropTestDatabases, testDatabaseUrl, waitFor } from '../../../test/harness.ts';
@@ -96,14 +101,23 @@ function allSent(ids: string[]) {
   );
 }
 
-/** The test's pool, counting the statements that start with each of `prefixes`. */
+/**
+ * The test's pool, counting the statements that start with each of `prefixes`
+ * once they are answered: a count seen by a later look (a timer) comes after
+ * everything the sender did on that answer.
+ */
 function counting(prefixes: Record<string, string>): { db: Pool; counts: Record<string, number> } {
   const counts = Object.fromEntries(Object.keys(prefixes).map((name) => [name, 0]));
   const db = Object.create(pool) as Pool;
   db.query = ((...args: Parameters<Pool['query']>) => {
     const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text: string }).text;
-    for (const [name, prefix] of Object.entries(prefixes)) if (text.trimStart().startsWith(prefix)) counts[name]!++;
-    return (pool.query as (...a: unknown[]) => unknown)(...args);
+    const name = Object.keys(prefixes).find((key) => text.trimStart().startsWith(prefixes[key]!));
+    const answer = (pool.query as (...a: unknown[]) => Promise<unknown>)(...args);
+    if (name === undefined) return answer;
+    return answer.then((result) => {
+      counts[name]!++;
+      return result;
+    });
   }) as Pool['query'];
   return { db, counts };
 }
@@ -134,15 +148,35 @@ test('claimDue takes at most its limit, leases what it takes, and tells when the
   await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = ANY($1::uuid[])`, [[...ids, later]]);
 });
 
+test('a claim records the email its worker just sent, and never claims that one', async () => {
+  const { ids } = await pending(2);
+  const [sent, next] = ids as [string, string];
+  // The worker's email was leased by an earlier claim and is due again (its lease ran out): still not claimed.
+  await pool.query(`UPDATE notifications SET next_attempt_at = now() - interval '1 second' WHERE id = $1`, [sent]);
+  let claim = await claimDue(pool, 60_000, 10, sent);
+  const taken = claim.rows.map((row) => row.id);
+  // Other tests' rows may be due too: claim until none is left (the queue is shared).
+  while (claim.rows.length > 0) {
+    claim = await claimDue(pool, 60_000, 10);
+    taken.push(...claim.rows.map((row) => row.id));
+  }
+  assert.ok(taken.includes(next), 'the other one claimed');
+  assert.ok(!taken.includes(sent), 'not the one it records');
+  const [row] = await rows([sent]);
+  assert.equal(row!.status, 'SENT');
+  assert.equal(row!.attempts, 1);
+  await pool.query(`UPDATE notifications SET status = 'FAILED' WHERE id = $1`, [next]);
+});
+
 test('an email recorded SENT twice (a lease ran out under a live sender) keeps its first record', async () => {
   const { ids } = await pending(2);
   const [byMarkSent, byClaim] = ids as [string, string];
-  await markSent(pool, ids);
+  for (const id of ids) await markSent(pool, id);
   const first = await rows(ids);
   assert.ok(first.every((row) => row.status === 'SENT' && row.attempts === 1));
   // The slow sender's records, by either path: nothing changes.
-  await markSent(pool, [byMarkSent]);
-  await claimDue(pool, 60_000, 0, [byClaim]);
+  await markSent(pool, byMarkSent);
+  await claimDue(pool, 60_000, 0, byClaim);
   const again = await rows(ids);
   for (const row of again) {
     const before = first.find((earlier) => earlier.id === row.id)!;
@@ -180,11 +214,12 @@ test("a crashed sender's claimed emails are sent once its lease runs out, and on
   // A sweep far away: only the due time its claims saw can bring the sender back in time.
   const sender = await startSender({ sweepMs: 60_000 });
   try {
-    await new Promise((resolve) => setTimeout(resolve, leaseMs / 2));
-    assert.equal(smtp.mailsTo(to).length, 0, 'not while the lease holds');
     const sent = await allSent(ids);
-    for (const row of sent) assert.ok(row.sent_at!.getTime() >= claimedAt + leaseMs - 5, 'sent after the lease');
-    assert.equal(smtp.mailsTo(to).length, 3, 'each once');
+    // Not while the lease held: the SMTP server saw each email only after it ran out (one clock, this machine's).
+    const mails = smtp.mailsTo(to);
+    for (const mail of mails)
+      assert.ok(mail.receivedAt >= claimedAt + leaseMs, `received ${mail.receivedAt - claimedAt} ms after the claim`);
+    assert.equal(mails.length, 3, 'each once');
     assert.ok(sent.every((row) => row.attempts === 1));
   } finally {
     await stopSender(sender);
@@ -207,48 +242,58 @@ test('a refused email is retried after its back-off without waiting for a sweep'
   }
 });
 
-test('the queue costs a claim per batch, and the next claim records what was sent: a lone email two claims, a backlog of 12 a few', async () => {
+test('the queue costs a claim per batch, and each email one record, made as soon as the SMTP server accepts it', async () => {
   const { db, counts } = counting({ claims: 'WITH claimed AS', sent: "UPDATE notifications SET status = 'SENT'" });
-  // Nothing due: the first pass looks once.
-  const sender = await startSender({ concurrency: 4, sweepMs: 60_000, recordDelayMs: 200 }, db);
+  // Nothing due: the first pass looks once (counted once answered: the pass has ended by the next look).
+  const sender = await startSender({ concurrency: 4, sweepMs: 60_000 }, db);
   try {
     await waitFor(() => counts.claims === 1, { what: 'the first look' });
 
-    // Its claim, then (nothing else coming) the claim that records it SENT.
+    // Its claim, and its record on its own: nothing else is due when it is accepted.
     const lone = await pending(1);
     sender.wake();
     await allSent(lone.ids);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    assert.deepEqual(counts, { claims: 3, sent: 0 }, 'a lone email: its claim and the one recording it');
+    await waitFor(() => counts.sent === 1 || undefined, { what: 'the record answered' });
+    assert.equal(counts.claims, 2, 'a lone email: its claim');
 
-    // A backlog of 12 for 4 workers: a claim for each round or two of workers, each recording the emails sent before it.
+    // A backlog of 12 for 4 workers: a claim for each round or two of workers. A record rides with a
+    // claim only when the worker whose email was just accepted claims the next ones (no other record).
     const backlog = await pending(12);
     counts.claims = 0;
+    counts.sent = 0;
     sender.wake();
-    await allSent(backlog.ids);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    const sent = await allSent(backlog.ids);
     assert.ok(counts.claims <= 5, `${counts.claims} claims for 12 emails`);
-    assert.equal(counts.sent, 0, 'no record of its own');
-    assert.ok((await rows(backlog.ids)).every((row) => row.attempts === 1));
+    assert.ok(counts.sent <= 12, `${counts.sent} records of their own for 12 emails`);
+    assert.ok(sent.every((row) => row.attempts === 1));
   } finally {
     await stopSender(sender);
   }
 });
 
-test('a sender stopping records the emails it sent', async () => {
-  const { db, counts } = counting({ sent: "UPDATE notifications SET status = 'SENT'" });
-  // No claim comes to record them before the stop.
-  const sender = await startSender({ sweepMs: 60_000, recordDelayMs: 60_000 }, db);
-  const { to, ids } = await pending(3);
-  sender.wake();
-  await waitFor(() => smtp.mailsTo(to).length === 3 || undefined, { what: 'the emails accepted' });
-  assert.ok(
-    (await rows(ids)).every((row) => row.status === 'PENDING'),
-    'not recorded yet',
-  );
-  await stopSender(sender);
-  assert.equal(counts.sent, 1);
-  assert.ok((await rows(ids)).every((row) => row.status === 'SENT' && row.attempts === 1));
+test('an email the sender says it sent is recorded: a kill -9 then does not send it again', async () => {
+  const { to, ids } = await pending(1);
+  const child = spawn(process.execPath, [join(import.meta.dirname, 'sender-process.ts')], {
+    env: { ...process.env, DATABASE_URL: databaseUrl, SMTP_PORT: String(smtp.port), LOG_FORMAT: 'json' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const exited = once(child, 'exit');
+  try {
+    // Killed the moment it says so, with no warning: nothing it meant to do later gets done.
+    for await (const line of createInterface({ input: child.stdout! })) {
+      if (line.includes('"email sent"') && line.includes(ids[0]!)) {
+        child.kill('SIGKILL');
+        break;
+      }
+    }
+    await exited;
+  } finally {
+    child.kill('SIGKILL');
+  }
+  assert.equal(smtp.mailsTo(to).length, 1, 'accepted by the SMTP server');
+  const [row] = await rows(ids);
+  assert.equal(row!.status, 'SENT', 'recorded before the kill');
+  assert.equal(row!.attempts, 1);
 });
 
 test('an email accepted while its database closes for longer than a burst of retries is recorded once it opens, and sent once', async () => {
