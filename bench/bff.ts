@@ -20,28 +20,21 @@ import { isDeepStrictEqual } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { customers, orders, products } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
+import { GraphQLHttp, REGISTER, adminToken, createProducts, spawnNode, startShop, type Child } from '../scripts/lib/shop.ts';
 import {
-  GraphQLHttp,
   Latencies,
-  REGISTER,
-  adminToken,
-  createProducts,
+  cpuUsed,
   describeMachine,
   fmt,
-  intEnv,
   machine,
   median,
   progress,
   round,
-  spawnNode,
-  startShop,
   table,
-  waitFor,
-  writeResults,
-  cpuUsed,
-  type Child,
   type LatencySummary,
-} from './common.ts';
+} from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
+import { waitFor } from '../test/harness.ts';
 
 export interface BffSettings {
   concurrency: number;

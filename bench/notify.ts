@@ -14,7 +14,9 @@ import pg from 'pg';
 import { customers, orders } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
 import { publishEvent } from '../test/messaging.ts';
-import { cpuUsed, describeMachine, intEnv, machine, progress, round, startShop } from './common.ts';
+import { cpuUsed, describeMachine, machine, progress, round } from '../scripts/lib/measure.ts';
+import { intEnv } from './common.ts';
+import { startShop } from '../scripts/lib/shop.ts';
 
 const rate = intEnv('BENCH_NOTIFY_RATE', 60);
 const seconds = intEnv('BENCH_NOTIFY_SECONDS', 20);

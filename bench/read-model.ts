@@ -19,7 +19,9 @@ import { connect } from 'nats';
 import { customers, products, stateSubject, type Customer, type Product, type StateContract } from '../subjects/index.ts';
 import { openStateBucket } from '../services/kit/index.ts';
 import { startNats } from '../test/harness.ts';
-import { describeMachine, fmt, intEnv, machine, progress, spawnNode, table, writeResults } from './common.ts';
+import { describeMachine, fmt, machine, progress, table } from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
+import { spawnNode } from '../scripts/lib/shop.ts';
 
 const productCount = intEnv('BENCH_READ_MODEL_PRODUCTS', 100_000, 0);
 const customerCount = intEnv('BENCH_READ_MODEL_CUSTOMERS', 100_000, 0);

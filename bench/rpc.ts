@@ -41,10 +41,10 @@ import type { ServiceBroker } from 'moleculer';
 import { connect, createInbox, type Msg, type NatsConnection } from 'nats';
 import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
-import { cpuSnapshot, cpuUsed } from './common.ts';
+import { cpuSnapshot, cpuUsed } from '../scripts/lib/measure.ts';
 import { moleculerBroker, moleculerSettings } from './moleculer.ts';
 import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor } from '../test/harness.ts';
-import { launch, type Launched } from '../scripts/launcher.ts';
+import { launch, type Launched } from '../scripts/lib/launcher.ts';
 
 const ROUNDS = intEnv('BENCH_ROUNDS', 7);
 const ROUND_MS = intEnv('BENCH_ROUND_MS', 2000);

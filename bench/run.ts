@@ -21,7 +21,9 @@ import { join } from 'node:path';
 import { BFF_HEADER, bffCpuTable, bffRows, runBffBench, type BffResult } from './bff.ts';
 import { OUTBOX_HEADER, outboxRows, runOutboxBench, type OutboxResult } from './outbox.ts';
 import { runSagaBench, sagaCpuTable, sagaFreshnessTable, sagaHopTable, sagaRows, type SagaResult } from './saga.ts';
-import { ROOT, describeMachine, fmt, machine, progress, table, writeResults } from './common.ts';
+import { ROOT } from '../scripts/lib/launcher.ts';
+import { describeMachine, fmt, machine, progress, table } from '../scripts/lib/measure.ts';
+import { writeResults } from './common.ts';
 
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'lookups,bff,saga,outbox').split(',').map((part) => part.trim()));
 

@@ -38,24 +38,20 @@ import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from 'nats';
 import { customers, orders, products } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
+import { GraphQLHttp, REGISTER, startShop, type Shop } from '../scripts/lib/shop.ts';
 import {
-  GraphQLHttp,
   Latencies,
-  REGISTER,
   StatusLine,
   cpuUsed,
   describeMachine,
   fmt,
-  intEnv,
   machine,
   progress,
   round,
-  startShop,
   table,
-  writeResults,
   type LatencySummary,
-  type Shop,
-} from './common.ts';
+} from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
 import { runDatabaseBound, type BoundResult } from './saga-bound.ts';
 import { FreshnessWatcher, type FreshnessFigures } from './freshness.ts';
 

@@ -22,22 +22,10 @@ import pg from 'pg';
 import { encodeCursor as orderCursor } from '../services/order/handlers.ts';
 import { encodeCatalogCursor as catalogCursor } from '../subjects/index.ts';
 import { BROAD_WORD, seedOrders, seedProducts, seededModel, seededSku } from '../test/catalog-seed.ts';
-import {
-  GraphQLHttp,
-  Latencies,
-  REGISTER,
-  describeMachine,
-  fmt,
-  intEnv,
-  machine,
-  progress,
-  round,
-  startShop,
-  table,
-  waitFor,
-  writeResults,
-  type LatencySummary,
-} from './common.ts';
+import { GraphQLHttp, REGISTER, startShop } from '../scripts/lib/shop.ts';
+import { Latencies, describeMachine, fmt, machine, progress, round, table, type LatencySummary } from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
+import { waitFor } from '../test/harness.ts';
 
 const sizes = (process.env.BENCH_SCALE_SIZES ?? '10000,100000,1000000')
   .split(',')

@@ -17,7 +17,7 @@ import { connect, type JetStreamManager, type NatsConnection } from 'nats';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
 import { SERVICES, folderName, registry, streams, type ServiceFolder, type ServiceName } from '../../subjects/index.ts';
-import { launchProcess, type Launched } from '../../scripts/launcher.ts';
+import { launchProcess, type Launched } from '../../scripts/lib/launcher.ts';
 import { RpcClient } from '../../services/kit/index.ts';
 import {
   dropTestDatabases,
