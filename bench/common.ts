@@ -20,9 +20,14 @@ export function intEnv(name: string, fallback: number, min = 1): number {
   return value;
 }
 
-/** Writes `bench-results/<name>.json` (the folder is git-ignored) and returns its path. */
+/** Where results go: bench-results/ (git-ignored), or BENCH_RESULTS_DIR (the smoke test's own folder). */
+export function resultsDir(): string {
+  return process.env.BENCH_RESULTS_DIR || join(ROOT, 'bench-results');
+}
+
+/** Writes `<resultsDir>/<name>.json` (made when missing) and returns its path. */
 export async function writeResults(name: string, data: unknown): Promise<string> {
-  const dir = join(ROOT, 'bench-results');
+  const dir = resultsDir();
   await mkdir(dir, { recursive: true });
   const file = join(dir, `${name}.json`);
   await writeFile(file, `${JSON.stringify(data, null, 2)}\n`);

@@ -1,5 +1,5 @@
 // The notification path alone (`node bench/notify.ts`): the customer and
-// notification services as child processes (bench/common.ts startShop), their
+// notification services as child processes (scripts/lib/shop.ts startShop), their
 // nats-server, PostgreSQL and the SMTP sink; orders.confirmed events published
 // straight into JetStream at a fixed rate, as the order service's relay would,
 // each becoming one email. Prints the CPU milliseconds per email of every
