@@ -1,6 +1,6 @@
 // The BFF benchmark (`npm run bench:bff`, part of `npm run bench`): a composed
 // GraphQL query, an order with its customer and its three products, and the
-// catalog's first page (`products(first: 20)`), each asked of the BFF (bench/common.ts startShop: the services and the BFF as child
+// catalog's first page (`products(first: 20)`), each asked of the BFF (scripts/lib/shop.ts startShop: the services and the BFF as child
 // processes, their own nats-server, fresh databases) beside mercurius serving
 // the same schema and the same answer from memory (bench/memory-graphql.ts, a
 // child process too), in one run.

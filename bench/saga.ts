@@ -1,6 +1,6 @@
 // The saga benchmark (`npm run bench:saga`, part of `npm run bench`): orders
 // per second from placing an order to CONFIRMED, and how long that takes, on
-// the whole shop run as production runs it (bench/common.ts startShop: every
+// the whole shop run as production runs it (scripts/lib/shop.ts startShop: every
 // service and the BFF a child process, its own nats-server, fresh databases,
 // an SMTP sink).
 //
