@@ -43,7 +43,7 @@ import { customers, type Customer } from '../subjects/index.ts';
 import { connectNats, createLogger, RpcClient, startTracing, stopTracing } from '../services/kit/index.ts';
 import { cpuSnapshot, cpuUsed, progress } from '../scripts/lib/measure.ts';
 import { intEnv, resultsDir } from './common.ts';
-import { ROOT, dropTestDatabases, startNats, testDatabaseUrl, waitFor } from '../test/harness.ts';
+import { dropTestDatabases, startNats, testDatabaseUrl, waitFor } from '../test/harness.ts';
 import { launch, type Launched } from '../scripts/lib/launcher.ts';
 
 /** Moleculer (a devDependency) for part (b)'s row of it; without it (an install that left out devDependencies) that row is left out, and said so. */
