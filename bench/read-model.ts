@@ -14,6 +14,9 @@
 // (`git archive`) beside this one compares two replicas on the same buckets
 // and the same machine.
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ROOT } from '../scripts/lib/launcher.ts';
 import { loadavg } from 'node:os';
 import { connect } from 'nats';
 import { customers, products, stateSubject, type Customer, type Product, type StateContract } from '../subjects/index.ts';
@@ -30,6 +33,13 @@ const childScripts = (process.env.BENCH_READ_MODEL_CHILDREN || 'bench/read-model
   .split(',')
   .map((script) => script.trim())
   .filter(Boolean);
+// A child from another tree (`git archive` of an earlier commit) is not there in a fresh clone: say which, before filling buckets.
+const missing = childScripts.filter((script) => !existsSync(resolve(ROOT, script)));
+if (missing.length > 0) {
+  throw new Error(
+    `BENCH_READ_MODEL_CHILDREN names ${missing.join(', ')}, not found (unpack the other tree first: bench/README.md, bench:read-model)`,
+  );
+}
 
 export interface ReplicaFigures {
   catalogItems: number;
