@@ -128,7 +128,7 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
       async () =>
         (await bff.ok<{ order: { status: string } }>('query ($id: ID!) { order(id: $id) { status } }', { id: orderId }, token)).order
           .status === 'CONFIRMED',
-      { timeoutMs: 30_000, what: 'the order to be confirmed' },
+      { timeoutMs: 120_000, what: 'the order to be confirmed' },
     );
 
     // The same data, as the services answer the BFF, for the in-memory server.

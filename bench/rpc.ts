@@ -59,6 +59,8 @@ const WARMUP_MS = intEnv('BENCH_WARMUP_MS', 2000);
 const CONCURRENCY = intEnv('BENCH_CONCURRENCY', 64);
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'a,b').split(',').map((part) => part.trim()));
 const TIMEOUT_MS = 5000;
+/** How long a server process may take to start: long, for a machine busy with other work. */
+const START_TIMEOUT_MS = 120_000;
 const SEEDED_CUSTOMERS = 50;
 /** The raw responder's subject in part (b); bench-only, so it does not live in subjects/. */
 const RAW_SUBJECT = 'bench.raw.customers.get';
@@ -273,7 +275,7 @@ async function spawnChild(script: string, env: Record<string, string>, readyLine
       if (!child.running) throw new Error(`${script} exited with ${child.lastExit?.code}: ${lastLines}`);
       return ready || undefined;
     },
-    { timeoutMs: 20_000, what: `${script} to start` },
+    { timeoutMs: START_TIMEOUT_MS, what: `${script} to start` },
   );
   return child;
 }
@@ -425,7 +427,7 @@ try {
       const caller = moleculer.moleculerBroker('bench-moleculer-caller', nats.url, { skipProcessEventRegistration: true });
       moleculerCaller = caller;
       await caller.start();
-      await caller.waitForServices('customers', 10_000);
+      await caller.waitForServices('customers', START_TIMEOUT_MS);
       await expectMoleculerLikeKit(caller, id);
       moleculerRow = {
         // The kit's counterpart in another framework: its params checked by the server as the kit checks the request.

@@ -44,8 +44,12 @@ export interface SpawnOptions {
   probe?: () => Promise<boolean>;
   /** Writes a V8 CPU profile into this folder when the process exits. */
   cpuProfileDir?: string | undefined;
+  /** Longest wait for it to be ready (START_TIMEOUT_MS by default). */
   timeoutMs?: number;
 }
+
+/** How long a process may take to be ready after it is started: long, for a machine busy with other work. */
+const START_TIMEOUT_MS = 120_000;
 
 /**
  * Runs `script` (relative to the project) with the project's Node, through
@@ -88,7 +92,7 @@ export async function spawnNode(name: string, script: string | ProcessEntry, opt
         if (options.probe) return (await options.probe().catch(() => false)) && 'ready';
         return readyValue;
       },
-      { timeoutMs: options.timeoutMs ?? 30_000, what: `${name} to start`, intervalMs: 25 },
+      { timeoutMs: options.timeoutMs ?? START_TIMEOUT_MS, what: `${name} to start`, intervalMs: 25 },
     );
     return { name, child, pid: child.pid, tail, problems: () => problems, stop, ready };
   } catch (error) {
@@ -99,9 +103,6 @@ export async function spawnNode(name: string, script: string | ProcessEntry, opt
 
 // ---------------------------------------------------------------------------
 // The shop on this machine
-
-/** How long a process of the shop may take to answer after it is started. */
-const START_TIMEOUT_MS = 120_000;
 
 export const BENCH_ADMIN_EMAIL = 'bench-admin@shop.test';
 export const BENCH_ADMIN_PASSWORD = 'bench-admin-password';
@@ -119,7 +120,7 @@ export interface ShopOptions {
   cpuProfileDir?: string | undefined;
   /** Give every service and the BFF an operations port (/metrics, /health/*) of its own (Shop.opsPorts). */
   opsPorts?: boolean;
-  /** Longest wait for one process to be ready (30 s by default; more on a busy machine). */
+  /** Longest wait for one process to be ready (START_TIMEOUT_MS by default). */
   startTimeoutMs?: number;
 }
 
