@@ -25,6 +25,7 @@
 // size's, and the BFF's memory at each size (RSS from /proc, V8's heap in
 // use from its /metrics). The target: p99 at 1M at most 2x p99 at 10k.
 import { performance } from 'node:perf_hooks';
+import pRetry from 'p-retry';
 import pg from 'pg';
 import { readFile } from 'node:fs/promises';
 import { writeStates } from '../services/kit/index.ts';
@@ -132,7 +133,8 @@ async function publishCatalogStates(db: pg.Client, from: number, to: number): Pr
 
 /** The BFF's own figures from its /metrics: catalog states its replica applied, and V8's heap in use. */
 async function bffMetrics(opsUrl: string): Promise<{ catalogApplied: number; heapBytes: number }> {
-  const text = await (await fetch(`${opsUrl}/metrics`)).text();
+  // A kept-alive connection the server closes just as it is reused fails the request: ask again (a BFF that is gone fails every time).
+  const text = await pRetry(async () => (await fetch(`${opsUrl}/metrics`)).text(), { retries: 5, minTimeout: 200 });
   const value = (pattern: RegExp) => Number(pattern.exec(text)?.[1] ?? 0);
   return {
     catalogApplied: value(/^shop_read_model_lag_seconds_count\{[^}]*bucket="catalog"[^}]*\} (\d+)$/m),
