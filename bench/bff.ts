@@ -1,6 +1,6 @@
 // The BFF benchmark (`npm run bench:bff`, part of `npm run bench`): a composed
 // GraphQL query, an order with its customer and its three products, and the
-// catalog's first page (`products(first: 20)`), each asked of the BFF (bench/common.ts startShop: the services and the BFF as child
+// catalog's first page (`products(first: 20)`), each asked of the BFF (scripts/lib/shop.ts startShop: the services and the BFF as child
 // processes, their own nats-server, fresh databases) beside mercurius serving
 // the same schema and the same answer from memory (bench/memory-graphql.ts, a
 // child process too), in one run.
@@ -20,28 +20,21 @@ import { isDeepStrictEqual } from 'node:util';
 import { performance } from 'node:perf_hooks';
 import { customers, orders, products } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
+import { GraphQLHttp, REGISTER, adminToken, createProducts, spawnNode, startShop, type Child } from '../scripts/lib/shop.ts';
 import {
-  GraphQLHttp,
   Latencies,
-  REGISTER,
-  adminToken,
-  createProducts,
+  cpuUsed,
   describeMachine,
   fmt,
-  intEnv,
   machine,
   median,
   progress,
   round,
-  spawnNode,
-  startShop,
   table,
-  waitFor,
-  writeResults,
-  cpuUsed,
-  type Child,
   type LatencySummary,
-} from './common.ts';
+} from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
+import { waitFor } from '../test/harness.ts';
 
 export interface BffSettings {
   concurrency: number;
@@ -135,7 +128,7 @@ export async function runBffBench(settings: BffSettings = bffSettings()): Promis
       async () =>
         (await bff.ok<{ order: { status: string } }>('query ($id: ID!) { order(id: $id) { status } }', { id: orderId }, token)).order
           .status === 'CONFIRMED',
-      { timeoutMs: 30_000, what: 'the order to be confirmed' },
+      { timeoutMs: 120_000, what: 'the order to be confirmed' },
     );
 
     // The same data, as the services answer the BFF, for the in-memory server.

@@ -24,7 +24,8 @@ import { performance } from 'node:perf_hooks';
 import type { JetStreamManager } from 'nats';
 import { products, stateSubject } from '../subjects/index.ts';
 import type { RpcClient } from '../services/kit/index.ts';
-import { Latencies, round, type GraphQLHttp, type LatencySummary } from './common.ts';
+import { Latencies, round, type LatencySummary } from '../scripts/lib/measure.ts';
+import type { GraphQLHttp } from '../scripts/lib/shop.ts';
 
 const PRODUCT = `query ($id: ID!) { product(id: $id) { available } }`;
 

@@ -1,5 +1,5 @@
 // The notification path alone (`node bench/notify.ts`): the customer and
-// notification services as child processes (bench/common.ts startShop), their
+// notification services as child processes (scripts/lib/shop.ts startShop), their
 // nats-server, PostgreSQL and the SMTP sink; orders.confirmed events published
 // straight into JetStream at a fixed rate, as the order service's relay would,
 // each becoming one email. Prints the CPU milliseconds per email of every
@@ -14,7 +14,9 @@ import pg from 'pg';
 import { customers, orders } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
 import { publishEvent } from '../test/messaging.ts';
-import { cpuUsed, describeMachine, intEnv, machine, progress, round, startShop } from './common.ts';
+import { cpuUsed, describeMachine, machine, progress, round } from '../scripts/lib/measure.ts';
+import { intEnv } from './common.ts';
+import { startShop } from '../scripts/lib/shop.ts';
 
 const rate = intEnv('BENCH_NOTIFY_RATE', 60);
 const seconds = intEnv('BENCH_NOTIFY_SECONDS', 20);

@@ -55,15 +55,14 @@ import {
   cpuUsed,
   describeMachine,
   fmt,
-  intEnv,
   machine,
   median,
   progress,
   round,
   table,
-  writeResults,
   type CpuSnapshot,
-} from './common.ts';
+} from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
 
 export interface OutboxSettings {
   events: number;

@@ -6,7 +6,7 @@
 //   npx node bench/profile.ts <dir or files...> [--top 25]
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, join, relative } from 'node:path';
-import { ROOT } from './common.ts';
+import { ROOT } from '../scripts/lib/launcher.ts';
 
 interface ProfileNode {
   id: number;

@@ -15,12 +15,17 @@
 // (`git archive`) beside this one compares two replicas on the same buckets
 // and the same machine.
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ROOT } from '../scripts/lib/launcher.ts';
 import { loadavg } from 'node:os';
 import { connect } from 'nats';
 import { customers, products, stateSubject, type Customer, type Product, type StateContract } from '../subjects/index.ts';
 import { openStateBucket } from '../services/kit/index.ts';
 import { startNats } from '../test/harness.ts';
-import { describeMachine, fmt, intEnv, machine, progress, spawnNode, table, writeResults } from './common.ts';
+import { describeMachine, fmt, machine, progress, table } from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
+import { spawnNode } from '../scripts/lib/shop.ts';
 
 const productCount = intEnv('BENCH_READ_MODEL_PRODUCTS', 100_000, 0);
 const customerCount = intEnv('BENCH_READ_MODEL_CUSTOMERS', 100_000, 0);
@@ -29,6 +34,13 @@ const childScripts = (process.env.BENCH_READ_MODEL_CHILDREN || 'bench/read-model
   .split(',')
   .map((script) => script.trim())
   .filter(Boolean);
+// A child from another tree (`git archive` of an earlier commit) is not there in a fresh clone: say which, before filling buckets.
+const missing = childScripts.filter((script) => !existsSync(resolve(ROOT, script)));
+if (missing.length > 0) {
+  throw new Error(
+    `BENCH_READ_MODEL_CHILDREN names ${missing.join(', ')}, not found (unpack the other tree first: bench/README.md, bench:read-model)`,
+  );
+}
 
 export interface ReplicaFigures {
   catalogItems: number;

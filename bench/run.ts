@@ -21,7 +21,9 @@ import { join } from 'node:path';
 import { BFF_HEADER, bffCpuTable, bffRows, runBffBench, type BffResult } from './bff.ts';
 import { OUTBOX_HEADER, outboxRows, runOutboxBench, type OutboxResult } from './outbox.ts';
 import { runSagaBench, sagaCpuTable, sagaFreshnessTable, sagaHopTable, sagaRows, type SagaResult } from './saga.ts';
-import { ROOT, describeMachine, fmt, machine, progress, table, writeResults } from './common.ts';
+import { ROOT } from '../scripts/lib/launcher.ts';
+import { describeMachine, fmt, machine, progress, table } from '../scripts/lib/measure.ts';
+import { resultsDir, writeResults } from './common.ts';
 
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'lookups,bff,saga,outbox').split(',').map((part) => part.trim()));
 
@@ -55,7 +57,7 @@ async function runLookups(): Promise<{ parts: RpcPart[] } & Record<string, unkno
   const child = spawn(process.execPath, [join(ROOT, 'bench', 'rpc.ts')], { stdio: ['ignore', 2, 'inherit'] });
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
   if (code !== 0) throw new Error(`bench/rpc.ts exited with ${code}`);
-  const result = JSON.parse(await readFile(join(ROOT, 'bench-results', 'rpc.json'), 'utf8')) as { at?: string; parts: RpcPart[] };
+  const result = JSON.parse(await readFile(join(resultsDir(), 'rpc.json'), 'utf8')) as { at?: string; parts: RpcPart[] };
   if (!result.at || Date.parse(result.at) < started) throw new Error('bench/rpc.ts did not write bench-results/rpc.json');
   return result;
 }

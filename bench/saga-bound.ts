@@ -43,7 +43,7 @@ import { ProcessMetrics } from '../services/kit/metrics.ts';
 import { takeOutboxBatch } from '../services/kit/outbox.ts';
 import { claimDue, markSent } from '../services/notification/store.ts';
 import { dropTestDatabases, testDatabaseUrl } from '../test/harness.ts';
-import { cpuSnapshot, cpuUsed, fmt, progress, round } from './common.ts';
+import { cpuSnapshot, cpuUsed, fmt, progress, round } from '../scripts/lib/measure.ts';
 
 export interface BoundSettings {
   seconds: number;

@@ -1,6 +1,6 @@
 // The saga benchmark (`npm run bench:saga`, part of `npm run bench`): orders
 // per second from placing an order to CONFIRMED, and how long that takes, on
-// the whole shop run as production runs it (bench/common.ts startShop: every
+// the whole shop run as production runs it (scripts/lib/shop.ts startShop: every
 // service and the BFF a child process, its own nats-server, fresh databases,
 // an SMTP sink).
 //
@@ -38,24 +38,20 @@ import { performance } from 'node:perf_hooks';
 import type { NatsConnection } from 'nats';
 import { customers, orders, products } from '../subjects/index.ts';
 import { RpcClient, connectNats, createLogger } from '../services/kit/index.ts';
+import { GraphQLHttp, REGISTER, startShop, type Shop } from '../scripts/lib/shop.ts';
 import {
-  GraphQLHttp,
   Latencies,
-  REGISTER,
   StatusLine,
   cpuUsed,
   describeMachine,
   fmt,
-  intEnv,
   machine,
   progress,
   round,
-  startShop,
   table,
-  writeResults,
   type LatencySummary,
-  type Shop,
-} from './common.ts';
+} from '../scripts/lib/measure.ts';
+import { intEnv, writeResults } from './common.ts';
 import { runDatabaseBound, type BoundResult } from './saga-bound.ts';
 import { FreshnessWatcher, type FreshnessFigures } from './freshness.ts';
 

@@ -19,7 +19,7 @@ import { join, relative } from 'node:path';
 import { stringify } from 'yaml';
 import { PROCESSES, databaseVariable, nodeCommand, registry, type ProcessEntry, type ProcessName } from '../subjects/services.ts';
 import { readServices } from './asyncapi.ts';
-import { natsPasswordVariable } from './launcher.ts';
+import { natsPasswordVariable } from './lib/launcher.ts';
 
 export const ROOT = join(import.meta.dirname, '..');
 export const PROMETHEUS_DIR = join(ROOT, 'deploy', 'prometheus');

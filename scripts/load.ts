@@ -34,32 +34,9 @@
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import {
-  GraphQLHttp,
-  Latencies,
-  REGISTER,
-  StatusLine,
-  adminToken,
-  createProducts,
-  describeMachine,
-  fmt,
-  machine,
-  progress,
-  startShop,
-  table,
-  type LatencySummary,
-  type Shop,
-} from '../bench/common.ts';
-import {
-  KINDS,
-  PLACE_ORDER,
-  Subscriptions,
-  expectedOutcome,
-  parseMix,
-  pickKind,
-  type Kind,
-  type OrderState,
-} from '../bench/order-follow.ts';
+import { GraphQLHttp, REGISTER, adminToken, createProducts, startShop, type Shop } from './lib/shop.ts';
+import { Latencies, StatusLine, describeMachine, fmt, machine, progress, table, type LatencySummary } from './lib/measure.ts';
+import { KINDS, PLACE_ORDER, Subscriptions, expectedOutcome, parseMix, pickKind, type Kind, type OrderState } from './lib/order-follow.ts';
 import { scriptOptions } from './options.ts';
 
 // --- Options -----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import { accessSync, constants } from 'node:fs';
 import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { delimiter, dirname, join } from 'node:path';
 import { answers } from '../services/kit/startup.ts';
-import { ROOT, launch, type Launched } from './launcher.ts';
+import { ROOT, launch, type Launched } from './lib/launcher.ts';
 
 /** Where nats-server is looked for after NATS_SERVER_BIN and PATH: where Debian, Homebrew and `go install` put it. */
 export const USUAL_NATS_PLACES = [

@@ -32,23 +32,9 @@ import { performance } from 'node:perf_hooks';
 import { connect, type NatsConnection } from 'nats';
 import pRetry from 'p-retry';
 import pg from 'pg';
-import {
-  GraphQLHttp,
-  Latencies,
-  REGISTER,
-  StatusLine,
-  adminToken,
-  createProducts,
-  describeMachine,
-  fmt,
-  machine,
-  progress,
-  round,
-  startShop,
-  table,
-  type Shop,
-} from '../bench/common.ts';
-import { PLACE_ORDER, Subscriptions, expectedOutcome, parseMix, pickKind, type Kind } from '../bench/order-follow.ts';
+import { GraphQLHttp, REGISTER, adminToken, createProducts, startShop, type Shop } from './lib/shop.ts';
+import { Latencies, StatusLine, describeMachine, fmt, machine, progress, round, table } from './lib/measure.ts';
+import { PLACE_ORDER, Subscriptions, expectedOutcome, parseMix, pickKind, type Kind } from './lib/order-follow.ts';
 import { scriptOptions } from './options.ts';
 
 // --- Options --------------------------------------------------------------------------------------------

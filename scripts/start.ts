@@ -1,6 +1,6 @@
 // `npm start`: the whole shop on this machine, one child process per process
 // of the registry (subjects/services.ts: the services, then the BFF), all run
-// by the project's Node through the launcher (scripts/launcher.ts). Their
+// by the project's Node through the launcher (scripts/lib/launcher.ts). Their
 // output is interleaved line by line under the name of the process (pretty
 // on a terminal). A process that exits on its own is started again after a
 // growing pause; SIGINT or SIGTERM stops them all gracefully, then the
@@ -45,7 +45,7 @@ import { NotificationSettings } from '../services/notification/app.ts';
 import { ServiceSettings, loadConfigOrExit } from '../services/kit/index.ts';
 import { answers, natsAddresses, natsProblem, noPostgres, portTaken } from '../services/kit/startup.ts';
 import { PROCESSES, databaseVariable, opsPortVariable, processByFolder, registry, type ProcessEntry } from '../subjects/services.ts';
-import { EX_CONFIG, NATS_USERS, ROOT, launchProcess, natsUserPasswordVariable, type Exit, type Launched } from './launcher.ts';
+import { EX_CONFIG, NATS_USERS, ROOT, launchProcess, natsUserPasswordVariable, type Exit, type Launched } from './lib/launcher.ts';
 import {
   NO_NATS_SERVER,
   embeddedPostgresDir,

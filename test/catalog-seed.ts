@@ -3,6 +3,7 @@
 // no NATS), for `npm run bench:scale` and the search and paging tests.
 // Every value is a function of the row number, so a run can be repeated and
 // a test can tell what a search must find.
+import { createHash } from 'node:crypto';
 import type { Queryable } from '../services/kit/index.ts';
 
 const COLOURS = [
@@ -137,6 +138,12 @@ const FEATURES = [
 /** A word in the descriptions of one product in FEATURES.length, spread evenly over the name order. */
 export const BROAD_WORD = 'waterproof';
 export const BROAD_SHARE = 1 / FEATURES.length;
+
+/** The id of seeded product `n` (seedProducts: md5('seeded-product-' || n)::uuid). */
+export function seededId(n: number): string {
+  const hex = createHash('md5').update(`seeded-product-${n}`).digest('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
 /** The sku of seeded product `n`. */
 export function seededSku(n: number): string {

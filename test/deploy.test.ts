@@ -31,7 +31,7 @@ import {
   secretValues,
 } from '../scripts/deploy.ts';
 import { readServices } from '../scripts/asyncapi.ts';
-import { natsPasswordVariable } from '../scripts/launcher.ts';
+import { natsPasswordVariable } from '../scripts/lib/launcher.ts';
 import { ROOT, waitFor } from './harness.ts';
 import { programs, variablesRead } from './programs.ts';
 

@@ -9,7 +9,7 @@ import { join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { processByFolder } from '../subjects/services.ts';
-import { NATS_USERS, launchProcess, natsUserPasswordVariable } from '../scripts/launcher.ts';
+import { NATS_USERS, launchProcess, natsUserPasswordVariable } from '../scripts/lib/launcher.ts';
 import { findNatsServer } from '../scripts/local-servers.ts';
 
 export const ROOT = join(import.meta.dirname, '..');

@@ -1,4 +1,4 @@
-// The launcher (scripts/launcher.ts) that npm start, the benchmarks and the
+// The launcher (scripts/lib/launcher.ts) that npm start, the benchmarks and the
 // chaos tests start processes with: lines reach the caller, stop() escalates
 // from SIGTERM to SIGKILL past its grace, a process that exits on its own is
 // started again (not one that exits 78, a configuration error), and a
@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { registry } from '../subjects/index.ts';
-import { launch, processEnvironment, type Exit } from '../scripts/launcher.ts';
+import { launch, processEnvironment, type Exit } from '../scripts/lib/launcher.ts';
 import { waitFor } from './harness.ts';
 
 const dir = await mkdtemp(join(tmpdir(), 'shop-launcher-'));

@@ -21,7 +21,7 @@ import { parse, stringify } from 'yaml';
 import { ErrorCodes, PROCESSES, registry, type ProcessEntry } from '../subjects/index.ts';
 import { PROMETHEUS_DIR, prometheusConfig } from '../scripts/deploy.ts';
 import { startSmtpServer, type TestSmtpServer } from '../services/notification/test/smtp.ts';
-import { launchProcess, type Launched } from '../scripts/launcher.ts';
+import { launchProcess, type Launched } from '../scripts/lib/launcher.ts';
 import { ROOT, dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from './harness.ts';
 
 const RULES_DIR = join(PROMETHEUS_DIR, 'rules');

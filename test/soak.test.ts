@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { launch } from '../scripts/launcher.ts';
+import { launch } from '../scripts/lib/launcher.ts';
 
 const RETENTION_S = 10;
 /** From here on the inbox holds a steady window of events: the highest it had since then is its level. */

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PROCESSES, databaseVariable, opsPortVariable, registry } from '../subjects/index.ts';
 import { answers } from '../services/kit/startup.ts';
-import { NATS_USERS, launch, launchProcess, natsUserPasswordVariable, type Launched } from '../scripts/launcher.ts';
+import { NATS_USERS, launch, launchProcess, natsUserPasswordVariable, type Launched } from '../scripts/lib/launcher.ts';
 import { NO_NATS_SERVER, ROOT_POSTGRES_HOME, embeddedPostgresDir, findNatsServer } from '../scripts/local-servers.ts';
 import { dropTestDatabases, freePort, startNats, testDatabaseUrl, waitFor, type TestNats } from './harness.ts';
 

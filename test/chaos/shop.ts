@@ -2,7 +2,7 @@
 // cluster tests: a nats-server of its own (test/harness.ts) or a cluster of
 // three (test/nats-cluster.ts), every service of the registry one child
 // process or more (`instances`) started by the launcher (spawnService,
-// scripts/launcher.ts) running its own main.ts on a fresh database, an SMTP
+// scripts/lib/launcher.ts) running its own main.ts on a fresh database, an SMTP
 // server that can refuse a share of the emails, and optionally the BFF as a
 // child process too. Faults are injected from here: kill -9 and restart a
 // service, restart nats-server on the same store and port, drop every
@@ -17,7 +17,7 @@ import { connect, type JetStreamManager, type NatsConnection } from 'nats';
 import pg from 'pg';
 import { SMTPServer } from 'smtp-server';
 import { SERVICES, folderName, registry, streams, type ServiceFolder, type ServiceName } from '../../subjects/index.ts';
-import { launchProcess, type Launched } from '../../scripts/launcher.ts';
+import { launchProcess, type Launched } from '../../scripts/lib/launcher.ts';
 import { RpcClient } from '../../services/kit/index.ts';
 import {
   dropTestDatabases,

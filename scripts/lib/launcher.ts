@@ -1,5 +1,5 @@
 // The one way the shop's processes are started as child processes: by
-// `npm start` (scripts/start.ts), the benchmarks (bench/common.ts) and the
+// `npm start` (scripts/start.ts), the benchmarks (scripts/lib/shop.ts) and the
 // chaos tests (test/chaos/shop.ts, test/harness.ts).
 //
 // launch() runs a script with the project's Node and hands every line of its
@@ -15,9 +15,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
-import { PROCESSES, entryScript, registry, type ProcessEntry } from '../subjects/services.ts';
+import { PROCESSES, entryScript, registry, type ProcessEntry } from '../../subjects/services.ts';
 
-export const ROOT = join(import.meta.dirname, '..');
+export const ROOT = join(import.meta.dirname, '..', '..');
 
 /** The kit exits with EX_CONFIG (78) on a bad setting: starting it again cannot help. */
 export const EX_CONFIG = 78;
