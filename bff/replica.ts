@@ -51,6 +51,12 @@ export class Replica<T extends Versioned & P, P extends object = T> {
   readonly #items = new Map<string, T>();
   /** The listed items in `compare` order, built when first asked for and kept up to date after. */
   #sorted: T[] | undefined;
+  /**
+   * Listed items not yet in `#sorted` (new ones, or moved by a change of
+   * their sort key), merged in by the next page: a splice per item would
+   * move the whole array each time, quadratic while a large catalog arrives.
+   */
+  readonly #unsorted = new Map<string, T>();
   #messages: ConsumerMessages | undefined;
   #running: Promise<void> | undefined;
   readonly #stopping = new AbortController();
@@ -126,9 +132,13 @@ export class Replica<T extends Versioned & P, P extends object = T> {
   }
 
   #sortedItems(): T[] {
+    const compare = this.#compare();
     if (!this.#sorted) {
-      const compare = this.#compare();
       this.#sorted = [...this.#items.values()].filter(this.#listed).sort(compare);
+      this.#unsorted.clear();
+    } else if (this.#unsorted.size > 0) {
+      this.#sorted = mergeSorted(this.#sorted, [...this.#unsorted.values()].sort(compare), compare);
+      this.#unsorted.clear();
     }
     return this.#sorted;
   }
@@ -150,17 +160,17 @@ export class Replica<T extends Versioned & P, P extends object = T> {
   #resort(held: T | undefined, item: T): void {
     const sorted = this.#sorted!;
     const compare = this.#compare();
-    if (held && this.#listed(held)) {
+    if (held && this.#listed(held) && !this.#unsorted.delete(held.id)) {
       const index = this.#firstAbove(sorted, held) - 1;
       if (index >= 0 && sorted[index]!.id === held.id) {
         if (this.#listed(item) && compare(held, item) === 0) {
           sorted[index] = item; // same place: the common case (stock changed)
           return;
         }
-        sorted.splice(index, 1);
+        sorted.splice(index, 1); // rare: an item renamed or archived
       }
     }
-    if (this.#listed(item)) sorted.splice(this.#firstAbove(sorted, item), 0, item);
+    if (this.#listed(item)) this.#unsorted.set(item.id, item);
   }
 
   async #consume(): Promise<void> {
@@ -205,6 +215,7 @@ export class Replica<T extends Versioned & P, P extends object = T> {
       if (held) {
         this.#items.delete(id);
         this.#sorted = undefined;
+        this.#unsorted.clear();
       }
       return;
     }
@@ -222,4 +233,18 @@ export class Replica<T extends Versioned & P, P extends object = T> {
     }
     if (this.apply(item) && this.#ready) this.#options.onLag?.((Date.now() - Date.parse(occurredAt)) / 1000);
   }
+}
+
+/** One sorted array of two: O(n + m) compares, where inserting each of m would move n items m times. */
+function mergeSorted<T>(sorted: readonly T[], additions: readonly T[], compare: (a: T, b: T) => number): T[] {
+  const merged: T[] = new Array(sorted.length + additions.length);
+  let i = 0;
+  let j = 0;
+  let k = 0;
+  while (i < sorted.length && j < additions.length) {
+    merged[k++] = compare(sorted[i]!, additions[j]!) <= 0 ? sorted[i++]! : additions[j++]!;
+  }
+  while (i < sorted.length) merged[k++] = sorted[i++]!;
+  while (j < additions.length) merged[k++] = additions[j++]!;
+  return merged;
 }
