@@ -166,27 +166,37 @@ async function insertRows(
   tx: Transaction | Queryable,
   rows: readonly { subject: string; envelope: Envelope; carrier: Record<string, string> }[],
 ): Promise<void> {
-  // One text whatever the number of rows (prepared once per connection).
-  const insert = {
-    text: `INSERT INTO outbox (id, subject, payload, trace)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING`,
-    values: [
-      rows.map(({ envelope }) => envelope.id),
-      rows.map(({ subject }) => subject),
-      rows.map(({ envelope }) => JSON.stringify(envelope)),
-      rows.map(({ carrier }) => JSON.stringify(carrier)),
-    ],
-  };
+  const values = [
+    rows.map(({ envelope }) => envelope.id),
+    rows.map(({ subject }) => subject),
+    rows.map(({ envelope }) => JSON.stringify(envelope)),
+    rows.map(({ carrier }) => JSON.stringify(carrier)),
+  ];
   if (tx instanceof Transaction) {
+    // Every write of the transaction joins one insert, sent at COMMIT.
+    const pending = outboxInserts.get(tx);
+    if (pending) {
+      for (const [i, column] of pending.values.entries()) column.push(...values[i]!);
+      return;
+    }
+    const insert = { text: OUTBOX_INSERT, values };
+    outboxInserts.set(tx, insert);
     tx.sendWithCommit(insert);
     // This process's relays wake when (and only if) the transaction commits.
     for (const relay of relaysByPool.get(tx.pool) ?? []) tx.afterCommit(relay.wake);
   } else {
     // A transaction of the caller's own making: written now, relays woken through PostgreSQL.
-    await tx.query(insert.text, insert.values);
+    await tx.query(OUTBOX_INSERT, values);
     await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
   }
 }
+
+/** The outbox rows of several events, of one text whatever their number (prepared once per connection). */
+const OUTBOX_INSERT = `INSERT INTO outbox (id, subject, payload, trace)
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING`;
+
+/** The outbox insert a Transaction sends at COMMIT, while more rows may join it. */
+const outboxInserts = new WeakMap<Transaction, { text: string; values: string[][] }>();
 
 export interface OutboxRow {
   seq: string;
