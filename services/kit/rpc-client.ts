@@ -5,11 +5,12 @@
 //   failures (p-retry); each remote operation has a circuit breaker (opossum)
 //   that fails fast while the remote keeps timing out or is absent. Every
 //   attempt goes through the breaker's fire(), so it counts every outcome.
-// - Each attempt is nats.js's request() (on the kit's connection, whose
-//   noAsyncTraces spares it an error object per request); a reply that is
-//   an error (503 no responders, a micro error) becomes a ServiceError.
-//   SHOP_RPC_OWN_ROUTING=1 routes replies by the kit's own subscription
-//   instead (rpc-own-routing.ts), for the A/B that decides whether it stays.
+// - Each attempt is a request and its reply; a reply that is an error (503
+//   no responders, a micro error) becomes a ServiceError. The replies are
+//   routed by the client's own subscription (rpc-own-routing.ts), a
+//   shortcut around nats.js's request() that an A/B showed pays for itself
+//   (bench:rpc part b, a fifth of the CPU per call);
+//   SHOP_RPC_OWN_ROUTING=0 sends through request() (requestSender below).
 // - Each attempt is a `<subject> send` span whose context rides in the
 //   request's headers (tracing.ts).
 import CircuitBreaker from 'opossum';
@@ -75,7 +76,7 @@ export class RpcClient {
 
   constructor(nc: NatsConnection, options: RpcClientOptions) {
     this.#options = { retries: 2, ...options, breaker: options.breaker };
-    this.#sender = process.env.SHOP_RPC_OWN_ROUTING === '1' ? new OwnReplyRouting(nc) : requestSender(nc);
+    this.#sender = process.env.SHOP_RPC_OWN_ROUTING === '0' ? requestSender(nc) : new OwnReplyRouting(nc);
   }
 
   /** Sends `input` to `contract.subject` and resolves with its checked reply. */

@@ -1,11 +1,12 @@
-// A shortcut around nats.js's request(), kept only while an A/B shows it pays
-// (SHOP_RPC_OWN_ROUTING=1 turns it on; /work/notes/perf.md and
-// docs/decisions.md "RPC replies: nats.js's request()" have the figures).
-// The default is the library's own way (rpc-client.ts: requestSender).
+// A shortcut around nats.js's request(), kept because an A/B showed it pays:
+// bench:rpc part b, CPU per call in all processes 44-62 us with it, 57-94 us
+// with request(), alternated runs (/work/notes/perf.md; docs/decisions.md,
+// "Shortcuts around a library, measured"). SHOP_RPC_OWN_ROUTING=0 turns it
+// off, for the A/B to be run again (rpc-client.ts: requestSender).
 //
 // One reply subscription per client (`<inbox>.*`) routes every reply by a
 // counter token, and one timer per client sweeps expired calls, where
-// request() makes a random token and a timer per request.
+// request() makes a random token, a timer and a few promises per request.
 import { performance } from 'node:perf_hooks';
 import { createInbox, type Msg, type MsgHdrs, type NatsConnection, type Subscription } from 'nats';
 import { ServiceError } from './errors.ts';
