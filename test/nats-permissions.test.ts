@@ -124,8 +124,9 @@ function expectedPublish(process: string): Map<string, boolean> {
     const stream = `KV_${state.bucket}`;
     expected.set(`$KV.${state.bucket}.${randomUUID()}`, process === state.owner);
     expected.set(`$JS.API.STREAM.INFO.${stream}`, process === state.owner || process === 'bff');
-    // The owner's relay reads a key's last message before a conditional put.
+    // The owner's relay reads a key's last message before a conditional put (kv.get: a direct get when the bucket allows it).
     expected.set(`$JS.API.STREAM.MSG.GET.${stream}`, process === state.owner);
+    expected.set(`$JS.API.DIRECT.GET.${stream}.$KV.${state.bucket}.${randomUUID()}`, process === state.owner);
     expected.set(`$JS.API.CONSUMER.MSG.NEXT.${stream}.reader`, process === 'bff');
     expected.set(`$JS.API.STREAM.PURGE.${stream}`, false);
     expected.set(`$JS.API.STREAM.DELETE.${stream}`, false);

@@ -9,16 +9,7 @@
 //                   inbox row;
 //   dead-letter.ts  the DLQ stream's copy of a message and why.
 // docs/transactions.md tells how the transactions are shaped.
-import {
-  ConsumerDebugEvents,
-  type ConsumeOptions,
-  type Consumer,
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  type NatsConnection,
-} from 'nats';
+import type { ConsumeOptions, Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg, NatsConnection } from 'nats';
 import type { EventContract } from '../../subjects/index.ts';
 import type { Pool } from './db.ts';
 import type { Logger } from './log.ts';
@@ -111,11 +102,14 @@ interface Pulled extends AsyncIterable<JsMsg> {
  * are void then, but nats.js 2.29 waits for them until it has missed two idle
  * heartbeats: 30-45 s in which this instance takes nothing (and so does every
  * other instance of the service, their pulls voided alike). A new consume()
- * pulls from the new leader at once. Two signs of the change: the new leader
- * answers the pulls it knows of "409 Leadership Change" (watched here), and
- * it announces itself (startConsumer calls renew on the advisory): a 2.9
- * leader hands its waiting pulls to the next one only once it knows every
- * peer's version, so pulls made just after an earlier move get no 409.
+ * pulls from the new leader at once. The sign of the change is the new
+ * leader's own advisory (startConsumer calls renew on it): the server
+ * documents it and sends it on every election. The new leader's "409
+ * Leadership Change" reaches us only as the text of a nats.js debug event,
+ * which nats.js says can be ignored and may word differently in any release,
+ * so it is not read; nor would it be enough: a 2.9 leader hands its waiting
+ * pulls to the next one only once it knows every peer's version, so pulls
+ * made just after an earlier move get no 409.
  */
 export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Logger): Pulled {
   let stopped = false;
@@ -129,21 +123,11 @@ export function pullAfresh(consumer: Consumer, options: ConsumeOptions, log: Log
     current.pulling.stop();
   };
 
-  const watch = async (pulling: ConsumerMessages) => {
-    for await (const status of await pulling.status()) {
-      if (status.type === ConsumerDebugEvents.DebugEvent && /leadership change/i.test(String(status.data))) {
-        if (current?.pulling === pulling) renew('consumer leader changed; pulling from the new one');
-        return;
-      }
-    }
-  };
-
   async function* pull(): AsyncGenerator<JsMsg> {
     while (!stopped) {
       const round = { pulling: await consumer.consume(options), renewed: false };
       current = round;
       if (stopped) round.pulling.stop();
-      watch(round.pulling).catch((error) => log.warn({ err: error }, 'consumer status watch ended'));
       // Ends after the messages already delivered, when stopped (by us, or by nats.js with an error: thrown).
       yield* round.pulling;
       if (!round.renewed) return;

@@ -5,6 +5,7 @@ import pg from 'pg';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './log.ts';
+import { inlineValues, rideAlong } from './sql-ride-along.ts';
 
 export type Pool = pg.Pool;
 
@@ -128,23 +129,28 @@ export function preparedQueries(pool: Pool): Queryable {
   return { query: (text, values) => pool.query(namedQuery(text, values)) };
 }
 
+/** A statement with its parameters, `$1`... in `text`. */
+export interface Statement {
+  text: string;
+  values: unknown[];
+}
+
 /**
  * A transaction of withTransaction, on one connection taken from the pool.
- * It begins with its first statement (`beginWith`, or BEGIN sent before the
- * first `query`), commits when the work returns and rolls back when it
- * throws. Two ways save a round trip each: `beginWith` sends a statement
- * with BEGIN, `sendWithCommit` a statement with COMMIT. Once it has ended,
- * every method throws: a late statement never reaches a connection handed
- * back to the pool.
+ * It begins with its first statement (BEGIN sent before it), commits when
+ * the work returns and rolls back when it throws. `beginWith` and `sendWithCommit`
+ * mark a statement that may ride in one round trip with BEGIN or COMMIT
+ * (sql-ride-along.ts, off by default). Once it has ended, every method
+ * throws: a late statement never reaches a connection handed back to the pool.
  */
 export class Transaction implements Queryable {
   /** The pool the connection came from. */
   readonly pool: Pool;
   readonly #client: pg.PoolClient;
-  /** BEGIN (with beginWith's statement), once sent. */
+  /** BEGIN (with the first statement, riding along), once sent. */
   #begun: Promise<unknown> | undefined;
   #ended = false;
-  readonly #withCommit: string[] = [];
+  readonly #withCommit: (string | Statement)[] = [];
   readonly #afterCommit = new Set<() => void>();
 
   /** Made by withTransaction. */
@@ -154,16 +160,16 @@ export class Transaction implements Queryable {
   }
 
   /**
-   * Sends BEGIN and `statement` in one round trip; returns the statement's
-   * result. Only as the transaction's first statement. The simple query
-   * protocol, so no parameters: values must be literals escaped with
-   * pg.escapeLiteral. On a busy machine a round trip costs more than the
-   * statement (bench/saga.ts): the inbox row and the relay's claim ride here.
+   * Runs `statement` as the transaction's first statement; returns its
+   * result. A string is a statement of escaped literals (pg.escapeLiteral),
+   * sent in one text with BEGIN whatever the setting.
    */
-  async beginWith(statement: string): Promise<pg.QueryResult> {
+  async beginWith(statement: string | Statement): Promise<pg.QueryResult> {
     this.#assertOpen();
     if (this.#begun) throw new Error('beginWith must be the first statement of a transaction');
-    const sent = this.#client.query(`BEGIN; ${statement}`) as unknown as Promise<pg.QueryResult[]>;
+    if (typeof statement !== 'string' && !rideAlong) return this.query(statement.text, statement.values);
+    const text = typeof statement === 'string' ? statement : inlineValues(statement.text, statement.values);
+    const sent = this.#client.query(`BEGIN; ${text}`) as unknown as Promise<pg.QueryResult[]>;
     this.#begun = sent;
     // Several statements in one text answer one result each.
     return (await sent)[1]!;
@@ -179,13 +185,13 @@ export class Transaction implements Queryable {
   }
 
   /**
-   * Sends `statement` together with the COMMIT, in one round trip: for a
-   * write nothing in the transaction reads back (the outbox). The simple
-   * query protocol, so no parameters: values must be literals escaped with
-   * pg.escapeLiteral. If it fails, the transaction rolls back and
+   * Runs `statement` at the end of the transaction, just before COMMIT: for a
+   * write nothing in the transaction reads back (the outbox). A string is a
+   * statement of escaped literals (pg.escapeLiteral), sent in one text with
+   * COMMIT whatever the setting. If it fails, the transaction rolls back and
    * withTransaction throws its error.
    */
-  sendWithCommit(statement: string): void {
+  sendWithCommit(statement: string | Statement): void {
     this.#assertOpen();
     this.#withCommit.push(statement);
   }
@@ -233,15 +239,20 @@ export class Transaction implements Queryable {
 
   async #commit(): Promise<void> {
     this.#ended = true;
-    const statements = [...this.#withCommit, 'COMMIT'];
-    if (this.#begun) {
-      await this.#begun;
-    } else if (this.#withCommit.length > 0) {
-      statements.unshift('BEGIN');
-    } else {
-      return; // nothing was sent: nothing to commit
+    if (!this.#begun && this.#withCommit.length === 0) return; // nothing was sent: nothing to commit
+    const riding: string[] = [];
+    for (const statement of this.#withCommit) {
+      if (typeof statement === 'string') riding.push(statement);
+      else if (rideAlong) riding.push(inlineValues(statement.text, statement.values));
+      else {
+        this.#begun ??= this.#client.query('BEGIN');
+        await this.#begun;
+        await this.#client.query(namedQuery(statement.text, statement.values));
+      }
     }
-    await this.#client.query(statements.join('; '));
+    if (this.#begun) await this.#begun;
+    else riding.unshift('BEGIN');
+    await this.#client.query([...riding, 'COMMIT'].join('; '));
   }
 
   #assertOpen(): void {

@@ -10,21 +10,19 @@
 // the relays through LISTEN/NOTIFY.
 import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { headers as natsHeaders, type JetStreamClient, type JetStreamManager, type MsgHdrs, type NatsError, type PubAck } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type KV, type MsgHdrs, type NatsError, type PubAck } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import { stateSubject, type DataOf, type Envelope, type EventContract, type StateContract, type StateOf } from '../../subjects/index.ts';
 import { Transaction, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
+import { rawKvSubjects, rawStateBucket } from './outbox-raw-kv.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
-
-const { escapeLiteral } = pg;
 
 const CHANNEL = 'shop_outbox';
 
 /** Subjects of state buckets (stateSubject): `$KV.<bucket>.<key>`. */
 const STATE_SUBJECT_PREFIX = '$KV.';
-/** JetStream's error codes: no message for the subject; a publish's expected last subject sequence was not the last. */
-const JS_NO_MESSAGE_FOUND = 10037;
+/** JetStream's error code: a publish's expected last subject sequence was not the last. */
 const JS_WRONG_LAST_SEQUENCE = 10071;
 /** Reads and conditional puts of one state before the batch fails (and is retried whole by a later pass). */
 const STATE_PUT_ATTEMPTS = 10;
@@ -32,9 +30,40 @@ const STATE_PUT_ATTEMPTS = 10;
 const STATE_PUTS_KEPT = 20_000;
 
 /** A state subject's last message as a relay knows it: its stream sequence (0: none) and version. */
-interface KnownState {
+export interface KnownState {
   seq: number;
   version: number;
+}
+
+/** A key's last state read, and a put conditional on it: through the KV API, or raw (outbox-raw-kv.ts). */
+export interface StateBucket {
+  /** The key's last message: its sequence and version (0 and 0 when none; version 0 for a delete marker). */
+  last(key: string): Promise<KnownState>;
+  /** Puts `data` if the key's last sequence is `expectedSeq` (0: none); returns the new sequence. */
+  put(key: string, data: Uint8Array, expectedSeq: number, extra: { msgID: string; headers: MsgHdrs }): Promise<number>;
+}
+
+/**
+ * The KV API's get and put. kv.put takes no headers, so a state carries no
+ * trace context and no Nats-Msg-Id; the conditional put is what keeps a
+ * repeat out (it finds its own put there, reads it, and skips).
+ */
+function kvStateBucket(kv: KV): StateBucket {
+  return {
+    async last(key) {
+      const entry = await kv.get(key);
+      if (!entry) return { seq: 0, version: 0 };
+      return { seq: entry.revision, version: entry.operation === 'PUT' && entry.length > 0 ? versionOf(entry.json<Envelope>()) : 0 };
+    },
+    put: (key, data, expectedSeq) => kv.put(key, data, { previousSeq: expectedSeq }),
+  };
+}
+
+/** `$KV.<bucket>.<key>` taken apart. */
+function stateKey(subject: string): { bucket: string; key: string } {
+  const rest = subject.slice(STATE_SUBJECT_PREFIX.length);
+  const dot = rest.indexOf('.');
+  return { bucket: rest.slice(0, dot), key: rest.slice(dot + 1) };
 }
 
 /**
@@ -85,8 +114,7 @@ export interface EventToWrite<C extends EventContract = EventContract> {
 
 /**
  * writeEvent for several events (a batch handler applying many at once).
- * In a Transaction the rows go in with COMMIT, in the same round trip
- * (tx.sendWithCommit): the outbox then costs a transaction nothing but bytes.
+ * In a Transaction the rows go in just before COMMIT (tx.sendWithCommit).
  */
 export async function writeEvents(tx: Transaction | Queryable, events: readonly EventToWrite[]): Promise<Envelope[]> {
   if (events.length === 0) return [];
@@ -138,21 +166,37 @@ async function insertRows(
   tx: Transaction | Queryable,
   rows: readonly { subject: string; envelope: Envelope; carrier: Record<string, string> }[],
 ): Promise<void> {
-  const values = rows.map(
-    ({ subject, envelope, carrier }) =>
-      `(${escapeLiteral(envelope.id)}, ${escapeLiteral(subject)}, ${escapeLiteral(JSON.stringify(envelope))}, ${escapeLiteral(JSON.stringify(carrier))})`,
-  );
-  const insert = `INSERT INTO outbox (id, subject, payload, trace) VALUES ${values.join(', ')} ON CONFLICT (id) DO NOTHING`;
+  const values = [
+    rows.map(({ envelope }) => envelope.id),
+    rows.map(({ subject }) => subject),
+    rows.map(({ envelope }) => JSON.stringify(envelope)),
+    rows.map(({ carrier }) => JSON.stringify(carrier)),
+  ];
   if (tx instanceof Transaction) {
+    // Every write of the transaction joins one insert, sent at COMMIT.
+    const pending = outboxInserts.get(tx);
+    if (pending) {
+      for (const [i, column] of pending.values.entries()) column.push(...values[i]!);
+      return;
+    }
+    const insert = { text: OUTBOX_INSERT, values };
+    outboxInserts.set(tx, insert);
     tx.sendWithCommit(insert);
     // This process's relays wake when (and only if) the transaction commits.
     for (const relay of relaysByPool.get(tx.pool) ?? []) tx.afterCommit(relay.wake);
   } else {
     // A transaction of the caller's own making: written now, relays woken through PostgreSQL.
-    await tx.query(insert);
+    await tx.query(OUTBOX_INSERT, values);
     await tx.query(`SELECT pg_notify('${CHANNEL}', '')`);
   }
 }
+
+/** The outbox rows of several events, of one text whatever their number (prepared once per connection). */
+const OUTBOX_INSERT = `INSERT INTO outbox (id, subject, payload, trace)
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[]) ON CONFLICT (id) DO NOTHING`;
+
+/** The outbox insert a Transaction sends at COMMIT, while more rows may join it. */
+const outboxInserts = new WeakMap<Transaction, { text: string; values: string[][] }>();
 
 export interface OutboxRow {
   seq: string;
@@ -168,10 +212,12 @@ export interface OutboxRow {
  * bench/saga-bound.ts, which replays the saga's SQL without NATS.
  */
 export async function takeOutboxBatch(tx: Transaction, batchSize: number): Promise<OutboxRow[]> {
-  // With BEGIN in one round trip.
-  const taken = await tx.beginWith(`DELETE FROM outbox WHERE seq IN
-    (SELECT seq FROM outbox ORDER BY seq LIMIT ${batchSize} FOR UPDATE SKIP LOCKED)
-    RETURNING seq, id, subject, payload, trace`);
+  const taken = await tx.beginWith({
+    text: `DELETE FROM outbox WHERE seq IN
+      (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+      RETURNING seq, id, subject, payload, trace`,
+    values: [batchSize],
+  });
   const rows = taken.rows as OutboxRow[];
   // In the order they were written: publishes leave on one connection in array order.
   return rows.sort((a, b) => Number(a.seq) - Number(b.seq));
@@ -193,8 +239,8 @@ export class OutboxRelay {
   readonly #batchSize: number;
   readonly #metrics: OutboxRelayOptions['metrics'];
   #listener: pg.Client | undefined;
-  /** For reading a state's last message (#putState); made on first use. */
-  #jsm: Promise<JetStreamManager> | undefined;
+  /** The state buckets' KV views by name (#putState); each bound on first use. */
+  readonly #kvs = new Map<string, Promise<StateBucket>>();
   /** This relay's last put of each state subject (recent ones): the sequence its next put expects. */
   readonly #lastPuts = new Map<string, KnownState>();
   #sweeper: NodeJS.Timeout | undefined;
@@ -310,26 +356,23 @@ export class OutboxRelay {
    * Every put is conditional on the key's last sequence being the one
    * expected, so the bucket's version of a key only grows. The expected
    * sequence is the one this relay last put for the key (#lastPuts), else the
-   * key's last message read from the stream (its leader's answer); a put
+   * key's last message read from the bucket; a put
    * that finds another one there reads, and is skipped when that holds this
    * version or a newer one.
    */
   async #putState(row: OutboxRow, data: Buffer, headers: MsgHdrs): Promise<PubAck | undefined> {
     const version = versionOf(row.payload);
+    const key = stateKey(row.subject);
+    const bucket = rawKvSubjects ? rawStateBucket(this.#js, key.bucket) : await this.#bucket(key.bucket);
     let known = this.#lastPuts.get(row.subject);
     for (let attempt = 1; ; attempt++) {
-      known ??= await this.#readLastState(row.subject);
+      known ??= await bucket.last(key.key);
       // What the bucket held is a floor: its version of a key never goes down.
       if (known.version >= version) return undefined;
       try {
-        const ack = await this.#js.publish(row.subject, data, {
-          msgID: row.id,
-          headers,
-          expect: { lastSubjectSequence: known.seq },
-          timeout: 5000,
-        });
-        this.#rememberPut(row.subject, { seq: ack.seq, version });
-        return ack;
+        const seq = await bucket.put(key.key, data, known.seq, { msgID: row.id, headers });
+        this.#rememberPut(row.subject, { seq, version });
+        return { stream: `KV_${key.bucket}`, seq, duplicate: false, domain: '' };
       } catch (error) {
         if ((error as NatsError).api_error?.err_code !== JS_WRONG_LAST_SEQUENCE || attempt >= STATE_PUT_ATTEMPTS) throw error;
         this.#lastPuts.delete(row.subject);
@@ -338,18 +381,15 @@ export class OutboxRelay {
     }
   }
 
-  /** The sequence and version of a state subject's last message (0 and 0 when none; version 0 for a delete marker). */
-  async #readLastState(subject: string): Promise<KnownState> {
-    this.#jsm ??= this.#js.jetstreamManager(false);
-    const jsm = await this.#jsm;
-    const stream = `KV_${subject.split('.', 2)[1]}`;
-    try {
-      const last = await jsm.streams.getMessage(stream, { last_by_subj: subject });
-      return { seq: last.seq, version: last.data.length > 0 ? versionOf(last.json<Envelope>()) : 0 };
-    } catch (error) {
-      if ((error as NatsError).api_error?.err_code === JS_NO_MESSAGE_FOUND) return { seq: 0, version: 0 };
-      throw error;
+  /** The KV API's view of a bucket (bound, never created here: the service ensured it at start). */
+  #bucket(name: string): Promise<StateBucket> {
+    let bucket = this.#kvs.get(name);
+    if (!bucket) {
+      bucket = this.#js.views.kv(name, { bindOnly: true }).then(kvStateBucket);
+      bucket.catch(() => this.#kvs.delete(name));
+      this.#kvs.set(name, bucket);
     }
+    return bucket;
   }
 
   /** Keeps the newest `STATE_PUTS_KEPT` puts, least recently put dropped first. */

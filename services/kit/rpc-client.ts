@@ -5,20 +5,21 @@
 //   failures (p-retry); each remote operation has a circuit breaker (opossum)
 //   that fails fast while the remote keeps timing out or is absent. Every
 //   attempt goes through the breaker's fire(), so it counts every outcome.
-// - One reply subscription per client (`<inbox>.*`) routes every reply by a
-//   counter token, and one timer per client sweeps expired calls: nats.js's
-//   request() makes a random token, a timer and (with its default async
-//   traces) an error object per request, which every lookup between services
-//   would pay (bench/rpc.ts measures the two side by side).
+// - Each attempt is a request and its reply; a reply that is an error (503
+//   no responders, a micro error) becomes a ServiceError. The replies are
+//   routed by the client's own subscription (rpc-own-routing.ts), a
+//   shortcut around nats.js's request() that an A/B showed pays for itself
+//   (bench:rpc part b, a fifth of the CPU per call);
+//   SHOP_RPC_OWN_ROUTING=0 sends through request() (requestSender below).
 // - Each attempt is a `<subject> send` span whose context rides in the
 //   request's headers (tracing.ts).
-import { performance } from 'node:perf_hooks';
 import CircuitBreaker from 'opossum';
 import pRetry from 'p-retry';
-import { createInbox, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { ErrorCode as NatsErrorCode, type Msg, type MsgHdrs, type NatsConnection, type NatsError } from 'nats';
 import { ERROR_CODE_HEADER, isErrorCode, type ErrorCode, type ReplyOf, type RequestOf, type RpcContract } from '../../subjects/index.ts';
 import { ServiceError, toServiceError } from './errors.ts';
-import { SpanKind, startSend, type OutgoingTrace } from './tracing.ts';
+import { OwnReplyRouting } from './rpc-own-routing.ts';
+import { SpanKind, startSend } from './tracing.ts';
 
 export interface RpcClientOptions {
   /** Default bound on one attempt. */
@@ -39,43 +40,43 @@ export interface CallOptions {
   timeoutMs?: number;
 }
 
-interface Pending {
-  resolve(msg: Msg): void;
-  reject(error: ServiceError): void;
-  /** performance.now() after which the call has timed out. */
-  deadline: number;
-  subject: string;
-  timeoutMs: number;
-  trace: OutgoingTrace;
+/** How a request leaves and its reply comes back: resolves with the reply, rejects with a ServiceError. */
+export interface RequestSender {
+  send(subject: string, payload: Uint8Array, headers: MsgHdrs | undefined, timeoutMs: number): Promise<Msg>;
+  /** Calls still waiting fail with SERVICE_UNAVAILABLE. */
+  close(): void;
+}
+
+/** The library's way: nc.request(), its errors as ServiceErrors. */
+function requestSender(nc: NatsConnection): RequestSender {
+  return {
+    send: (subject, payload, headers, timeoutMs) =>
+      nc.request(subject, payload, { timeout: timeoutMs, headers }).catch((error: NatsError) => {
+        throw requestFailure(error, subject, timeoutMs);
+      }),
+    // A call still waiting ends by its timeout, or sooner when the connection closes.
+    close() {},
+  };
+}
+
+function requestFailure(error: NatsError, subject: string, timeoutMs: number): ServiceError {
+  if (error.code === NatsErrorCode.Timeout) return new ServiceError('TIMEOUT', `${subject} did not answer within ${timeoutMs} ms`);
+  if (error.code === NatsErrorCode.NoResponders) return new ServiceError('SERVICE_UNAVAILABLE', `no instance answers ${subject}`);
+  return new ServiceError('SERVICE_UNAVAILABLE', `cannot send ${subject}: ${error.message}`);
 }
 
 /** One remote operation's breaker; its fire(payload, timeoutMs) sends one attempt when the circuit lets it. */
 type Breaker = CircuitBreaker<[payload: Uint8Array, timeoutMs: number], Msg>;
 
 export class RpcClient {
-  readonly #nc: NatsConnection;
   #options: Required<Omit<RpcClientOptions, 'breaker'>> & { breaker: RpcClientOptions['breaker'] };
-  /** `<inbox>.`: a reply's subject is this plus the call's token. */
-  readonly #replyPrefix: string;
-  readonly #replies: Subscription;
-  readonly #pending = new Map<string, Pending>();
+  readonly #sender: RequestSender;
   readonly #breakers = new Map<string, Breaker>();
-  #nextToken = 0;
-  #sweepTimer: NodeJS.Timeout | undefined;
-  /** When the sweep timer fires; Infinity when it is not set. */
-  #sweepAt = Number.POSITIVE_INFINITY;
   #closed = false;
 
   constructor(nc: NatsConnection, options: RpcClientOptions) {
-    this.#nc = nc;
     this.#options = { retries: 2, ...options, breaker: options.breaker };
-    this.#replyPrefix = `${createInbox()}.`;
-    this.#replies = nc.subscribe(`${this.#replyPrefix}*`, {
-      callback: (error, msg) => {
-        // A subscription error carries no reply; the calls it concerns end by timeout.
-        if (!error) this.#settle(msg);
-      },
-    });
+    this.#sender = process.env.SHOP_RPC_OWN_ROUTING === '0' ? requestSender(nc) : new OwnReplyRouting(nc);
   }
 
   /** Sends `input` to `contract.subject` and resolves with its checked reply. */
@@ -108,16 +109,7 @@ export class RpcClient {
   /** Stops listening for replies; calls still waiting fail with SERVICE_UNAVAILABLE. */
   close(): void {
     this.#closed = true;
-    this.#replies.unsubscribe();
-    clearTimeout(this.#sweepTimer);
-    this.#sweepTimer = undefined;
-    this.#sweepAt = Number.POSITIVE_INFINITY;
-    for (const [token, pending] of this.#pending) {
-      this.#pending.delete(token);
-      const error = new ServiceError('SERVICE_UNAVAILABLE', 'client closed');
-      pending.trace.end(error);
-      pending.reject(error);
-    }
+    this.#sender.close();
     for (const breaker of this.#breakers.values()) breaker.shutdown();
   }
 
@@ -175,67 +167,22 @@ export class RpcClient {
     return breaker.fire(payload, timeoutMs).catch(rethrowOpenCircuit(contract));
   }
 
-  #send(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Msg> {
+  async #send(subject: string, payload: Uint8Array, timeoutMs: number): Promise<Msg> {
     // Closed while a retry waited.
-    if (this.#closed) return Promise.reject(new ServiceError('SERVICE_UNAVAILABLE', 'client closed'));
-    const token = (this.#nextToken++).toString(36);
+    if (this.#closed) throw new ServiceError('SERVICE_UNAVAILABLE', 'client closed');
     const trace = startSend(subject, SpanKind.CLIENT);
-    return new Promise<Msg>((resolve, reject) => {
-      const deadline = performance.now() + timeoutMs;
-      const pending: Pending = { resolve, reject, deadline, subject, timeoutMs, trace };
-      try {
-        this.#nc.publish(subject, payload, { reply: this.#replyPrefix + token, headers: trace.headers });
-      } catch (error) {
-        this.#fail(pending, new ServiceError('SERVICE_UNAVAILABLE', `cannot send ${subject}: ${(error as Error).message}`));
-        return;
-      }
-      this.#pending.set(token, pending);
-      if (deadline < this.#sweepAt) this.#armSweep(deadline);
-    });
-  }
-
-  #settle(msg: Msg): void {
-    const token = msg.subject.slice(this.#replyPrefix.length);
-    const pending = this.#pending.get(token);
-    if (!pending) return; // already timed out
-    this.#pending.delete(token);
-    const failure = remoteFailure(msg, pending.subject);
-    if (failure) {
-      this.#fail(pending, failure);
-      return;
+    let msg: Msg;
+    try {
+      msg = await this.#sender.send(subject, payload, trace.headers, timeoutMs);
+    } catch (error) {
+      trace.end(error as ServiceError);
+      throw error;
     }
-    pending.trace.end();
-    pending.resolve(msg);
+    const failure = remoteFailure(msg, subject);
+    trace.end(failure);
+    if (failure) throw failure;
+    return msg;
   }
-
-  #fail(pending: Pending, error: ServiceError): void {
-    pending.trace.end(error);
-    pending.reject(error);
-  }
-
-  /** Sets the one timer to fire at `at`, the earliest deadline of the calls waiting. */
-  #armSweep(at: number): void {
-    clearTimeout(this.#sweepTimer);
-    this.#sweepAt = at;
-    this.#sweepTimer = setTimeout(this.#sweep, Math.max(0, at - performance.now()));
-  }
-
-  /** Fails the calls whose deadline has passed and sets the timer for the next deadline. */
-  #sweep = (): void => {
-    this.#sweepTimer = undefined;
-    this.#sweepAt = Number.POSITIVE_INFINITY;
-    const now = performance.now();
-    let next = Number.POSITIVE_INFINITY;
-    for (const [token, pending] of this.#pending) {
-      if (pending.deadline <= now) {
-        this.#pending.delete(token);
-        this.#fail(pending, new ServiceError('TIMEOUT', `${pending.subject} did not answer within ${pending.timeoutMs} ms`));
-      } else if (pending.deadline < next) {
-        next = pending.deadline;
-      }
-    }
-    if (next !== Number.POSITIVE_INFINITY) this.#armSweep(next);
-  };
 }
 
 /** A failure that says the remote is absent or silent: it counts against the circuit. */

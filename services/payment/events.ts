@@ -63,7 +63,7 @@ export function paymentConsumers(provider: PaymentProvider): EventHandler[] {
               }
               // A ProviderUnavailableError propagates: the consumer naks and retries with the same key.
               const outcome = await provider.charge({ idempotencyKey: orderId, token: request.token, amount: request.amount });
-              // The payment row and the event both go in with the COMMIT (one round trip).
+              // The payment row and the event both go in at COMMIT (each one insert for the whole batch).
               const paymentId = randomUUID();
               insertPayment(tx, {
                 id: paymentId,

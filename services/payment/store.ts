@@ -1,9 +1,6 @@
 // All SQL of the payment service (the simulator's own tables are its business: simulator.ts).
-import pg from 'pg';
 import type { CancelReason, Payment } from '../../subjects/index.ts';
 import type { Queryable, Transaction } from '../kit/index.ts';
-
-const { escapeLiteral } = pg;
 
 type PaymentStatus = Payment['status'];
 
@@ -92,10 +89,10 @@ export async function findPaymentByOrder(db: Queryable, orderId: string): Promis
 }
 
 /**
- * Records a new payment. It goes in with the COMMIT, in the same round trip
- * (nothing in the transaction reads it back); a second payment for the order
- * (order_id is unique) then fails the commit, and the whole transaction rolls
- * back.
+ * Records a new payment. It goes in at COMMIT, in one statement with the
+ * other payments of the transaction (nothing in the transaction reads it
+ * back); a second payment for the order (order_id is unique) then fails the
+ * commit, and the whole transaction rolls back.
  * `refundReference` only for a payment recorded as REFUNDED straight away (a
  * recovered orphaned charge).
  */
@@ -105,8 +102,7 @@ export function insertPayment(
     refundReference?: string | null;
   },
 ): void {
-  // The simple protocol carries no parameters: every value is an escaped literal (the amount too; PostgreSQL casts it).
-  const values = [
+  const row = [
     payment.id,
     payment.orderId,
     payment.customerId,
@@ -116,11 +112,22 @@ export function insertPayment(
     payment.declineReason,
     payment.providerReference,
     payment.refundReference ?? null,
-  ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
-  const statement = `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
-    VALUES (${values.join(', ')})`;
-  tx.sendWithCommit(statement);
+  ];
+  const pending = paymentInserts.get(tx);
+  if (pending) {
+    for (const [i, column] of pending.values.entries()) column.push(row[i] ?? null);
+    return;
+  }
+  const insert = { text: PAYMENT_INSERT, values: row.map((value) => [value]) };
+  paymentInserts.set(tx, insert);
+  tx.sendWithCommit(insert);
 }
+
+const PAYMENT_INSERT = `INSERT INTO payments (id, order_id, customer_id, amount, currency, status, decline_reason, provider_reference, refund_reference)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`;
+
+/** The payments insert a Transaction sends at COMMIT, while more rows may join it. */
+const paymentInserts = new WeakMap<Transaction, { text: string; values: (string | null)[][] }>();
 
 /** CAPTURED -> REFUNDED; undefined when the payment is not (or no longer) captured. */
 export async function markRefunded(db: Queryable, id: string, refundReference: string): Promise<Payment | undefined> {

@@ -1,7 +1,8 @@
 // The dispatcher: the loop that moves shipments through the carrier. Its queue
 // is the shipments table (next_step_at), so it survives any crash: a row is
 // leased before the carrier is called (claimDue) and moved on, with its
-// event, in one transaction afterwards; a process that dies in between
+// event, in one transaction afterwards (one for all the rows of a claim whose
+// carrier call succeeded: a transaction per batch, not per parcel); a process that dies in between
 // leaves the row due again when the lease runs out, and the carrier's calls
 // are idempotent (the tracking number comes from the shipment id). Every
 // instance runs one; SKIP LOCKED gives each row to one of them.
@@ -10,10 +11,20 @@
 // out without the cancellation arriving, the dispatcher asks the order
 // service what became of the order and cancels or releases it.
 import { orders, shipments, type Order } from '../../subjects/index.ts';
-import { ServiceError, withTransaction, writeEvent, type BackgroundTask, type Logger, type Pool, type RpcClient } from '../kit/index.ts';
+import {
+  ServiceError,
+  withTransaction,
+  writeEvent,
+  writeEvents,
+  type BackgroundTask,
+  type EventToWrite,
+  type Logger,
+  type Pool,
+  type RpcClient,
+} from '../kit/index.ts';
 import type { CarrierSimulator } from './carrier.ts';
 import { settleCancellation, shipmentRef } from './events.ts';
-import { advance, claimDue, dequeue, hold, lockById, markRetry, release, type DueShipment } from './store.ts';
+import { advance, claimDue, dequeue, hold, lockById, markRetry, release, type DueShipment, type Move } from './store.ts';
 
 export interface DispatcherOptions {
   /** How long a claimed row stays with this process before another may take it. */
@@ -28,7 +39,7 @@ export interface DispatcherOptions {
   /** Read at each step (live settings). */
   readonly shipAfterMs: number;
   readonly deliverAfterMs: number;
-  /** Rows taken per claim (each gets its own carrier call, side by side). */
+  /** Rows taken per claim (each gets its own carrier call, side by side; their steps commit together). */
   batch?: number;
 }
 
@@ -81,66 +92,81 @@ export class ShipmentDispatcher implements BackgroundTask {
   }
 
   async #drain(): Promise<void> {
-    const batch = this.#options.batch ?? 8;
+    const batch = this.#options.batch ?? 32;
     for (;;) {
       this.#again = false;
       const due = await claimDue(this.#pool, this.#options.leaseMs, batch);
-      await Promise.all(due.map((row) => this.#step(row)));
+      const moves = await Promise.all(due.map((row) => this.#step(row)));
+      await this.#advance(due, moves);
       if ((due.length < batch && !this.#again) || this.#stopped) return;
     }
   }
 
-  /** One step of one leased row; a failure is recorded on the row, to be tried again after a back-off. */
-  async #step(row: DueShipment): Promise<void> {
-    const log = this.#log.child({ shipmentId: row.id, orderId: row.order_id });
+  /**
+   * One step of one leased row: the carrier's call, and the move it makes
+   * (committed by #advance), if any. A failure is recorded on the row, to be
+   * tried again after a back-off.
+   */
+  async #step(row: DueShipment): Promise<Move | undefined> {
     try {
-      if (row.held_at) await this.#checkHold(row, log);
-      else if (row.status === 'LABEL_CREATED') await this.#ship(row, log);
-      else if (row.status === 'SHIPPED') await this.#deliver(row, log);
-      else await dequeue(this.#pool, row.id);
+      if (row.held_at) await this.#checkHold(row, this.#logOf(row));
+      else if (row.status === 'LABEL_CREATED') {
+        const { trackingNumber } = await this.#carrier.pickUp({ shipmentId: row.id, failedAttempts: row.step_attempts });
+        const nextStepMs = this.#options.deliverAfterMs;
+        return { id: row.id, from: 'LABEL_CREATED', to: 'SHIPPED', note: `picked up by ${row.carrier}`, trackingNumber, nextStepMs };
+      } else if (row.status === 'SHIPPED') {
+        await this.#carrier.deliver({ shipmentId: row.id, failedAttempts: row.step_attempts });
+        return { id: row.id, from: 'SHIPPED', to: 'DELIVERED', note: 'delivered', trackingNumber: row.tracking_number!, nextStepMs: null };
+      } else await dequeue(this.#pool, row.id);
     } catch (error) {
-      const delay = Math.min(this.#options.retryBaseMs * 2 ** row.step_attempts, this.#options.maxRetryDelayMs ?? 60_000);
-      log.warn({ err: error, attempt: row.step_attempts + 1, retryInMs: delay }, 'shipment step failed; will retry');
-      await markRetry(this.#pool, row.id, row.held_at !== null, error instanceof Error ? error.message : String(error), delay).catch(() => {
-        // The lease brings it back anyway.
+      await this.#retryLater(row, error);
+    }
+    return undefined;
+  }
+
+  /** The moves of the carrier's calls that succeeded, with their events, in one transaction. */
+  async #advance(due: readonly DueShipment[], moves: readonly (Move | undefined)[]): Promise<void> {
+    const made = moves.filter((move) => move !== undefined);
+    if (made.length === 0) return;
+    try {
+      await withTransaction(this.#pool, async (tx) => {
+        const moved = new Map((await advance(tx, made)).map((row) => [row.id, row]));
+        const events: EventToWrite[] = [];
+        for (const move of made) {
+          const row = moved.get(move.id);
+          const log = this.#logOf(row ?? due.find((claimed) => claimed.id === move.id)!);
+          // Held (or cancelled) since it was claimed: the hold won, the parcel stays.
+          if (!row) {
+            if (move.to === 'SHIPPED') log.info('shipment held since it was claimed; not shipped');
+            continue;
+          }
+          const ref = { ...shipmentRef(row), trackingNumber: move.trackingNumber };
+          if (move.to === 'SHIPPED') {
+            events.push({ contract: shipments.shipped, data: ref });
+            log.info({ trackingNumber: move.trackingNumber }, 'shipment shipped');
+          } else {
+            events.push({ contract: shipments.delivered, data: ref });
+            log.info('shipment delivered');
+          }
+        }
+        await writeEvents(tx, events);
       });
+    } catch (error) {
+      // Nothing moved: each row is tried again (its carrier calls are idempotent).
+      await Promise.all(made.map((move) => this.#retryLater(due.find((row) => row.id === move.id)!, error)));
     }
   }
 
-  async #ship(row: DueShipment, log: Logger): Promise<void> {
-    const { trackingNumber } = await this.#carrier.pickUp({ shipmentId: row.id, failedAttempts: row.step_attempts });
-    await withTransaction(this.#pool, async (tx) => {
-      const shipped = await advance(tx, {
-        id: row.id,
-        from: 'LABEL_CREATED',
-        to: 'SHIPPED',
-        note: `picked up by ${row.carrier}`,
-        trackingNumber,
-        nextStepMs: this.#options.deliverAfterMs,
-      });
-      // Held (or cancelled) since it was claimed: the hold won, the parcel stays.
-      if (!shipped) return log.info('shipment held since it was claimed; not shipped');
-      await writeEvent(tx, shipments.shipped, { ...shipmentRef(shipped), trackingNumber });
-      log.info({ trackingNumber }, 'shipment shipped');
+  async #retryLater(row: DueShipment, error: unknown): Promise<void> {
+    const delay = Math.min(this.#options.retryBaseMs * 2 ** row.step_attempts, this.#options.maxRetryDelayMs ?? 60_000);
+    this.#logOf(row).warn({ err: error, attempt: row.step_attempts + 1, retryInMs: delay }, 'shipment step failed; will retry');
+    await markRetry(this.#pool, row.id, row.held_at !== null, error instanceof Error ? error.message : String(error), delay).catch(() => {
+      // The lease brings it back anyway.
     });
   }
 
-  async #deliver(row: DueShipment, log: Logger): Promise<void> {
-    await this.#carrier.deliver({ shipmentId: row.id, failedAttempts: row.step_attempts });
-    await withTransaction(this.#pool, async (tx) => {
-      const trackingNumber = row.tracking_number!;
-      const delivered = await advance(tx, {
-        id: row.id,
-        from: 'SHIPPED',
-        to: 'DELIVERED',
-        note: 'delivered',
-        trackingNumber,
-        nextStepMs: null,
-      });
-      if (!delivered) return;
-      await writeEvent(tx, shipments.delivered, { ...shipmentRef(delivered), trackingNumber });
-      log.info('shipment delivered');
-    });
+  #logOf(row: DueShipment): Logger {
+    return this.#log.child({ shipmentId: row.id, orderId: row.order_id });
   }
 
   /** A hold outlived its wait: the order service says whether the order was cancelled after all. */

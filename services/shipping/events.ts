@@ -15,24 +15,32 @@ export interface ShippingOptions {
   readonly wake: () => void;
 }
 
+/** Confirmations applied in one transaction: BEGIN, the inbox and COMMIT paid once for all. */
+const BATCH = 32;
+
 export function shippingConsumers(options: ShippingOptions): EventHandler[] {
   return [
-    on(orders.confirmed, 'create-shipment', async ({ data }, tx, { log }) => {
-      const row = await insertShipment(tx, {
-        id: randomUUID(),
-        orderId: data.orderId,
-        customerId: data.customerId,
-        carrier: CARRIER,
-        shipAfterMs: options.shipAfterMs,
-      });
-      if (!row) {
-        log.info({ orderId: data.orderId }, 'order has a shipment (or was cancelled) already; none created');
-        return;
-      }
-      await writeEvent(tx, shipments.created, shipmentRef(row));
-      tx.afterCommit(options.wake);
-      log.info({ orderId: data.orderId, shipmentId: row.id }, 'shipment created');
-    }),
+    on(
+      orders.confirmed,
+      'create-shipment',
+      async ({ data }, tx, { log }) => {
+        const row = await insertShipment(tx, {
+          id: randomUUID(),
+          orderId: data.orderId,
+          customerId: data.customerId,
+          carrier: CARRIER,
+          shipAfterMs: options.shipAfterMs,
+        });
+        if (!row) {
+          log.info({ orderId: data.orderId }, 'order has a shipment (or was cancelled) already; none created');
+          return;
+        }
+        await writeEvent(tx, shipments.created, shipmentRef(row));
+        tx.afterCommit(options.wake);
+        log.info({ orderId: data.orderId, shipmentId: row.id }, 'shipment created');
+      },
+      { batch: BATCH },
+    ),
 
     on(orders.cancelled, 'cancel-shipment', async ({ data }, tx, { log }) => {
       const row = await lockByOrder(tx, data.orderId);

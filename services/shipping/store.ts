@@ -137,24 +137,46 @@ export async function release(tx: Queryable, row: ShipmentRow, shipAfterMs: numb
   return rows[0]!;
 }
 
+/** A carrier's step of one shipment: `from` -> `to`, the following step due after `nextStepMs` (null: the last one). */
+export interface Move {
+  id: string;
+  from: ShipmentStatus;
+  to: ShipmentStatus;
+  note: string;
+  trackingNumber: string;
+  nextStepMs: number | null;
+}
+
 /**
- * The carrier's step `from` -> `to`, if the row is still at `from` and not
- * held: the check and the move are one statement on the row, so a hold
- * committed first wins and a hold coming later sees the new status.
- * `nextStepMs` schedules the following step (null: the last one).
- * Undefined when the row moved on or was held meanwhile.
+ * The carrier's steps of several shipments, each only if its row is still
+ * at `from` and not held: the check and the move are one statement on the
+ * row, so a hold committed first wins and a hold coming later sees the new
+ * status. Returns the rows moved; a row that moved on or was held meanwhile
+ * is not among them.
  */
-export async function advance(
-  tx: Queryable,
-  move: { id: string; from: ShipmentStatus; to: ShipmentStatus; note: string; trackingNumber: string; nextStepMs: number | null },
-): Promise<ShipmentRow | undefined> {
+export async function advance(tx: Queryable, moves: readonly Move[]): Promise<ShipmentRow[]> {
+  if (moves.length === 0) return [];
   const { rows } = await tx.query<ShipmentRow>(
-    `UPDATE shipments SET status = $2, history = ${APPEND_STEP}, tracking_number = $5, step_attempts = 0, last_error = NULL,
-       next_step_at = clock_timestamp() + $6::int * interval '1 millisecond', updated_at = clock_timestamp()
-     WHERE id = $1 AND status = $4 AND held_at IS NULL RETURNING ${COLUMNS}`,
-    [move.id, move.to, move.note, move.from, move.trackingNumber, move.nextStepMs],
+    `UPDATE shipments s SET status = m.to_status,
+       history = s.history || jsonb_build_array(jsonb_build_object('status', m.to_status, 'at', clock_timestamp(), 'note', m.note)),
+       tracking_number = m.tracking_number, step_attempts = 0, last_error = NULL,
+       next_step_at = clock_timestamp() + m.next_step_ms * interval '1 millisecond', updated_at = clock_timestamp()
+     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[])
+            AS m(id, from_status, to_status, note, tracking_number, next_step_ms)
+     WHERE s.id = m.id AND s.status = m.from_status AND s.held_at IS NULL
+     RETURNING ${COLUMNS.split(', ')
+       .map((column) => `s.${column}`)
+       .join(', ')}`,
+    [
+      moves.map((move) => move.id),
+      moves.map((move) => move.from),
+      moves.map((move) => move.to),
+      moves.map((move) => move.note),
+      moves.map((move) => move.trackingNumber),
+      moves.map((move) => move.nextStepMs),
+    ],
   );
-  return rows[0];
+  return rows;
 }
 
 /** A row the carrier (or the hold check) took from the queue. */

@@ -1,10 +1,7 @@
 // The inbox: a consumer records the id of each event it applies in the same
 // transaction as the event's effect, so a redelivered event finds its id and
-// is acknowledged without effect. The inbox rows ride with BEGIN.
-import pg from 'pg';
-import { withTransaction, type Pool, type Transaction } from '../db.ts';
-
-const { escapeLiteral } = pg;
+// is acknowledged without effect.
+import { withTransaction, type Pool, type Statement, type Transaction } from '../db.ts';
 
 /**
  * In one transaction: records the events of `deliveries` in the inbox of
@@ -20,7 +17,6 @@ export function applyOnce<T extends { event: { id: string } }>(
   apply: (fresh: T[], tx: Transaction) => Promise<void>,
 ): Promise<Set<T>> {
   return withTransaction(pool, async (tx) => {
-    // With BEGIN in one round trip: one fewer per transaction.
     const inserted = await tx.beginWith(
       inboxInsert(
         consumer,
@@ -34,8 +30,10 @@ export function applyOnce<T extends { event: { id: string } }>(
   });
 }
 
-/** One statement for all the ids (escaped literals: it travels on the simple protocol with BEGIN). */
-function inboxInsert(consumer: string, eventIds: readonly string[]): string {
-  const rows = eventIds.map((id) => `(${escapeLiteral(consumer)}, ${escapeLiteral(id)})`);
-  return `INSERT INTO inbox (consumer, event_id) VALUES ${rows.join(', ')} ON CONFLICT DO NOTHING RETURNING event_id`;
+/** One statement for all the ids, of one text whatever their number (prepared once per connection). */
+function inboxInsert(consumer: string, eventIds: readonly string[]): Statement {
+  return {
+    text: 'INSERT INTO inbox (consumer, event_id) SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING RETURNING event_id',
+    values: [consumer, eventIds],
+  };
 }

@@ -66,6 +66,31 @@ test('beginWith sends a statement with BEGIN and answers its result; only as the
   });
 });
 
+test('a statement with parameters, first or with COMMIT, runs as its text says, with or without SHOP_SQL_RIDE_ALONG', async () => {
+  const [first, last, clashing] = [newId(), newId(), newId()];
+  // Quotes, a backslash and array elements: what inlining (sql-ride-along.ts) must escape.
+  const body = `it's "quoted" \\ {braced}`;
+  await withTransaction(pool, async (tx) => {
+    const inserted = await tx.beginWith({
+      text: 'INSERT INTO notes (id, body) SELECT * FROM unnest($1::int[], $2::text[]) RETURNING body',
+      values: [[first], [body]],
+    });
+    assert.deepEqual(inserted.rows, [{ body }]);
+    tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [last, body] });
+  });
+  assert.equal(await note(first), body);
+  assert.equal(await note(last), body);
+
+  await assert.rejects(
+    withTransaction(pool, async (tx) => {
+      await tx.beginWith({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [clashing, 'undone'] });
+      tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [first, 'duplicate key'] });
+    }),
+    (error: { code?: string }) => error.code === '23505',
+  );
+  assert.equal(await note(clashing), undefined);
+});
+
 test('sendWithCommit: the statement commits with the transaction; when it fails, nothing of the transaction stays', async () => {
   const [early, late] = [newId(), newId()];
   await withTransaction(pool, async (tx) => {
