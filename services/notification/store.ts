@@ -1,9 +1,6 @@
 // All SQL of the notification service.
-import pg from 'pg';
 import type { Notification } from '../../subjects/index.ts';
 import { ServiceError, type Queryable, type Transaction } from '../kit/index.ts';
-
-const { escapeLiteral } = pg;
 
 export type NotificationStatus = Notification['status'];
 
@@ -61,28 +58,27 @@ export interface NewNotification {
 }
 
 /**
- * Stores a notification unless one exists for the same event. It goes in
- * with the COMMIT, in the same round trip (nothing in the transaction reads
- * it back).
+ * Stores a notification unless one exists for the same event, at the end of
+ * the transaction (nothing in it reads the row back).
  */
 export function insertNotification(tx: Transaction, n: NewNotification): void {
-  // The simple protocol carries no parameters: every value is an escaped literal.
-  const values = [
-    n.id,
-    n.eventId,
-    n.eventType,
-    n.customerId,
-    n.orderId,
-    n.email,
-    n.subject,
-    n.body,
-    n.status,
-    n.error ?? null,
-    JSON.stringify(n.trace ?? {}),
-  ].map((value) => (value === null ? 'NULL' : escapeLiteral(value)));
-  const statement = `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
-    VALUES (${values.join(', ')}) ON CONFLICT (event_id) DO NOTHING`;
-  tx.sendWithCommit(statement);
+  tx.sendWithCommit({
+    text: `INSERT INTO notifications (id, event_id, event_type, customer_id, order_id, email, subject, body, status, last_error, trace)
+      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (event_id) DO NOTHING`,
+    values: [
+      n.id,
+      n.eventId,
+      n.eventType,
+      n.customerId,
+      n.orderId,
+      n.email,
+      n.subject,
+      n.body,
+      n.status,
+      n.error ?? null,
+      JSON.stringify(n.trace ?? {}),
+    ],
+  });
 }
 
 /** Wakes every sender (of every instance) listening on `channel`, once the caller's transaction commits. */
