@@ -1,4 +1,5 @@
-// A caller's trace continues through the BFF in one tree: bff/main.ts runs as
+// A caller's trace continues through the BFF in one tree, its spans named by
+// what happened (the request by its route, no file paths): bff/main.ts runs as
 // a child process exporting to a small local Zipkin endpoint, a GraphQL
 // request comes with a W3C `traceparent`, and the BFF's spans of that request
 // hang under exactly one server span, the child of the caller's. (A span of
@@ -7,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { freePort, spawnService, startNats, waitFor, type ServiceProcess, type TestNats } from '../../test/harness.ts';
+import { ROOT, freePort, spawnService, startNats, waitFor, type ServiceProcess, type TestNats } from '../../test/harness.ts';
 import { startZipkin, ZIPKIN_SPANS_PATH, type SpanCollector, type ZipkinSpan } from '../../test/span-collector.ts';
 
 let zipkin: SpanCollector<ZipkinSpan>;
@@ -69,6 +70,12 @@ test("a GraphQL request with a traceparent is one server span under the caller's
     "one span, the server's, is the caller's child",
   );
   assert.equal(trace.filter((span) => span.kind === 'SERVER').length, 1, 'one server span for one request');
+  // Named by what happened, never by a file: the server span by its route.
+  assert.equal(underCaller[0]?.name, 'POST /graphql');
+  assert.equal(underCaller[0]?.tags?.['http.route'], '/graphql');
+  for (const span of trace) {
+    assert.ok(!['node_modules', '->', ROOT].some((file) => span.name.includes(file)), `"${span.name}" names a file`);
+  }
   const ids = new Set(trace.map((span) => span.id));
   for (const span of trace) {
     if (span !== underCaller[0]) assert.ok(span.parentId && ids.has(span.parentId), `"${span.name}" hangs under a span of the request`);
