@@ -152,6 +152,8 @@ if (parts.includes('bff')) {
           ...env,
         },
         probe: async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200,
+        // BENCH_CPU_PROF=<dir>: each BFF writes a CPU profile there when it stops (bench/profile.ts reads them).
+        cpuProfileDir: process.env.BENCH_CPU_PROF || undefined,
         timeoutMs: 120_000,
       });
       const client = new GraphQLHttp(`http://127.0.0.1:${port}`, concurrency + 4);

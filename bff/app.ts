@@ -8,7 +8,7 @@
 // caller. docs/bff.md walks through it.
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
-import { traceHttpRoutes, type Logger, type ProcessMetrics, type RpcClientOptions } from '../services/kit/index.ts';
+import { traceHttpRoutes, tracedHttpServer, type Logger, type ProcessMetrics, type RpcClientOptions } from '../services/kit/index.ts';
 import authPlugin from './plugins/auth.ts';
 import graphqlPlugin from './plugins/graphql.ts';
 import httpErrorsPlugin from './plugins/http-errors.ts';
@@ -36,8 +36,8 @@ export interface BffDeps {
 export type Bff = FastifyInstance;
 
 export async function build({ nc, log, settings, client, metrics }: BffDeps): Promise<Bff> {
-  const app = Fastify({ loggerInstance: log }) as unknown as FastifyInstance;
-  // Each request's trace is named by its route (`POST /graphql`).
+  // Each request runs in a trace (kit/tracing.ts), named by its route (`POST /graphql`).
+  const app = Fastify({ loggerInstance: log, serverFactory: tracedHttpServer }) as unknown as FastifyInstance;
   traceHttpRoutes(app);
 
   // What every route shares, each plugin after those it uses.

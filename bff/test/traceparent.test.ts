@@ -15,6 +15,9 @@ let zipkin: SpanCollector<ZipkinSpan>;
 let nats: TestNats;
 let bff: ServiceProcess;
 let url: string;
+/** A BFF with no exporter: it records nothing, its requests still have trace ids. */
+let plain: ServiceProcess;
+let plainUrl: string;
 
 before(async () => {
   zipkin = await startZipkin();
@@ -30,10 +33,19 @@ before(async () => {
     JWT_SECRET: 'traceparent-test-secret-0123456789-abcdef',
   });
   url = `http://127.0.0.1:${port}`;
+  const plainPort = await freePort();
+  plain = await spawnService('../bff', {
+    NATS_URL: nats.url,
+    BFF_HOST: '127.0.0.1',
+    BFF_PORT: String(plainPort),
+    JWT_SECRET: 'traceparent-test-secret-0123456789-abcdef',
+  });
+  plainUrl = `http://127.0.0.1:${plainPort}`;
 });
 
 after(async () => {
   await bff?.stop();
+  await plain?.stop();
   await nats?.cleanup();
   await zipkin?.close();
 });
@@ -80,4 +92,48 @@ test("a GraphQL request with a traceparent is one server span under the caller's
   for (const span of trace) {
     if (span !== underCaller[0]) assert.ok(span.parentId && ids.has(span.parentId), `"${span.name}" hangs under a span of the request`);
   }
+});
+
+/** The BFF's JSON log lines of one request (fastify's reqId), once its last one is written. */
+async function linesOfRequest(child: ServiceProcess, reqId: string): Promise<Record<string, unknown>[]> {
+  const lines = () => child.output.map((line) => JSON.parse(line) as Record<string, unknown>).filter((entry) => entry.reqId === reqId);
+  await waitFor(() => lines().some((entry) => entry.msg === 'request completed'), { what: `the lines of ${reqId}` });
+  return lines();
+}
+
+/** Sends a GraphQL request to `base`; returns the reqId the BFF logged it under (the newest "incoming request" of that body). */
+async function request(base: string, child: ServiceProcess, headers: Record<string, string> = {}): Promise<string> {
+  const marker = randomBytes(4).toString('hex');
+  const before = child.output.length;
+  const response = await fetch(`${base}/graphql?marker=${marker}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ query: '{ __typename }' }),
+  });
+  assert.equal(response.status, 200);
+  const incoming = await waitFor(
+    () =>
+      child.output
+        .slice(before)
+        .map((line) => JSON.parse(line) as { reqId?: string; msg?: string; req?: { url?: string } })
+        .find((entry) => entry.msg === 'incoming request' && entry.req?.url?.includes(marker)),
+    { what: 'the "incoming request" line' },
+  );
+  return incoming.reqId!;
+}
+
+test("without an exporter, every log line of a request carries its trace id: a caller's, else one of its own", async () => {
+  const traceId = randomBytes(16).toString('hex');
+  const traced = await linesOfRequest(
+    plain,
+    await request(plainUrl, plain, { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01` }),
+  );
+  assert.ok(traced.length >= 2, JSON.stringify(traced));
+  for (const entry of traced) assert.equal(entry.trace_id, traceId, `"${String(entry.msg)}" carries the caller's trace id`);
+
+  const own = await linesOfRequest(plain, await request(plainUrl, plain));
+  const ids = new Set(own.map((entry) => entry.trace_id));
+  assert.equal(ids.size, 1, `one trace id on every line: ${JSON.stringify(own)}`);
+  assert.match(String([...ids][0]), /^[0-9a-f]{32}$/);
+  assert.notEqual([...ids][0], traceId);
 });

@@ -5,12 +5,10 @@
 // the kit's `<subject> send` / `<subject> process` spans (tracing.ts) join in
 // one trace.
 //
-// Each is loaded only where its spans serve someone. HTTP's, in the BFF
-// always: it gives each request its trace id (for the logs) and continues a
-// caller's `traceparent`, from the first line; in a service only when it
-// exports (a service serves no HTTP but its operations port, whose probes
-// and scrapes are not traced). pg's and GraphQL's only in a process that
-// exports spans: without an exporter nobody would see theirs.
+// They are loaded only in a process that exports spans: without an exporter
+// nobody would see theirs. (Without one, the BFF's requests still get their
+// trace ids and continue a caller's `traceparent`: tracing.ts
+// tracedHttpServer.)
 //
 // The standard OTEL_* variables set it up (docs/tracing.md). The process is
 // named by OTEL_SERVICE_NAME, else by the registry (subjects/services.ts)
@@ -31,17 +29,14 @@ const entry = script ? processByFolder(dirname(script)) : undefined;
 /** The registry name of this process, else its script's path in the project. */
 const processName = entry?.name ?? script?.replace(/\.[cm]?[jt]s$/, '') ?? 'unknown_service:node';
 
-function http() {
+/** HTTP in and out, each query (inside a request or an event), GraphQL's parse, validation and execution. */
+function recorded() {
   const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
-  return new HttpInstrumentation({ ignoreIncomingRequestHook: (request) => isProbe(request.url) });
-}
-
-/** Spans that matter only when recorded: each query (inside a request or an event), GraphQL's parse, validation and execution. */
-function recordedOnly() {
   const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
   const { GraphQLInstrumentation } =
     require('@opentelemetry/instrumentation-graphql') as typeof import('@opentelemetry/instrumentation-graphql');
   return [
+    new HttpInstrumentation({ ignoreIncomingRequestHook: (request) => isProbe(request.url) }),
     // Only inside a request or an event: the outbox relay's sweeps would otherwise start a trace every second.
     new PgInstrumentation({ requireParentSpan: true }),
     // No span per resolver: the NATS calls a resolver makes have spans of their own (`<subject> send`).
@@ -50,5 +45,5 @@ function recordedOnly() {
 }
 
 startTracing(processName, process.env.ZIPKIN_URL, {
-  instrumentations: (exporting) => [...(exporting || !entry?.isService ? [http()] : []), ...(exporting ? recordedOnly() : [])],
+  instrumentations: (exporting) => (exporting ? recorded() : []),
 });

@@ -12,8 +12,10 @@
 // Without one, the SDK's tracer alone, whose spans record nothing: trace ids
 // for the logs and context carried on, nothing else loaded or done.
 // docs/tracing.md says where traces go, what each variable does, and why.
+import { createServer, type IncomingMessage, type Server, type ServerOptions, type ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import {
+  ROOT_CONTEXT,
   context,
   propagation,
   trace,
@@ -37,6 +39,8 @@ const require = createRequire(import.meta.url);
 
 /** Stops what startTracing started; undefined while nothing runs. */
 let running: (() => Promise<void>) | undefined;
+/** Whether spans are exported (then instrumentation-http traces HTTP requests, see tracedHttpServer). */
+let exporting = false;
 let tracer = trace.getTracer(TRACER_NAME);
 
 type Instrumentations = NonNullable<NodeSDKConfiguration['instrumentations']>;
@@ -64,6 +68,7 @@ export function startTracing(serviceName: string, zipkinUrl?: string, { instrume
   const env = process.env;
   if (running || env.OTEL_SDK_DISABLED?.trim().toLowerCase() === 'true') return;
   const exporter = traceExport(zipkinUrl, env);
+  exporting = exporter !== undefined;
   running =
     exporter || env.OTEL_TRACES_SAMPLER || env.OTEL_PROPAGATORS
       ? startNodeSdk(serviceName, exporter, instrumentations(exporter !== undefined))
@@ -134,6 +139,7 @@ function traceExport(zipkinUrl: string | undefined, env: NodeJS.ProcessEnv): Par
 export async function stopTracing(): Promise<void> {
   const stop = running;
   running = undefined;
+  exporting = false;
   if (!stop) return;
   await stop();
   trace.disable();
@@ -255,6 +261,52 @@ export function startSend(subject: string, kind: SpanKind, parent: Context = con
     headers: headers.keys().length > 0 ? headers : undefined,
     end: (error) => endSpan(span, error),
   };
+}
+
+/** What fastify gives a server factory (its options, with its defaults filled in). */
+interface HttpServerSettings {
+  http?: ServerOptions | null;
+  connectionTimeout?: number;
+  keepAliveTimeout?: number;
+  requestTimeout?: number;
+  maxRequestsPerSocket?: number;
+}
+
+/**
+ * A fastify `serverFactory`: the HTTP server fastify would make, whose
+ * requests each run in a trace, continuing a caller's `traceparent`, from
+ * their first log line ("incoming request") to their last.
+ *
+ * When spans are exported, instrumentation-http does that (and records the
+ * server span); then this is fastify's server as it is. Without an exporter
+ * telemetry.ts does not load instrumentation-http: its span would record
+ * nothing, and it costs a BFF request about as much again as every other
+ * part of tracing together (binding the request's and response's event
+ * listeners, the span's attributes). Here, that span is the SDK tracer's own,
+ * non-recording (unless the caller records the trace): ids for the logs, a
+ * parent for the NATS calls, nothing else.
+ */
+export function tracedHttpServer(
+  handler: (request: IncomingMessage, response: ServerResponse) => void,
+  settings: HttpServerSettings,
+): Server {
+  const server = createServer(
+    settings.http ?? {},
+    exporting || !running
+      ? handler
+      : (request, response) => {
+          const parent = propagation.extract(ROOT_CONTEXT, request.headers);
+          const span = tracer.startSpan(request.method ?? 'HTTP', { kind: SpanKind.SERVER }, parent);
+          response.once('close', () => span.end());
+          context.with(trace.setSpan(parent, span), handler, undefined, request, response);
+        },
+  );
+  // As fastify sets them on a server of its own making.
+  if (settings.keepAliveTimeout !== undefined) server.keepAliveTimeout = settings.keepAliveTimeout;
+  if (settings.requestTimeout !== undefined) server.requestTimeout = settings.requestTimeout;
+  if (settings.connectionTimeout !== undefined) server.setTimeout(settings.connectionTimeout);
+  if (settings.maxRequestsPerSocket) server.maxRequestsPerSocket = settings.maxRequestsPerSocket;
+  return server;
 }
 
 /**
