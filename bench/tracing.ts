@@ -16,10 +16,11 @@
 //         BENCH_TRACING_ROUND_MS (3000) of the catalog page (bench/bff.ts
 //         CATALOG_QUERY) with BENCH_TRACING_CONCURRENCY (16) in flight, each
 //         BFF in turn: CPU ms per request of each BFF process.
-//   saga  one shop per variant (every service with that variant's settings);
-//         rounds of BENCH_TRACING_ORDERS (200) orders placed with orders.place,
-//         8 in flight, each shop in turn, until every one is confirmed: CPU ms
-//         per confirmed order of the services (node processes) of each shop.
+//   saga  a shop per variant and round (every service with that variant's
+//         settings), one at a time: BENCH_TRACING_ORDERS (200) orders placed
+//         with orders.place, 8 in flight, after a quarter as many to warm up,
+//         until every one is confirmed: CPU ms per confirmed order of the
+//         services (their node processes).
 // Over BENCH_TRACING_ROUNDS (5) rounds, after BENCH_TRACING_WARMUP (2)
 // warm-up rounds; medians.
 import { readFile } from 'node:fs/promises';
@@ -50,7 +51,6 @@ import {
   waitFor,
   writeResults,
   type Child,
-  type Shop,
 } from './common.ts';
 
 const rounds = intEnv('BENCH_TRACING_ROUNDS', 5);
@@ -87,14 +87,18 @@ async function rssMb(pid: number | undefined): Promise<number> {
 }
 
 /** `measure` for every variant, in turn, over the rounds (the first order rotates); median per variant. */
-async function alternate(label: string, measure: (variant: string, record: boolean) => Promise<number>): Promise<Record<string, number>> {
-  for (let w = 0; w < warmups; w++) for (const name of names) await measure(name, false);
+async function alternate(
+  label: string,
+  measure: (variant: string) => Promise<number>,
+  warmupRounds = warmups,
+): Promise<Record<string, number>> {
+  for (let w = 0; w < warmupRounds; w++) for (const name of names) await measure(name);
   const samples = new Map(names.map((name) => [name, [] as number[]]));
   for (let r = 0; r < rounds; r++) {
     const line: string[] = [];
     for (let i = 0; i < names.length; i++) {
       const name = names[(i + r) % names.length]!;
-      const value = await measure(name, true);
+      const value = await measure(name);
       samples.get(name)!.push(value);
       line.push(`${name} ${fmt(value, 3)}`);
     }
@@ -194,68 +198,82 @@ if (parts.includes('bff')) {
 }
 
 if (parts.includes('saga')) {
-  progress('saga: one shop per variant');
-  const shops = new Map<
-    string,
-    { shop: Shop; client: RpcClient; customerId: string; catalog: string[]; settled: () => number; close: () => Promise<void> }
-  >();
+  // One shop at a time (a shop holds tens of PostgreSQL connections): each round starts each variant's shop
+  // afresh, warms it up with BENCH_TRACING_ORDERS / 4 orders, then measures BENCH_TRACING_ORDERS.
   const log = createLogger('bench', 'warn');
-  try {
-    for (const [name, env] of Object.entries(VARIANTS)) {
-      const shop = await startShop({ env });
-      const nc = await connectNats('bench', { NATS_URL: shop.natsUrl }, log);
-      const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
+  /** `call`, again after a second while it fails (a shared PostgreSQL out of connections for a moment), 20 times at most. */
+  const retrying = async <T>(call: () => Promise<T>): Promise<T> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (error) {
+        if (attempt >= 20) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
+  };
+  const orderRound = async (name: string): Promise<number> => {
+    const shop = await startShop({ env: VARIANTS[name] });
+    const nc = await connectNats('bench', { NATS_URL: shop.natsUrl }, log);
+    const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
+    try {
       const catalog: string[] = [];
       for (let i = 0; i < 10; i++) {
-        const product = await client.call(products.create, {
-          sku: `tracing-${i}`,
-          name: `Tracing product ${i}`,
-          price: { amount: 100 + i, currency: 'EUR' },
-          initialStock: 1_000_000_000,
-        });
+        const product = await retrying(() =>
+          client.call(products.create, {
+            sku: `tracing-${i}`,
+            name: `Tracing product ${i}`,
+            price: { amount: 100 + i, currency: 'EUR' },
+            initialStock: 1_000_000_000,
+          }),
+        );
         catalog.push(product.id);
       }
-      const { id } = await client.call(customers.register, { email: 'tracing@bench.test', name: 'Tracy', password: 'bench-password' });
+      const { id: customerId } = await retrying(() =>
+        client.call(customers.register, { email: 'tracing@bench.test', name: 'Tracy', password: 'bench-password' }),
+      );
       // Orders settled, as every other subscriber hears it (asking orders.get would add to the services' CPU).
       let settled = 0;
       for (const subject of [orders.confirmed.subject, orders.cancelled.subject]) nc.subscribe(subject, { callback: () => settled++ });
-      shops.set(name, { shop, client, customerId: id, catalog, settled: () => settled, close: () => nc.drain() });
-    }
-    const cpuPerOrder = await alternate('saga, services CPU ms per confirmed order', async (name) => {
-      const { shop, client, customerId, catalog, settled } = shops.get(name)!;
+      /** Places `count` orders, 8 in flight, and waits for every one placed to settle; returns how many settled. */
+      const place = async (count: number) => {
+        const from = settled;
+        let next = 0;
+        let placed = 0;
+        await Promise.all(
+          Array.from({ length: 8 }, async () => {
+            while (next < count) {
+              const n = next++;
+              const lines = [{ productId: catalog[n % catalog.length]!, quantity: 1 }];
+              // One refused on a busy machine (a timeout, an open circuit) is left out of the count.
+              await client
+                .call(orders.place, { idempotencyKey: randomUUID(), customerId, lines, paymentToken: 'tok_bench_ok' })
+                .then(() => placed++)
+                .catch(() => {});
+            }
+          }),
+        );
+        await waitFor(() => settled - from >= placed, { timeoutMs: 120_000, intervalMs: 50, what: 'every order to settle' });
+        // The email and the shipment follow the confirmation: a moment for them, the same for every variant.
+        await new Promise((resolve) => setTimeout(resolve, 1500));
+        return settled - from;
+      };
+      await place(Math.ceil(ordersPerRound / 4));
       const before = await shop.cpuSnapshot();
-      const from = settled();
-      let next = 0;
-      let placed = 0;
-      await Promise.all(
-        Array.from({ length: 8 }, async () => {
-          while (next < ordersPerRound) {
-            const n = next++;
-            const lines = [{ productId: catalog[n % catalog.length]!, quantity: 1 }];
-            // One refused on a busy machine (a timeout, an open circuit) is left out of the count.
-            await client
-              .call(orders.place, { idempotencyKey: randomUUID(), customerId, lines, paymentToken: 'tok_bench_ok' })
-              .then(() => placed++)
-              .catch(() => {});
-          }
-        }),
-      );
-      await waitFor(() => settled() - from >= placed, { timeoutMs: 120_000, intervalMs: 50, what: 'every order to settle' });
-      // The email and the shipment follow the confirmation: a moment for them, the same for every variant.
-      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const done = await place(ordersPerRound);
       const used = cpuUsed(before, await shop.cpuSnapshot());
       const services = SERVICES.reduce((sum, service) => sum + (used[service] ?? 0), 0);
-      return (services * 1000) / Math.max(1, settled() - from);
-    });
-    results.saga = { cpuMsPerOrder: cpuPerOrder };
-    process.stdout.write(`\nSaga, services\n${table(['variant', 'CPU ms / order', 'vs disabled'], ratios(cpuPerOrder))}\n\n`);
-  } finally {
-    for (const { shop, client, close } of shops.values()) {
+      return (services * 1000) / Math.max(1, done);
+    } finally {
       client.close();
-      await close();
+      await nc.drain().catch(() => {});
       await shop.stop();
     }
-  }
+  };
+  progress("saga: each variant's shop in turn");
+  const cpuPerOrder = await alternate('saga, services CPU ms per confirmed order', orderRound, 0);
+  results.saga = { cpuMsPerOrder: cpuPerOrder };
+  process.stdout.write(`\nSaga, services\n${table(['variant', 'CPU ms / order', 'vs disabled'], ratios(cpuPerOrder))}\n\n`);
 }
 
 await zipkin.close();
