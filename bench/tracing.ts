@@ -213,7 +213,7 @@ if (parts.includes('saga')) {
     }
   };
   const orderRound = async (name: string): Promise<number> => {
-    const shop = await startShop({ env: VARIANTS[name] });
+    const shop = await startShop({ env: VARIANTS[name], cpuProfileDir: process.env.BENCH_CPU_PROF || undefined });
     const nc = await connectNats('bench', { NATS_URL: shop.natsUrl }, log);
     const client = new RpcClient(nc, { timeoutMs: 30_000, retries: 0 });
     try {
