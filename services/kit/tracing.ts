@@ -316,6 +316,8 @@ export function tracedHttpServer(
  * frameworks' own instrumentations pass it.
  */
 export function traceHttpRoutes(app: FastifyInstance): void {
+  // Without an exporter there is no such span (nor a name anyone would see): no hook.
+  if (!exporting) return;
   app.addHook('onRequest', (request, _reply, done) => {
     const rpc = getRPCMetadata(context.active());
     if (rpc?.type === RPCType.HTTP && request.routeOptions.url) rpc.route = request.routeOptions.url;
