@@ -282,9 +282,9 @@ interface HttpServerSettings {
  * telemetry.ts does not load instrumentation-http: its span would record
  * nothing, and it costs a BFF request two to three times as much as all the
  * rest of tracing (it binds the request's and response's event listeners to
- * the trace and works out the span's attributes, sampled or not). Here, that span is the SDK tracer's own,
- * non-recording (unless the caller records the trace): ids for the logs, a
- * parent for the NATS calls, nothing else.
+ * the trace and works out the span's attributes, sampled or not). Here, that
+ * span is the SDK tracer's own, non-recording (unless the caller records the
+ * trace): ids for the logs, a parent for the NATS calls, nothing else.
  */
 export function tracedHttpServer(
   handler: (request: IncomingMessage, response: ServerResponse) => void,
