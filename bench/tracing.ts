@@ -9,7 +9,8 @@
 //             OTEL_TRACES_SAMPLER=parentbased_traceidratio, OTEL_TRACES_SAMPLER_ARG=0.01
 //
 // Three parts (BENCH_TRACING_PARTS, "rss,bff,saga"), of the variants
-// BENCH_TRACING_VARIANTS names ("disabled,default,sampled"):
+// BENCH_TRACING_VARIANTS names ("disabled,default,sampled"; "disabled-again"
+// is `disabled` once more, for the bench's own noise):
 //   rss   the whole shop (every service and the BFF) in each variant in turn:
 //         the resident memory (VmRSS) of each process, idle 3 s after it started.
 //   bff   one shop, and one BFF process per variant over it; rounds of
@@ -69,8 +70,10 @@ const ALL_VARIANTS: Record<string, Record<string, string>> = {
     OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
     OTEL_TRACES_SAMPLER_ARG: '0.01',
   },
+  // The same as `disabled`, to see the bench's own noise (BENCH_TRACING_VARIANTS=disabled,disabled-again).
+  'disabled-again': { OTEL_SDK_DISABLED: 'true' },
 };
-const names = (process.env.BENCH_TRACING_VARIANTS ?? Object.keys(ALL_VARIANTS).join(',')).split(',').map((name) => name.trim());
+const names = (process.env.BENCH_TRACING_VARIANTS ?? 'disabled,default,sampled').split(',').map((name) => name.trim());
 const VARIANTS = Object.fromEntries(
   names.map((name) => {
     if (!ALL_VARIANTS[name])
@@ -186,7 +189,8 @@ if (parts.includes('bff')) {
       );
       return (cpuUsed(before, await cpuSnapshot(pids))[name]! * 1000) / done;
     });
-    results.bff = { cpuMsPerRequest: cpuPerRequest };
+    results.bff = { cpuMsPerRequest: cpuPerRequest, spansExported: zipkin.spans.length };
+    progress(`bff: ${zipkin.spans.length} spans exported`);
     process.stdout.write(`\nBFF, catalog page\n${table(['variant', 'CPU ms / request', 'vs disabled'], ratios(cpuPerRequest))}\n`);
   } finally {
     for (const { child, client } of bffs.values()) {
