@@ -151,7 +151,8 @@ if (parts.includes('bff')) {
       const child = await spawnNode(`bff-${name}`, registry.bff, {
         env: {
           NATS_URL: shop.natsUrl,
-          LOG_LEVEL: 'info',
+          // BENCH_TRACING_LOG_LEVEL=warn: without the BFF's two lines per request (what the trace ids in them cost).
+          LOG_LEVEL: process.env.BENCH_TRACING_LOG_LEVEL || 'info',
           BFF_PORT: String(port),
           BFF_HOST: '127.0.0.1',
           JWT_SECRET: shop.jwtSecret,
