@@ -8,7 +8,7 @@
 // caller. docs/bff.md walks through it.
 import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import type { NatsConnection } from 'nats';
-import type { Logger, ProcessMetrics, RpcClientOptions } from '../services/kit/index.ts';
+import { traceHttpRoutes, tracedHttpServer, type Logger, type ProcessMetrics, type RpcClientOptions } from '../services/kit/index.ts';
 import authPlugin from './plugins/auth.ts';
 import graphqlPlugin from './plugins/graphql.ts';
 import httpErrorsPlugin from './plugins/http-errors.ts';
@@ -42,7 +42,10 @@ export async function build({ nc, log, settings, client, metrics }: BffDeps): Pr
     // trace: at info they cost a catalog page more CPU than its GraphQL (docs/bff.md). Errors are
     // logged either way (plugins/http-errors.ts, errors.ts); the level is live (followLogLevel).
     logController: new LogController({ disableRequestLogging: () => !log.isLevelEnabled('debug') }),
+    // Each request runs in a trace (kit/tracing.ts), named by its route (`POST /graphql`).
+    serverFactory: tracedHttpServer,
   }) as unknown as FastifyInstance;
+  traceHttpRoutes(app);
 
   // What every route shares, each plugin after those it uses.
   await app.register(metricsPlugin, { metrics });

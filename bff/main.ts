@@ -1,5 +1,5 @@
 // The BFF process: GraphQL API, subscriptions and the storefront on one port.
-import '../services/kit/telemetry.ts'; // first: instruments http, pg, fastify and graphql before they load
+import '../services/kit/telemetry.ts'; // first: starts tracing, instrumenting http, pg and graphql before they load
 import {
   ProcessMetrics,
   connectNats,

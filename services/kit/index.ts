@@ -2,7 +2,7 @@
 export { loadConfig, loadConfigOrExit, ConfigError, ServiceSettings, serviceSettingsSchema } from './config.ts';
 export { createLogger, type Logger } from './log.ts';
 export { ServiceError, toServiceError } from './errors.ts';
-export { startTracing, stopTracing, currentTraceCarrier } from './tracing.ts';
+export { startTracing, stopTracing, currentTraceCarrier, traceHttpRoutes, tracedHttpServer } from './tracing.ts';
 export { connectNats } from './nats.ts';
 export {
   createPool,

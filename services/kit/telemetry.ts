@@ -1,41 +1,49 @@
 // OpenTelemetry, started before anything else: every main.ts imports this
-// file first, so the official instrumentations hook `http`, `pg`, `fastify`
-// and `graphql` before any of them is loaded (ES modules run their imports in
+// file first, so the official instrumentations hook `http`, `pg` and
+// `graphql` before any of them is loaded (ES modules run their imports in
 // order; these are CommonJS modules, patched as they load). Their spans and
 // the kit's `<subject> send` / `<subject> process` spans (tracing.ts) join in
 // one trace.
 //
-// They run with or without an exporter: without one, the HTTP server span
-// still gives a BFF request its trace id (for the logs) from the first line.
+// They are loaded only in a process that exports spans: without an exporter
+// nobody would see theirs. (Without one, the BFF's requests still get their
+// trace ids and continue a caller's `traceparent`: tracing.ts
+// tracedHttpServer.)
 //
 // The standard OTEL_* variables set it up (docs/tracing.md). The process is
 // named by OTEL_SERVICE_NAME, else by the registry (subjects/services.ts)
 // entry of the folder of its entry script, else by that script's path.
+import { createRequire } from 'node:module';
 import { dirname, relative, resolve } from 'node:path';
-import { HttpInstrumentation } from '@opentelemetry/instrumentation-http';
-import { PgInstrumentation } from '@opentelemetry/instrumentation-pg';
-import { GraphQLInstrumentation } from '@opentelemetry/instrumentation-graphql';
-import { FastifyOtelInstrumentation } from '@fastify/otel';
 import { processByFolder } from '../../subjects/services.ts';
 import { startTracing } from './tracing.ts';
+
+const require = createRequire(import.meta.url);
 
 /** Probes and scrapes of the operations port and the BFF's health: not worth a trace each. */
 const isProbe = (path: string | undefined) => /^\/(metrics|health\/)/.test(path ?? '');
 
-/** The registry name of the process whose entry script is `script`, else the script's path in the project. */
-function processName(script: string | undefined): string {
-  if (!script) return 'unknown_service:node';
-  const root = resolve(import.meta.dirname, '../..');
-  const path = relative(root, resolve(script));
-  return processByFolder(dirname(path))?.name ?? path.replace(/\.[cm]?[jt]s$/, '');
-}
+/** The path in the project of this process's entry script. */
+const script = process.argv[1] && relative(resolve(import.meta.dirname, '../..'), resolve(process.argv[1]));
+const entry = script ? processByFolder(dirname(script)) : undefined;
+/** The registry name of this process, else its script's path in the project. */
+const processName = entry?.name ?? script?.replace(/\.[cm]?[jt]s$/, '') ?? 'unknown_service:node';
 
-startTracing(processName(process.argv[1]), process.env.ZIPKIN_URL, {
-  instrumentations: [
+/** HTTP in and out, each query (inside a request or an event), GraphQL's parse, validation and execution. */
+function recorded() {
+  const { HttpInstrumentation } = require('@opentelemetry/instrumentation-http') as typeof import('@opentelemetry/instrumentation-http');
+  const { PgInstrumentation } = require('@opentelemetry/instrumentation-pg') as typeof import('@opentelemetry/instrumentation-pg');
+  const { GraphQLInstrumentation } =
+    require('@opentelemetry/instrumentation-graphql') as typeof import('@opentelemetry/instrumentation-graphql');
+  return [
     new HttpInstrumentation({ ignoreIncomingRequestHook: (request) => isProbe(request.url) }),
     // Only inside a request or an event: the outbox relay's sweeps would otherwise start a trace every second.
     new PgInstrumentation({ requireParentSpan: true }),
-    new GraphQLInstrumentation({ mergeItems: true, ignoreTrivialResolveSpans: true }),
-    new FastifyOtelInstrumentation({ registerOnInitialization: true, ignorePaths: ({ url }) => isProbe(url) }),
-  ],
+    // No span per resolver: the NATS calls a resolver makes have spans of their own (`<subject> send`).
+    new GraphQLInstrumentation({ ignoreResolveSpans: true }),
+  ];
+}
+
+startTracing(processName, process.env.ZIPKIN_URL, {
+  instrumentations: (exporting) => (exporting ? recorded() : []),
 });

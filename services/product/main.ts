@@ -1,5 +1,5 @@
 // The product service process.
-import '../kit/telemetry.ts'; // first: instruments http, pg, fastify and graphql before they load
+import '../kit/telemetry.ts'; // first: starts tracing, instrumenting http, pg and graphql before they load
 import { runService } from '../kit/index.ts';
 import { productService } from './app.ts';
 
