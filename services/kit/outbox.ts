@@ -10,12 +10,11 @@
 // the relays through LISTEN/NOTIFY.
 import { createHash, randomUUID } from 'node:crypto';
 import pg from 'pg';
-import { headers as natsHeaders, type JetStreamClient, type KV, type MsgHdrs, type NatsError, type PubAck } from 'nats';
+import { headers as natsHeaders, type JetStreamClient, type KV, type NatsError, type PubAck } from 'nats';
 import { context, propagation, ROOT_CONTEXT, type Context } from '@opentelemetry/api';
 import { stateSubject, type DataOf, type Envelope, type EventContract, type StateContract, type StateOf } from '../../subjects/index.ts';
 import { Transaction, withTransaction, type Pool, type Queryable } from './db.ts';
 import type { Logger } from './log.ts';
-import { rawKvSubjects, rawStateBucket } from './outbox-raw-kv.ts';
 import { SpanKind, currentTraceCarrier, injectTraceContext, withMessagingSpan } from './tracing.ts';
 
 const CHANNEL = 'shop_outbox';
@@ -35,12 +34,12 @@ export interface KnownState {
   version: number;
 }
 
-/** A key's last state read, and a put conditional on it: through the KV API, or raw (outbox-raw-kv.ts). */
+/** A key's last state read, and a put conditional on it. */
 export interface StateBucket {
   /** The key's last message: its sequence and version (0 and 0 when none; version 0 for a delete marker). */
   last(key: string): Promise<KnownState>;
   /** Puts `data` if the key's last sequence is `expectedSeq` (0: none); returns the new sequence. */
-  put(key: string, data: Uint8Array, expectedSeq: number, extra: { msgID: string; headers: MsgHdrs }): Promise<number>;
+  put(key: string, data: Uint8Array, expectedSeq: number): Promise<number>;
 }
 
 /**
@@ -344,7 +343,7 @@ export class OutboxRelay {
       const headers = natsHeaders();
       injectTraceContext(headers);
       const data = Buffer.from(JSON.stringify(row.payload));
-      if (row.subject.startsWith(STATE_SUBJECT_PREFIX)) return this.#putState(row, data, headers);
+      if (row.subject.startsWith(STATE_SUBJECT_PREFIX)) return this.#putState(row, data);
       return this.#js.publish(row.subject, data, { msgID: row.id, headers, timeout: 5000 });
     });
   }
@@ -360,17 +359,17 @@ export class OutboxRelay {
    * that finds another one there reads, and is skipped when that holds this
    * version or a newer one.
    */
-  async #putState(row: OutboxRow, data: Buffer, headers: MsgHdrs): Promise<PubAck | undefined> {
+  async #putState(row: OutboxRow, data: Buffer): Promise<PubAck | undefined> {
     const version = versionOf(row.payload);
     const key = stateKey(row.subject);
-    const bucket = rawKvSubjects ? rawStateBucket(this.#js, key.bucket) : await this.#bucket(key.bucket);
+    const bucket = await this.#bucket(key.bucket);
     let known = this.#lastPuts.get(row.subject);
     for (let attempt = 1; ; attempt++) {
       known ??= await bucket.last(key.key);
       // What the bucket held is a floor: its version of a key never goes down.
       if (known.version >= version) return undefined;
       try {
-        const seq = await bucket.put(key.key, data, known.seq, { msgID: row.id, headers });
+        const seq = await bucket.put(key.key, data, known.seq);
         this.#rememberPut(row.subject, { seq, version });
         return { stream: `KV_${key.bucket}`, seq, duplicate: false, domain: '' };
       } catch (error) {

@@ -1,6 +1,6 @@
 // A shortcut around nats.js's request(), kept because an A/B showed it pays:
 // bench:rpc part b, CPU per call in all processes 44-62 us with it, 57-94 us
-// with request(), alternated runs (/work/notes/perf.md; docs/decisions.md,
+// with request(), alternated runs (bench/README.md; docs/decisions.md,
 // "Shortcuts around a library, measured"). SHOP_RPC_OWN_ROUTING=0 turns it
 // off, for the A/B to be run again (rpc-client.ts: requestSender).
 //

@@ -1,6 +1,6 @@
 // A shortcut around node-postgres's public way of running a statement, kept
 // only while an A/B shows it pays (SHOP_SQL_RIDE_ALONG=1 turns it on;
-// /work/notes/perf.md and docs/decisions.md "Statements riding with BEGIN and
+// bench/README.md "Shortcuts" and docs/decisions.md "Statements riding with BEGIN and
 // COMMIT" have the figures). The default is the library's own way: BEGIN,
 // each statement with its parameters (named: parsed once per connection),
 // COMMIT, a round trip each (db.ts: Transaction).
