@@ -36,6 +36,8 @@ before(async () => {
   const plainPort = await freePort();
   plain = await spawnService('../bff', {
     NATS_URL: nats.url,
+    // fastify writes its two lines per request only at debug (bff/app.ts).
+    LOG_LEVEL: 'debug',
     BFF_HOST: '127.0.0.1',
     BFF_PORT: String(plainPort),
     JWT_SECRET: 'traceparent-test-secret-0123456789-abcdef',
