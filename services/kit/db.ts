@@ -5,7 +5,6 @@ import pg from 'pg';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from './log.ts';
-import { inlineValues, rideAlong } from './sql-ride-along.ts';
 
 export type Pool = pg.Pool;
 
@@ -138,41 +137,26 @@ export interface Statement {
 /**
  * A transaction of withTransaction, on one connection taken from the pool.
  * It begins with its first statement (BEGIN sent before it), commits when
- * the work returns and rolls back when it throws. `beginWith` and `sendWithCommit`
- * mark a statement that may ride in one round trip with BEGIN or COMMIT
- * (sql-ride-along.ts, off by default). Once it has ended, every method
- * throws: a late statement never reaches a connection handed back to the pool.
+ * the work returns and rolls back when it throws; `sendWithCommit` keeps a
+ * write for just before COMMIT. Every statement goes the library's way, its
+ * values as parameters (docs/decisions.md, "Shortcuts around a library,
+ * measured"). Once it has ended, every method throws: a late statement never
+ * reaches a connection handed back to the pool.
  */
 export class Transaction implements Queryable {
   /** The pool the connection came from. */
   readonly pool: Pool;
   readonly #client: pg.PoolClient;
-  /** BEGIN (with the first statement, riding along), once sent. */
+  /** BEGIN, once sent. */
   #begun: Promise<unknown> | undefined;
   #ended = false;
-  readonly #withCommit: (string | Statement)[] = [];
+  readonly #withCommit: Statement[] = [];
   readonly #afterCommit = new Set<() => void>();
 
   /** Made by withTransaction. */
   constructor(pool: Pool, client: pg.PoolClient) {
     this.pool = pool;
     this.#client = client;
-  }
-
-  /**
-   * Runs `statement` as the transaction's first statement; returns its
-   * result. A string is a statement of escaped literals (pg.escapeLiteral),
-   * sent in one text with BEGIN whatever the setting.
-   */
-  async beginWith(statement: string | Statement): Promise<pg.QueryResult> {
-    this.#assertOpen();
-    if (this.#begun) throw new Error('beginWith must be the first statement of a transaction');
-    if (typeof statement !== 'string' && !rideAlong) return this.query(statement.text, statement.values);
-    const text = typeof statement === 'string' ? statement : inlineValues(statement.text, statement.values);
-    const sent = this.#client.query(`BEGIN; ${text}`) as unknown as Promise<pg.QueryResult[]>;
-    this.#begun = sent;
-    // Several statements in one text answer one result each.
-    return (await sent)[1]!;
   }
 
   /** Runs a statement in the transaction (BEGIN first, the first time); one with parameters is named (namedQuery). */
@@ -186,12 +170,11 @@ export class Transaction implements Queryable {
 
   /**
    * Runs `statement` at the end of the transaction, just before COMMIT: for a
-   * write nothing in the transaction reads back (the outbox). A string is a
-   * statement of escaped literals (pg.escapeLiteral), sent in one text with
-   * COMMIT whatever the setting. If it fails, the transaction rolls back and
+   * write nothing in the transaction reads back (the outbox: a transaction's
+   * rows join one insert). If it fails, the transaction rolls back and
    * withTransaction throws its error.
    */
-  sendWithCommit(statement: string | Statement): void {
+  sendWithCommit(statement: Statement): void {
     this.#assertOpen();
     this.#withCommit.push(statement);
   }
@@ -240,19 +223,10 @@ export class Transaction implements Queryable {
   async #commit(): Promise<void> {
     this.#ended = true;
     if (!this.#begun && this.#withCommit.length === 0) return; // nothing was sent: nothing to commit
-    const riding: string[] = [];
-    for (const statement of this.#withCommit) {
-      if (typeof statement === 'string') riding.push(statement);
-      else if (rideAlong) riding.push(inlineValues(statement.text, statement.values));
-      else {
-        this.#begun ??= this.#client.query('BEGIN');
-        await this.#begun;
-        await this.#client.query(namedQuery(statement.text, statement.values));
-      }
-    }
-    if (this.#begun) await this.#begun;
-    else riding.unshift('BEGIN');
-    await this.#client.query([...riding, 'COMMIT'].join('; '));
+    this.#begun ??= this.#client.query('BEGIN');
+    await this.#begun;
+    for (const { text, values } of this.#withCommit) await this.#client.query(namedQuery(text, values));
+    await this.#client.query('COMMIT');
   }
 
   #assertOpen(): void {

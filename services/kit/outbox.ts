@@ -211,13 +211,13 @@ export interface OutboxRow {
  * bench/saga-bound.ts, which replays the saga's SQL without NATS.
  */
 export async function takeOutboxBatch(tx: Transaction, batchSize: number): Promise<OutboxRow[]> {
-  const taken = await tx.beginWith({
-    text: `DELETE FROM outbox WHERE seq IN
+  const taken = await tx.query<OutboxRow>(
+    `DELETE FROM outbox WHERE seq IN
       (SELECT seq FROM outbox ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
       RETURNING seq, id, subject, payload, trace`,
-    values: [batchSize],
-  });
-  const rows = taken.rows as OutboxRow[];
+    [batchSize],
+  );
+  const rows = taken.rows;
   // In the order they were written: publishes leave on one connection in array order.
   return rows.sort((a, b) => Number(a.seq) - Number(b.seq));
 }

@@ -17,13 +17,12 @@ export function applyOnce<T extends { event: { id: string } }>(
   apply: (fresh: T[], tx: Transaction) => Promise<void>,
 ): Promise<Set<T>> {
   return withTransaction(pool, async (tx) => {
-    const inserted = await tx.beginWith(
-      inboxInsert(
-        consumer,
-        deliveries.map(({ event }) => event.id),
-      ),
+    const insert = inboxInsert(
+      consumer,
+      deliveries.map(({ event }) => event.id),
     );
-    const fresh = new Set(inserted.rows.map((row: { event_id: string }) => row.event_id));
+    const inserted = await tx.query<{ event_id: string }>(insert.text, insert.values);
+    const fresh = new Set(inserted.rows.map((row) => row.event_id));
     const todo = deliveries.filter(({ event }) => fresh.delete(event.id));
     if (todo.length > 0) await apply(todo, tx);
     return new Set(todo);

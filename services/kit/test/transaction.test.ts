@@ -1,5 +1,5 @@
 // The transaction object of db.ts against a real PostgreSQL: commit and
-// rollback, a statement with BEGIN, statements with COMMIT, hooks after
+// rollback, statements with COMMIT, hooks after
 // commit, no statement after the end, and statements named (prepared once
 // per connection) through pg's public query config.
 import { test, before, after } from 'node:test';
@@ -49,32 +49,15 @@ test('commits when the work returns, with its result; rolls back and rethrows wh
   assert.equal(await note(dropped), undefined);
 });
 
-test('beginWith sends a statement with BEGIN and answers its result; only as the first statement', async () => {
-  const id = newId();
-  await withTransaction(pool, async (tx) => {
-    const inserted = await tx.beginWith(`INSERT INTO notes (id, body) VALUES (${id}, 'first') RETURNING body`);
-    assert.deepEqual(inserted.rows, [{ body: 'first' }]);
-    // Inside the transaction BEGIN opened: not yet visible elsewhere.
-    assert.equal(await note(id), undefined);
-    await assert.rejects(tx.beginWith('SELECT 1'), /first statement/);
-  });
-  assert.equal(await note(id), 'first');
-
-  await withTransaction(pool, async (tx) => {
-    await tx.query('SELECT 1');
-    await assert.rejects(tx.beginWith('SELECT 1'), /first statement/);
-  });
-});
-
-test('a statement with parameters, first or with COMMIT, runs as its text says, with or without SHOP_SQL_RIDE_ALONG', async () => {
+test('a statement with parameters, in the transaction or with COMMIT, runs as its text says', async () => {
   const [first, last, clashing] = [newId(), newId(), newId()];
-  // Quotes, a backslash and array elements: what inlining (sql-ride-along.ts) must escape.
+  // Quotes, a backslash and array elements: values travel as parameters, never inlined.
   const body = `it's "quoted" \\ {braced}`;
   await withTransaction(pool, async (tx) => {
-    const inserted = await tx.beginWith({
-      text: 'INSERT INTO notes (id, body) SELECT * FROM unnest($1::int[], $2::text[]) RETURNING body',
-      values: [[first], [body]],
-    });
+    const inserted = await tx.query('INSERT INTO notes (id, body) SELECT * FROM unnest($1::int[], $2::text[]) RETURNING body', [
+      [first],
+      [body],
+    ]);
     assert.deepEqual(inserted.rows, [{ body }]);
     tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [last, body] });
   });
@@ -83,7 +66,7 @@ test('a statement with parameters, first or with COMMIT, runs as its text says, 
 
   await assert.rejects(
     withTransaction(pool, async (tx) => {
-      await tx.beginWith({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [clashing, 'undone'] });
+      await tx.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [clashing, 'undone']);
       tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [first, 'duplicate key'] });
     }),
     (error: { code?: string }) => error.code === '23505',
@@ -94,7 +77,7 @@ test('a statement with parameters, first or with COMMIT, runs as its text says, 
 test('sendWithCommit: the statement commits with the transaction; when it fails, nothing of the transaction stays', async () => {
   const [early, late] = [newId(), newId()];
   await withTransaction(pool, async (tx) => {
-    tx.sendWithCommit(`INSERT INTO notes (id, body) VALUES (${late}, 'with commit')`);
+    tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [late, 'with commit'] });
     await tx.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [early, 'early']);
     // Not sent yet: the transaction's own statements do not see it.
     assert.equal((await tx.query('SELECT 1 FROM notes WHERE id = $1', [late])).rowCount, 0);
@@ -102,9 +85,11 @@ test('sendWithCommit: the statement commits with the transaction; when it fails,
   assert.equal(await note(early), 'early');
   assert.equal(await note(late), 'with commit');
 
-  // Only statements for COMMIT: BEGIN goes in the same round trip.
+  // Only statements for COMMIT: the transaction still begins and commits.
   const alone = newId();
-  await withTransaction(pool, async (tx) => tx.sendWithCommit(`INSERT INTO notes (id, body) VALUES (${alone}, 'alone')`));
+  await withTransaction(pool, async (tx) =>
+    tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [alone, 'alone'] }),
+  );
   assert.equal(await note(alone), 'alone');
 
   const [written, clashing] = [newId(), early];
@@ -112,7 +97,7 @@ test('sendWithCommit: the statement commits with the transaction; when it fails,
   await assert.rejects(
     withTransaction(pool, async (tx) => {
       await tx.query('INSERT INTO notes (id, body) VALUES ($1, $2)', [written, 'undone']);
-      tx.sendWithCommit(`INSERT INTO notes (id, body) VALUES (${clashing}, 'duplicate key')`);
+      tx.sendWithCommit({ text: 'INSERT INTO notes (id, body) VALUES ($1, $2)', values: [clashing, 'duplicate key'] });
       tx.afterCommit(() => (hookRan = true));
     }),
     (error: { code?: string }) => error.code === '23505',
@@ -160,7 +145,7 @@ test('nothing reaches the connection once the transaction has ended', async () =
     escaped = tx;
   });
   await assert.rejects(escaped!.query('SELECT 1'), /transaction has ended/);
-  assert.throws(() => escaped!.sendWithCommit('SELECT 1'), /transaction has ended/);
+  assert.throws(() => escaped!.sendWithCommit({ text: 'SELECT 1', values: [] }), /transaction has ended/);
   assert.throws(() => escaped!.afterCommit(() => {}), /transaction has ended/);
 });
 
