@@ -162,6 +162,21 @@ test('bench:notify sends one email per event', async () => {
   assert.match(stdout, /^10 emails in [\d.]+ s; CPU ms per email: .*notifications [\d.]+/m);
 });
 
+test('bench:tracing measures a BFF per tracing setting', async () => {
+  const stdout = await runOk('bench/tracing.ts', {
+    BENCH_TRACING_PARTS: 'bff',
+    BENCH_TRACING_VARIANTS: 'disabled,default,sampled',
+    BENCH_TRACING_ROUNDS: '1',
+    BENCH_TRACING_WARMUP: '0',
+    BENCH_TRACING_ROUND_MS: '1000',
+    BENCH_TRACING_CONCURRENCY: '4',
+  });
+  assert.match(stdout, /BFF, catalog page/);
+  const { bff } = await results<{ bff: { cpuMsPerRequest: Record<string, number>; spansExported: number } }>('tracing');
+  assert.deepEqual(Object.keys(bff.cpuMsPerRequest).sort(), ['default', 'disabled', 'sampled']);
+  for (const [name, ms] of Object.entries(bff.cpuMsPerRequest)) assert.ok(ms > 0, `${name}: ${ms} ms per request`);
+});
+
 test('npm run load places orders that end as their kind says', async () => {
   const json = join(resultsDir, 'load.json');
   // Exits 1 when an order ended otherwise than its kind says, or was not settled.
