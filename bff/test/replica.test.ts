@@ -10,6 +10,7 @@ import { createLogger } from '../../services/kit/index.ts';
 import { compareCatalog } from '../read-models.ts';
 import { Replica } from '../replica.ts';
 import { startNats, type TestNats } from '../../test/harness.ts';
+import { seeded } from '../../test/chaos/shop.ts';
 
 interface Item {
   id: string;
@@ -28,19 +29,8 @@ before(async () => {
 
 after(async () => {
   await nc?.close();
-  await nats?.stop();
+  await nats?.cleanup();
 });
-
-/** A small deterministic generator (mulberry32), so a failure can be replayed. */
-function random(seed: number): () => number {
-  let state = seed;
-  return () => {
-    state = (state + 0x6d2b79f5) | 0;
-    let t = Math.imul(state ^ (state >>> 15), 1 | state);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function walk(replica: Replica<Item>, first: number): string[] {
   const ids: string[] = [];
@@ -54,7 +44,7 @@ function walk(replica: Replica<Item>, first: number): string[] {
 }
 
 test('pages list exactly the listed items in catalog order while items arrive, are renamed, archived and restored', () => {
-  const next = random(20261208);
+  const next = seeded(20261208);
   const replica = new Replica<Item>(nc, products.catalog, { replicas: 1, log: createLogger('test', 'silent'), compare: compareCatalog });
   const latest = new Map<string, Item>();
   const names = ['Bowl', 'Cup', 'Plate', 'Spoon', 'Fork', 'Jug'];
