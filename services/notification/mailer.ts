@@ -10,8 +10,9 @@
 // connection lost after the SMTP server accepted the email does not send it
 // again: only a process dying between that acceptance and its record (one
 // statement's round trip: milliseconds, unless the machine or the database
-// is overloaded) does, once the lease runs out. The resend carries the same Message-ID (<notification-id@shop>), so
-// mail systems and people can recognise it as the same message.
+// is overloaded) does, once the lease runs out. The resend carries the same
+// Message-ID (<notification-id@shop>), so mail systems and people can
+// recognise it as the same message.
 import nodemailer, { type Transporter } from 'nodemailer';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import pg from 'pg';

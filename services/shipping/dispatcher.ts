@@ -2,8 +2,8 @@
 // is the shipments table (next_step_at), so it survives any crash: a row is
 // leased before the carrier is called (claimDue) and moved on, with its
 // event, in one transaction afterwards (one for all the rows of a claim whose
-// carrier call succeeded: a transaction per batch, not per parcel); a process that dies in between
-// leaves the row due again when the lease runs out, and the carrier's calls
+// carrier call succeeded: a transaction per batch, not per parcel); a process
+// that dies in between leaves the row due again when the lease runs out, and the carrier's calls
 // are idempotent (the tracking number comes from the shipment id). Every
 // instance runs one; SKIP LOCKED gives each row to one of them.
 //
